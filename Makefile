@@ -1,0 +1,44 @@
+# trackd — see README.md. Set-up is two commands: `make run` and `make test`.
+GO          ?= go
+PLUGINS     := $(notdir $(wildcard plugins/*))
+STATICCHECK := honnef.co/go/tools/cmd/staticcheck@v0.8.2
+PROTOC_GEN_GO      := google.golang.org/protobuf/cmd/protoc-gen-go@v1.36.12
+PROTOC_GEN_GO_GRPC := google.golang.org/grpc/cmd/protoc-gen-go-grpc@v1.5.1
+
+.PHONY: build run test bench lint fuzz proto clean
+
+## build: bin/trackd and bin/plugins/<name> for every plugin
+build:
+	$(GO) build -o bin/trackd ./daemon
+	@for p in $(PLUGINS); do echo "$(GO) build -o bin/plugins/$$p ./plugins/$$p"; $(GO) build -o bin/plugins/$$p ./plugins/$$p || exit 1; done
+
+## run: the daemon with an embedded NATS server and config.toml
+run: build
+	./bin/trackd run --config config.toml
+
+## test: the whole suite, race detector on (tests build the binaries they need)
+test:
+	$(GO) test -race -count=1 ./...
+
+## bench: the micro-benchmarks
+bench:
+	$(GO) test -run '^$$' -bench . -benchmem ./...
+
+## lint: gofmt, go vet and staticcheck
+lint:
+	@test -z "$$(gofmt -l $$(git ls-files '*.go'))" || { gofmt -l $$(git ls-files '*.go'); echo "gofmt: the files above need formatting"; exit 1; }
+	$(GO) vet ./...
+	$(GO) run $(STATICCHECK) ./...
+
+## proto: regenerate sdk/destinationpb from destination.proto
+proto:
+	command -v protoc >/dev/null || { apt-get update && apt-get install -y protobuf-compiler; }
+	$(GO) install $(PROTOC_GEN_GO)
+	$(GO) install $(PROTOC_GEN_GO_GRPC)
+	PATH="$$($(GO) env GOPATH)/bin:$$PATH" protoc --proto_path=sdk/destinationpb \
+		--go_out=sdk/destinationpb --go_opt=paths=source_relative \
+		--go-grpc_out=sdk/destinationpb --go-grpc_opt=paths=source_relative \
+		sdk/destinationpb/destination.proto
+
+clean:
+	rm -rf bin

@@ -1,0 +1,325 @@
+package main
+
+import (
+	"bufio"
+	"bytes"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"net/http/httptest"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"slices"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+
+	"trackd.dev/trackd/sdk/destinationtest"
+)
+
+func TestMain(m *testing.M) { destinationtest.Main(m) }
+
+// hook is an httptest server playing a webhook destination; it records the
+// events it received by messageId.
+type hook struct {
+	*httptest.Server
+	mu     sync.Mutex
+	events map[string]map[string]any
+}
+
+func newHook(t *testing.T) *hook {
+	h := &hook{events: map[string]map[string]any{}}
+	h.Server = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		var ev map[string]any
+		if err := json.NewDecoder(r.Body).Decode(&ev); err != nil {
+			http.Error(w, err.Error(), http.StatusBadRequest)
+			return
+		}
+		h.mu.Lock()
+		h.events[ev["messageId"].(string)] = ev
+		h.mu.Unlock()
+	}))
+	t.Cleanup(h.Close)
+	return h
+}
+
+func (h *hook) ids() []string {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	var ids []string
+	for id := range h.events {
+		ids = append(ids, id)
+	}
+	slices.Sort(ids)
+	return ids
+}
+
+func (h *hook) event(id string) map[string]any {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	return h.events[id]
+}
+
+// daemon is a trackd process started from the real binary.
+type daemon struct {
+	cmd      *exec.Cmd
+	natsURL  string
+	adminURL string
+	logs     *bytes.Buffer
+}
+
+func freePort(t *testing.T) string {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	return ln.Addr().String()
+}
+
+// startDaemon writes a config with the given destination tables and runs trackd on it.
+func startDaemon(t *testing.T, destinations string) *daemon {
+	t.Helper()
+	bin := destinationtest.Build(t, "trackd.dev/trackd/daemon")
+	dir := t.TempDir()
+	natsAddr, adminAddr := freePort(t), freePort(t)
+	cfg := fmt.Sprintf(`
+[nats.embedded]
+listen = %q
+store_dir = "nats"
+[admin]
+listen = %q
+[log]
+level = "debug"
+%s`, natsAddr, adminAddr, destinations)
+	path := filepath.Join(dir, "config.toml")
+	if err := os.WriteFile(path, []byte(cfg), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	d := &daemon{natsURL: "nats://" + natsAddr, adminURL: "http://" + adminAddr, logs: &bytes.Buffer{}}
+	d.cmd = exec.Command(bin, "run", "--config", path)
+	d.cmd.Stderr = &lockedBuffer{buf: d.logs}
+	if err := d.cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		_ = d.cmd.Process.Signal(os.Interrupt)
+		_ = d.cmd.Wait()
+		if t.Failed() {
+			t.Logf("daemon log:\n%s", d.logs.String())
+		}
+	})
+	waitFor(t, "the daemon to be ready", func() bool {
+		resp, err := http.Get(d.adminURL + "/readyz")
+		if err != nil {
+			return false
+		}
+		resp.Body.Close()
+		return resp.StatusCode == http.StatusOK
+	})
+	return d
+}
+
+type lockedBuffer struct {
+	mu  sync.Mutex
+	buf *bytes.Buffer
+}
+
+func (b *lockedBuffer) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.Write(p)
+}
+
+// metric reads one unlabelled or labelled sample from /metrics, 0 if absent.
+func (d *daemon) metric(t *testing.T, name string) float64 {
+	t.Helper()
+	resp, err := http.Get(d.adminURL + "/metrics")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	sc := bufio.NewScanner(resp.Body)
+	for sc.Scan() {
+		var v float64
+		if rest, ok := strings.CutPrefix(sc.Text(), name+" "); ok {
+			fmt.Sscan(rest, &v)
+			return v
+		}
+	}
+	return 0
+}
+
+// waitFor polls cond until it holds; the generous limit only stops a broken
+// test from hanging, it asserts nothing about speed.
+func waitFor(t *testing.T, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(60 * time.Second)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("gave up waiting for %s", what)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+func TestEndToEnd(t *testing.T) {
+	fileBin := destinationtest.Build(t, "trackd.dev/trackd/plugins/file")
+	hookBin := destinationtest.Build(t, "trackd.dev/trackd/plugins/webhook")
+	mixpanel, webhook := newHook(t), newHook(t)
+	jsonl := filepath.Join(t.TempDir(), "events.jsonl")
+	d := startDaemon(t, fmt.Sprintf(`
+[destinations.file]
+plugin = %q
+name = "File"
+[destinations.file.settings]
+path = %q
+
+[destinations.mixpanel]
+plugin = %q
+name = "Mixpanel"
+[destinations.mixpanel.settings]
+url = %q
+
+[destinations.hook]
+plugin = %q
+name = "Webhook"
+aliases = ["My Hook"]
+events = ["Order *", "Signed Up"]
+[destinations.hook.settings]
+url = %q
+`, fileBin, jsonl, hookBin, mixpanel.URL, hookBin, webhook.URL))
+
+	nc, err := nats.Connect(d.natsURL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer nc.Close()
+	js, err := jetstream.New(nc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx := t.Context()
+	publish := func(subject, body string) {
+		t.Helper()
+		if _, err := js.Publish(ctx, subject, []byte(body)); err != nil {
+			t.Fatalf("publish to %s: %v", subject, err)
+		}
+	}
+
+	publish("track", `{"event":"Order Completed","userId":"u1","messageId":"only-mixpanel",
+		"integrations":{"All":false,"mixpanel":true},"properties":{"revenue":18.9,"currency":"USD"}}`)
+	publish("track.web", `{"event":"Signed Up","anonymousId":"a1","messageId":"everyone",
+		"properties":{"plan":"pro"},"context":{"ip":"10.0.0.1"},"custom":{"kept":true}}`)
+	publish("track", `{"event":"Signed Up","anonymousId":"a1","messageId":"everyone","properties":{"again":1}}`)
+	publish("track", `{"event":"Order Completed","messageId":"no-user"}`)
+	publish("track.ios", `{"event":"Order Completed","userId":42,"messageId":"not-hook",
+		"integrations":{"my hook":false}}`)
+	publish("track", `{"event":"Page Scrolled","userId":"u2","messageId":"globbed-out"}`)
+	// A core NATS publish lands in the stream too.
+	if err := nc.Publish("track", []byte(`{"event":"Order Completed","userId":"u3","messageId":"core-publish"}`)); err != nil {
+		t.Fatal(err)
+	}
+
+	waitFor(t, "every delivery", func() bool {
+		return len(mixpanel.ids()) == 5 && len(webhook.ids()) == 2 && len(fileLines(t, jsonl)) == 4
+	})
+	if got, want := mixpanel.ids(), []string{"core-publish", "everyone", "globbed-out", "not-hook", "only-mixpanel"}; !slices.Equal(got, want) {
+		t.Errorf("mixpanel got %v, want %v", got, want)
+	}
+	// "only-mixpanel" (All:false) is not here; "my hook" (an alias) turned the webhook off for "not-hook".
+	if got, want := webhook.ids(), []string{"core-publish", "everyone"}; !slices.Equal(got, want) {
+		t.Errorf("webhook got %v, want %v", got, want)
+	}
+	var fileIDs []string
+	for _, l := range fileLines(t, jsonl) {
+		fileIDs = append(fileIDs, l["messageId"].(string))
+	}
+	slices.Sort(fileIDs)
+	if want := []string{"core-publish", "everyone", "globbed-out", "not-hook"}; !slices.Equal(fileIDs, want) {
+		t.Errorf("file got %v, want %v", fileIDs, want)
+	}
+
+	// The first "everyone" was delivered, normalized; its repeat was dropped.
+	ev := webhook.event("everyone")
+	if ev["properties"].(map[string]any)["plan"] != "pro" {
+		t.Errorf("the repeat replaced the original: %v", ev)
+	}
+	if ev["type"] != "track" || ev["version"] != float64(2) || ev["receivedAt"] == nil || ev["timestamp"] == nil {
+		t.Errorf("event not normalized: %v", ev)
+	}
+	if ev["custom"].(map[string]any)["kept"] != true || ev["context"].(map[string]any)["ip"] != "10.0.0.1" {
+		t.Errorf("unknown fields or context not passed through: %v", ev)
+	}
+	if got := mixpanel.event("not-hook")["userId"]; got != "42" {
+		t.Errorf("numeric userId became %v, want \"42\"", got)
+	}
+	waitFor(t, "the repeat to be counted", func() bool { return d.metric(t, "trackd_events_deduplicated_total") == 1 })
+
+	// The invalid event is in the dead-letter stream, original bytes and reason.
+	cons, err := js.OrderedConsumer(ctx, "TRACK_DLQ", jetstream.OrderedConsumerConfig{FilterSubjects: []string{"trackd.dlq.invalid"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	msg, err := cons.Next(jetstream.FetchMaxWait(10 * time.Second))
+	if err != nil {
+		t.Fatalf("no dead letter for the invalid event: %v", err)
+	}
+	if !bytes.Contains(msg.Data(), []byte(`"messageId":"no-user"`)) {
+		t.Errorf("dead letter body is not the original event: %s", msg.Data())
+	}
+	if reason := msg.Headers().Get("Trackd-Error"); !strings.Contains(reason, "userId") {
+		t.Errorf("Trackd-Error %q does not name userId", reason)
+	}
+	if stage := msg.Headers().Get("Trackd-Stage"); stage != "validate" {
+		t.Errorf("Trackd-Stage = %q, want validate", stage)
+	}
+	if got := d.metric(t, "trackd_events_invalid_total"); got != 1 {
+		t.Errorf("trackd_events_invalid_total = %v, want 1", got)
+	}
+}
+
+func fileLines(t *testing.T, path string) []map[string]any {
+	t.Helper()
+	f, err := os.Open(path)
+	if err != nil {
+		return nil
+	}
+	defer f.Close()
+	var out []map[string]any
+	dec := json.NewDecoder(f)
+	for {
+		var m map[string]any
+		if err := dec.Decode(&m); err == io.EOF {
+			return out
+		} else if err != nil {
+			t.Fatalf("%s is not JSON Lines: %v", path, err)
+		}
+		out = append(out, m)
+	}
+}
+
+// The daemon's commands answer --help and refuse bad input with one sentence.
+func TestCommandLine(t *testing.T) {
+	var out, errb bytes.Buffer
+	if code := dispatch([]string{"run", "--help"}, &out, &errb); code != 0 || !strings.Contains(errb.String(), "--config") {
+		t.Errorf("run --help: code %d, output %q", code, errb.String())
+	}
+	errb.Reset()
+	if code := dispatch([]string{"frobnicate"}, &out, &errb); code != 2 || !strings.Contains(errb.String(), `unknown command "frobnicate"`) {
+		t.Errorf("unknown command: code %d, output %q", code, errb.String())
+	}
+	errb.Reset()
+	missing := filepath.Join(t.TempDir(), "nope.toml")
+	if code := dispatch([]string{"run", "--config", missing}, &out, &errb); code != 1 || !strings.Contains(errb.String(), "nope.toml") {
+		t.Errorf("missing config: code %d, output %q", code, errb.String())
+	}
+}

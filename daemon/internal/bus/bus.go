@@ -1,0 +1,268 @@
+// Package bus connects the daemon to NATS — an embedded server or an external
+// one — and creates the JetStream streams, bucket and subjects the daemon uses.
+package bus
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"strconv"
+	"time"
+
+	"github.com/nats-io/nats-server/v2/server"
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+
+	"trackd.dev/trackd/daemon/internal/config"
+)
+
+// Names of the daemon's own streams and subjects.
+const (
+	RoutedStream  = "TRACK_ROUTED"
+	RoutedSubject = "trackd.routed"
+	DLQStream     = "TRACK_DLQ"
+	DLQPrefix     = "trackd.dlq."
+	// DLQInvalid is the dead-letter subject of events that failed validation.
+	DLQInvalid = DLQPrefix + "invalid"
+	// RouterConsumer is the durable consumer every daemon shares on the ingest stream.
+	RouterConsumer = "router"
+)
+
+// Header names the daemon writes.
+const (
+	HeaderDestinations = "Trackd-Destinations"
+	HeaderError        = "Trackd-Error"
+	HeaderDestination  = "Trackd-Destination"
+	HeaderAttempts     = "Trackd-Attempts"
+	HeaderStage        = "Trackd-Stage"
+)
+
+// ConsumerName is the durable consumer of a destination on the routed stream.
+func ConsumerName(destinationID string) string { return "dest_" + destinationID }
+
+// Bus is an open connection, and the embedded server when there is one.
+type Bus struct {
+	Conn   *nats.Conn
+	JS     jetstream.JetStream
+	server *server.Server
+}
+
+// Open starts the embedded server when cfg.NATS.URL is empty, then connects.
+func Open(cfg *config.Config) (*Bus, error) {
+	b := &Bus{}
+	opts := []nats.Option{
+		nats.Name("trackd"),
+		nats.MaxReconnects(-1),
+		nats.ReconnectWait(time.Second),
+	}
+	url := cfg.NATS.URL
+	if url == "" {
+		srv, err := startEmbedded(cfg)
+		if err != nil {
+			return nil, err
+		}
+		b.server = srv
+		opts = append(opts, nats.InProcessServer(srv))
+	} else {
+		auth, err := authOptions(cfg.NATS)
+		if err != nil {
+			return nil, err
+		}
+		opts = append(opts, auth...)
+	}
+	nc, err := nats.Connect(url, opts...)
+	if err != nil {
+		b.Close()
+		return nil, fmt.Errorf("cannot connect to NATS at %q (nats.url): %w", url, err)
+	}
+	b.Conn = nc
+	js, err := jetstream.New(nc)
+	if err != nil {
+		b.Close()
+		return nil, err
+	}
+	b.JS = js
+	return b, nil
+}
+
+func startEmbedded(cfg *config.Config) (*server.Server, error) {
+	host, portStr, err := net.SplitHostPort(cfg.NATS.Embedded.Listen)
+	if err != nil {
+		return nil, fmt.Errorf("nats.embedded.listen %q is not host:port: %w", cfg.NATS.Embedded.Listen, err)
+	}
+	port, err := strconv.Atoi(portStr)
+	if err != nil {
+		return nil, fmt.Errorf("nats.embedded.listen %q has a bad port", cfg.NATS.Embedded.Listen)
+	}
+	srv, err := server.NewServer(&server.Options{
+		ServerName: "trackd",
+		Host:       host,
+		Port:       port,
+		JetStream:  true,
+		StoreDir:   cfg.Resolve(cfg.NATS.Embedded.StoreDir),
+		NoSigs:     true,
+		NoLog:      true,
+	})
+	if err != nil {
+		return nil, fmt.Errorf("cannot start the embedded NATS server (nats.embedded): %w", err)
+	}
+	srv.Start()
+	if !srv.ReadyForConnections(10 * time.Second) {
+		srv.Shutdown()
+		return nil, fmt.Errorf("the embedded NATS server did not start listening on %s (nats.embedded.listen); is the port in use?", cfg.NATS.Embedded.Listen)
+	}
+	return srv, nil
+}
+
+func authOptions(c config.NATS) ([]nats.Option, error) {
+	var opts []nats.Option
+	if c.Creds != "" {
+		opts = append(opts, nats.UserCredentials(c.Creds))
+	}
+	if c.NKey != "" {
+		o, err := nats.NkeyOptionFromSeed(c.NKey)
+		if err != nil {
+			return nil, fmt.Errorf("nats.nkey: %w", err)
+		}
+		opts = append(opts, o)
+	}
+	if c.User != "" {
+		opts = append(opts, nats.UserInfo(c.User, c.Password))
+	}
+	if c.Token != "" {
+		opts = append(opts, nats.Token(c.Token))
+	}
+	if c.TLS.CAFile != "" {
+		opts = append(opts, nats.RootCAs(c.TLS.CAFile))
+	}
+	if c.TLS.CertFile != "" || c.TLS.KeyFile != "" {
+		opts = append(opts, nats.ClientCert(c.TLS.CertFile, c.TLS.KeyFile))
+	}
+	return opts, nil
+}
+
+// Close drains the connection and stops the embedded server.
+func (b *Bus) Close() {
+	if b.Conn != nil {
+		_ = b.Conn.Drain()
+		for b.Conn.IsDraining() {
+			time.Sleep(10 * time.Millisecond)
+		}
+	}
+	if b.server != nil {
+		b.server.Shutdown()
+		b.server.WaitForShutdown()
+	}
+}
+
+// Topology is what Setup created.
+type Topology struct {
+	Ingest jetstream.Stream
+	Routed jetstream.Stream
+	DLQ    jetstream.Stream
+	Dedupe jetstream.KeyValue
+}
+
+// Setup creates or updates the streams and the dedupe bucket.
+func (b *Bus) Setup(ctx context.Context, cfg *config.Config) (*Topology, error) {
+	var t Topology
+	var err error
+	t.Ingest, err = b.JS.CreateOrUpdateStream(ctx, jetstream.StreamConfig{
+		Name:        cfg.Ingest.Stream,
+		Description: "track events from producers",
+		Subjects:    cfg.Ingest.Subjects,
+		Storage:     jetstream.FileStorage,
+		// Every daemon shares one consumer, so a message is done once it is routed.
+		Retention: jetstream.WorkQueuePolicy,
+	})
+	if err != nil {
+		return nil, fmt.Errorf("cannot create stream %s (ingest.stream): %w", cfg.Ingest.Stream, err)
+	}
+	// The routed stream's duplicate window absorbs a router step that published
+	// and then crashed before acking; it must not outlive the dedupe window.
+	dup := min(2*time.Minute, cfg.Dedupe.Window.Duration)
+	t.Routed, err = b.JS.CreateOrUpdateStream(ctx, jetstream.StreamConfig{
+		Name:        RoutedStream,
+		Description: "normalized events waiting for their destinations",
+		Subjects:    []string{RoutedSubject},
+		Storage:     jetstream.FileStorage,
+		// A message lives until every destination consumer has acked it.
+		Retention:  jetstream.InterestPolicy,
+		Duplicates: dup,
+	})
+	if err != nil {
+		return nil, fmt.Errorf("cannot create stream %s: %w", RoutedStream, err)
+	}
+	t.DLQ, err = b.JS.CreateOrUpdateStream(ctx, jetstream.StreamConfig{
+		Name:        DLQStream,
+		Description: "invalid events and events a destination finally failed",
+		Subjects:    []string{DLQPrefix + ">"},
+		Storage:     jetstream.FileStorage,
+	})
+	if err != nil {
+		return nil, fmt.Errorf("cannot create stream %s: %w", DLQStream, err)
+	}
+	t.Dedupe, err = b.JS.CreateOrUpdateKeyValue(ctx, jetstream.KeyValueConfig{
+		Bucket:      cfg.Dedupe.Bucket,
+		Description: "messageIds seen within the dedupe window",
+		TTL:         cfg.Dedupe.Window.Duration,
+		History:     1,
+		Storage:     jetstream.FileStorage,
+	})
+	if err != nil {
+		return nil, fmt.Errorf("cannot create key-value bucket %s (dedupe.bucket): %w", cfg.Dedupe.Bucket, err)
+	}
+	return &t, nil
+}
+
+// IsWrongLastSequence reports whether err is JetStream refusing a publish whose
+// expected last subject sequence did not match: a key that already exists.
+func IsWrongLastSequence(err error) bool {
+	var apiErr *jetstream.APIError
+	if !errors.As(err, &apiErr) {
+		return false
+	}
+	// 10071 on a single server; 10164 is what replicated streams answer.
+	return apiErr.ErrorCode == jetstream.JSErrCodeStreamWrongLastSequence || apiErr.ErrorCode == jetstream.JSErrCodeStreamWrongLastSequenceConstant
+}
+
+// AckWait is how long a fetched message may go unacked before NATS hands it to
+// another worker; long batches report progress to keep it.
+const AckWait = 30 * time.Second
+
+// Router creates or updates the durable consumer every daemon shares on the ingest stream.
+func (t *Topology) Router(ctx context.Context, maxAckPending int) (jetstream.Consumer, error) {
+	c, err := t.Ingest.CreateOrUpdateConsumer(ctx, jetstream.ConsumerConfig{
+		Durable:       RouterConsumer,
+		Description:   "trackd router: validate, dedupe, route",
+		AckPolicy:     jetstream.AckExplicitPolicy,
+		AckWait:       AckWait,
+		MaxDeliver:    -1,
+		MaxAckPending: maxAckPending,
+	})
+	if err != nil {
+		return nil, fmt.Errorf("cannot create consumer %s on stream %s: %w", RouterConsumer, t.Ingest.CachedInfo().Config.Name, err)
+	}
+	return c, nil
+}
+
+// Destination creates or updates a destination's durable consumer on the routed stream.
+// A destination added later starts with events routed from then on.
+func (t *Topology) Destination(ctx context.Context, id string, maxAckPending int) (jetstream.Consumer, error) {
+	name := ConsumerName(id)
+	c, err := t.Routed.CreateOrUpdateConsumer(ctx, jetstream.ConsumerConfig{
+		Durable:       name,
+		Description:   "trackd destination " + id,
+		FilterSubject: RoutedSubject,
+		DeliverPolicy: jetstream.DeliverNewPolicy,
+		AckPolicy:     jetstream.AckExplicitPolicy,
+		AckWait:       AckWait,
+		MaxDeliver:    -1,
+		MaxAckPending: maxAckPending,
+	})
+	if err != nil {
+		return nil, fmt.Errorf("cannot create consumer %s on stream %s: %w", name, RoutedStream, err)
+	}
+	return c, nil
+}

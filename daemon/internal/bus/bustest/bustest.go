@@ -1,0 +1,34 @@
+// Package bustest gives tests a real embedded NATS server with the daemon's topology.
+package bustest
+
+import (
+	"context"
+	"testing"
+	"time"
+
+	"trackd.dev/trackd/daemon/internal/bus"
+	"trackd.dev/trackd/daemon/internal/config"
+)
+
+// Open starts an embedded server on a random port with its store in a
+// temporary directory, sets up the topology with the given dedupe window, and
+// closes everything when the test ends.
+func Open(t testing.TB, window time.Duration) (*bus.Bus, *bus.Topology) {
+	t.Helper()
+	cfg := config.Defaults()
+	cfg.Path = t.TempDir() + "/config.toml"
+	cfg.NATS.Embedded.Listen = "127.0.0.1:-1"
+	cfg.Dedupe.Window = config.Duration{Duration: window}
+	b, err := bus.Open(&cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(b.Close)
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	topo, err := b.Setup(ctx, &cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return b, topo
+}

@@ -1,0 +1,58 @@
+package bus
+
+import (
+	"context"
+
+	"github.com/nats-io/nats.go/jetstream"
+)
+
+// ConsumeBatches pulls from cons and calls handle with batches of at most max
+// messages. A batch is whatever is waiting — it never waits to fill — so a
+// quiet stream gets low latency and a busy one gets full batches.
+//
+// It returns once ctx is done and the batch in hand is handled; messages
+// fetched but not yet handed out are nak'ed so another daemon takes them now
+// rather than after the ack wait.
+func ConsumeBatches(ctx context.Context, cons jetstream.Consumer, max int, handle func([]jetstream.Msg)) error {
+	msgs := make(chan jetstream.Msg, max)
+	cc, err := cons.Consume(func(m jetstream.Msg) {
+		select {
+		case msgs <- m:
+		case <-ctx.Done():
+			_ = m.Nak()
+		}
+	}, jetstream.PullMaxMessages(2*max))
+	if err != nil {
+		return err
+	}
+	defer func() {
+		cc.Stop()
+		for {
+			select {
+			case m := <-msgs:
+				_ = m.Nak()
+			default:
+				return
+			}
+		}
+	}()
+	batch := make([]jetstream.Msg, 0, max)
+	for {
+		select {
+		case <-ctx.Done():
+			return nil
+		case m := <-msgs:
+			batch = append(batch[:0], m)
+		}
+	fill:
+		for len(batch) < max {
+			select {
+			case m := <-msgs:
+				batch = append(batch, m)
+			default:
+				break fill
+			}
+		}
+		handle(batch)
+	}
+}

@@ -1,0 +1,256 @@
+// Package config reads trackd's TOML configuration: defaults, ${VAR} expansion,
+// and every check that must refuse a bad file at start-up with the key at fault.
+package config
+
+import (
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"sort"
+	"strings"
+	"time"
+
+	"github.com/BurntSushi/toml"
+)
+
+// Config is the whole configuration file.
+type Config struct {
+	NATS         NATS                    `toml:"nats"`
+	Ingest       Ingest                  `toml:"ingest"`
+	Dedupe       Dedupe                  `toml:"dedupe"`
+	Retry        Retry                   `toml:"retry"`
+	Admin        Admin                   `toml:"admin"`
+	Plugins      Plugins                 `toml:"plugins"`
+	Log          Log                     `toml:"log"`
+	Shutdown     Shutdown                `toml:"shutdown"`
+	Destinations map[string]*Destination `toml:"destinations"`
+
+	// Path is the file the configuration was read from; relative paths in it
+	// (store_dir, plugins.dir, plugin paths) are resolved against its directory.
+	Path string `toml:"-"`
+}
+
+// NATS says which server to use: an embedded one when URL is empty.
+type NATS struct {
+	URL      string   `toml:"url"`
+	Creds    string   `toml:"creds"`
+	NKey     string   `toml:"nkey"`
+	User     string   `toml:"user"`
+	Password string   `toml:"password"`
+	Token    string   `toml:"token"`
+	TLS      TLS      `toml:"tls"`
+	Embedded Embedded `toml:"embedded"`
+}
+
+// TLS configures the client side of a TLS connection to an external NATS.
+type TLS struct {
+	CAFile   string `toml:"ca_file"`
+	CertFile string `toml:"cert_file"`
+	KeyFile  string `toml:"key_file"`
+}
+
+// Embedded configures the in-process nats-server.
+type Embedded struct {
+	Listen   string `toml:"listen"`
+	StoreDir string `toml:"store_dir"`
+}
+
+// Ingest is where producers publish.
+type Ingest struct {
+	Stream        string   `toml:"stream"`
+	Subjects      []string `toml:"subjects"`
+	MaxEventBytes int      `toml:"max_event_bytes"`
+}
+
+// Dedupe is the messageId repeat window.
+type Dedupe struct {
+	Bucket string   `toml:"bucket"`
+	Window Duration `toml:"window"`
+}
+
+// Retry is the backoff policy for events a destination asks to retry.
+// In a destination's own retry table a zero field means "as in [retry]".
+type Retry struct {
+	Initial     Duration `toml:"initial"`
+	Max         Duration `toml:"max"`
+	MaxAttempts int      `toml:"max_attempts"`
+	MaxAge      Duration `toml:"max_age"`
+}
+
+// Admin is the HTTP listener for /metrics, /healthz and /readyz; "" turns it off.
+type Admin struct {
+	Listen string `toml:"listen"`
+}
+
+// Plugins says where plugin binaries are found by name.
+type Plugins struct {
+	Dir string `toml:"dir"`
+}
+
+// Log sets the log level: debug, info, warn or error.
+type Log struct {
+	Level string `toml:"level"`
+}
+
+// Shutdown bounds how long a stopping daemon waits for in-flight batches.
+type Shutdown struct {
+	Timeout Duration `toml:"timeout"`
+}
+
+// Destination is one [destinations.<id>] table.
+type Destination struct {
+	ID            string         `toml:"-"`
+	Plugin        string         `toml:"plugin"`
+	Name          string         `toml:"name"`
+	Aliases       []string       `toml:"aliases"`
+	Enabled       *bool          `toml:"enabled"`
+	Events        []string       `toml:"events"`
+	ExcludeEvents []string       `toml:"exclude_events"`
+	BatchSize     int            `toml:"batch_size"`
+	Retry         Retry          `toml:"retry"`
+	Settings      map[string]any `toml:"settings"`
+
+	// PluginPath is Plugin resolved to an absolute path of a file that exists.
+	PluginPath string `toml:"-"`
+}
+
+// IsEnabled reports whether the destination receives events; absent means yes.
+func (d *Destination) IsEnabled() bool { return d.Enabled == nil || *d.Enabled }
+
+// Duration is a time.Duration written as a string such as "12h" or "500ms".
+type Duration struct{ time.Duration }
+
+// UnmarshalText parses a duration string.
+func (d *Duration) UnmarshalText(b []byte) error {
+	v, err := time.ParseDuration(string(b))
+	if err != nil {
+		return err
+	}
+	if v < 0 {
+		return fmt.Errorf("duration %q is negative", b)
+	}
+	d.Duration = v
+	return nil
+}
+
+// MarshalText writes the duration back as a string.
+func (d Duration) MarshalText() ([]byte, error) { return []byte(d.String()), nil }
+
+// Defaults returns the configuration an empty file means.
+func Defaults() Config {
+	return Config{
+		NATS: NATS{Embedded: Embedded{Listen: "127.0.0.1:4222", StoreDir: "data/nats"}},
+		Ingest: Ingest{
+			Stream:        "TRACK",
+			Subjects:      []string{"track", "track.>"},
+			MaxEventBytes: 32768,
+		},
+		Dedupe: Dedupe{Bucket: "TRACK_DEDUPE", Window: Duration{12 * time.Hour}},
+		Retry: Retry{
+			Initial:     Duration{time.Second},
+			Max:         Duration{5 * time.Minute},
+			MaxAttempts: 10,
+			MaxAge:      Duration{24 * time.Hour},
+		},
+		Admin:    Admin{Listen: "127.0.0.1:9090"},
+		Plugins:  Plugins{Dir: "bin/plugins"},
+		Log:      Log{Level: "info"},
+		Shutdown: Shutdown{Timeout: Duration{30 * time.Second}},
+	}
+}
+
+// Load reads, expands and checks the configuration file at path.
+func Load(path string) (*Config, error) {
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return nil, fmt.Errorf("cannot read the configuration: %w", err)
+	}
+	abs, err := filepath.Abs(path)
+	if err != nil {
+		return nil, err
+	}
+	return Parse(abs, data, os.LookupEnv)
+}
+
+// Parse is Load without the file system read; lookupEnv resolves ${VAR}.
+func Parse(path string, data []byte, lookupEnv func(string) (string, bool)) (*Config, error) {
+	name := filepath.Base(path)
+	cfg := Defaults()
+	md, err := toml.Decode(string(data), &cfg)
+	if err != nil {
+		var pe toml.ParseError
+		if errors.As(err, &pe) {
+			if pe.LastKey != "" {
+				return nil, fmt.Errorf("%s line %d: %s: %s", name, pe.Position.Line, pe.LastKey, pe.Message)
+			}
+			return nil, fmt.Errorf("%s line %d: %s", name, pe.Position.Line, pe.Message)
+		}
+		return nil, fmt.Errorf("%s: %w", name, err)
+	}
+	if err := unknownKeys(name, md); err != nil {
+		return nil, err
+	}
+	cfg.Path = path
+	if err := cfg.check(name, lookupEnv); err != nil {
+		return nil, err
+	}
+	return &cfg, nil
+}
+
+func unknownKeys(name string, md toml.MetaData) error {
+	var unknown []string
+	for _, k := range md.Undecoded() {
+		// Settings belong to the plugin, which checks them in Configure.
+		if len(k) > 3 && k[0] == "destinations" && k[2] == "settings" {
+			continue
+		}
+		unknown = append(unknown, k.String())
+	}
+	if len(unknown) == 0 {
+		return nil
+	}
+	sort.Strings(unknown)
+	return fmt.Errorf("%s: unknown key %s; check its spelling against the documented keys in config.toml", name, strings.Join(unknown, ", "))
+}
+
+// Dir is the directory relative paths in the configuration are resolved against.
+func (c *Config) Dir() string { return filepath.Dir(c.Path) }
+
+// Resolve returns p as an absolute path, relative paths taken from the config's directory.
+func (c *Config) Resolve(p string) string {
+	if p == "" || filepath.IsAbs(p) {
+		return p
+	}
+	return filepath.Join(c.Dir(), p)
+}
+
+// Enabled returns the enabled destinations sorted by id.
+func (c *Config) Enabled() []*Destination {
+	var out []*Destination
+	for _, d := range c.Destinations {
+		if d.IsEnabled() {
+			out = append(out, d)
+		}
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].ID < out[j].ID })
+	return out
+}
+
+// RetryFor returns the destination's retry policy with [retry] filling the gaps.
+func (c *Config) RetryFor(d *Destination) Retry {
+	r := c.Retry
+	if d.Retry.Initial.Duration != 0 {
+		r.Initial = d.Retry.Initial
+	}
+	if d.Retry.Max.Duration != 0 {
+		r.Max = d.Retry.Max
+	}
+	if d.Retry.MaxAttempts != 0 {
+		r.MaxAttempts = d.Retry.MaxAttempts
+	}
+	if d.Retry.MaxAge.Duration != 0 {
+		r.MaxAge = d.Retry.MaxAge
+	}
+	return r
+}

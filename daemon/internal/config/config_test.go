@@ -1,0 +1,164 @@
+package config
+
+import (
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+)
+
+// fixture is a config directory with an executable plugin binary named "file".
+func fixture(t *testing.T) string {
+	t.Helper()
+	dir := t.TempDir()
+	if err := os.MkdirAll(filepath.Join(dir, "bin", "plugins"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(dir, "bin", "plugins", "file"), []byte("#!/bin/sh\n"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	return dir
+}
+
+func parse(t *testing.T, dir, text string, env map[string]string) (*Config, error) {
+	t.Helper()
+	return Parse(filepath.Join(dir, "config.toml"), []byte(text), func(k string) (string, bool) {
+		v, ok := env[k]
+		return v, ok
+	})
+}
+
+func TestDefaults(t *testing.T) {
+	dir := fixture(t)
+	cfg, err := parse(t, dir, "", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	checks := []struct {
+		name      string
+		got, want any
+	}{
+		{"nats.url", cfg.NATS.URL, ""},
+		{"nats.embedded.listen", cfg.NATS.Embedded.Listen, "127.0.0.1:4222"},
+		{"nats.embedded.store_dir", cfg.NATS.Embedded.StoreDir, "data/nats"},
+		{"ingest.stream", cfg.Ingest.Stream, "TRACK"},
+		{"ingest.subjects", strings.Join(cfg.Ingest.Subjects, ","), "track,track.>"},
+		{"ingest.max_event_bytes", cfg.Ingest.MaxEventBytes, 32768},
+		{"dedupe.bucket", cfg.Dedupe.Bucket, "TRACK_DEDUPE"},
+		{"dedupe.window", cfg.Dedupe.Window.Duration, 12 * time.Hour},
+		{"retry.initial", cfg.Retry.Initial.Duration, time.Second},
+		{"retry.max", cfg.Retry.Max.Duration, 5 * time.Minute},
+		{"retry.max_attempts", cfg.Retry.MaxAttempts, 10},
+		{"retry.max_age", cfg.Retry.MaxAge.Duration, 24 * time.Hour},
+		{"admin.listen", cfg.Admin.Listen, "127.0.0.1:9090"},
+		{"plugins.dir", cfg.Plugins.Dir, "bin/plugins"},
+		{"shutdown.timeout", cfg.Shutdown.Timeout.Duration, 30 * time.Second},
+	}
+	for _, c := range checks {
+		if c.got != c.want {
+			t.Errorf("%s = %v, want %v", c.name, c.got, c.want)
+		}
+	}
+}
+
+func TestDestination(t *testing.T) {
+	dir := fixture(t)
+	cfg, err := parse(t, dir, `
+[retry]
+max_attempts = 4
+[destinations.file]
+plugin = "file"
+aliases = ["jsonl"]
+events = ["Order *"]
+[destinations.file.retry]
+initial = "2s"
+[destinations.file.settings]
+path = "${OUT_DIR}/events.jsonl"
+nested = { token = "${TOKEN}", list = ["${TOKEN}", 1] }
+price = "$5 and $${NOT_A_VAR}"
+[destinations.off]
+plugin = "missing"
+enabled = false
+`, map[string]string{"OUT_DIR": "/tmp/out", "TOKEN": "s3cret"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	d := cfg.Destinations["file"]
+	if d.ID != "file" || d.Name != "file" || d.BatchSize != 100 || !d.IsEnabled() {
+		t.Errorf("defaults not applied: %+v", d)
+	}
+	if want := filepath.Join(dir, "bin", "plugins", "file"); d.PluginPath != want {
+		t.Errorf("PluginPath = %q, want %q", d.PluginPath, want)
+	}
+	if got := d.Settings["path"]; got != "/tmp/out/events.jsonl" {
+		t.Errorf("settings.path = %v", got)
+	}
+	nested := d.Settings["nested"].(map[string]any)
+	if nested["token"] != "s3cret" || nested["list"].([]any)[0] != "s3cret" {
+		t.Errorf("nested settings not expanded: %v", nested)
+	}
+	if got := d.Settings["price"]; got != "$5 and ${NOT_A_VAR}" {
+		t.Errorf("settings.price = %q", got)
+	}
+	r := cfg.RetryFor(d)
+	if r.Initial.Duration != 2*time.Second || r.MaxAttempts != 4 || r.Max.Duration != 5*time.Minute {
+		t.Errorf("RetryFor = %+v", r)
+	}
+	if got := cfg.Enabled(); len(got) != 1 || got[0].ID != "file" {
+		t.Errorf("Enabled() = %v", got)
+	}
+}
+
+func TestErrorsNameTheKey(t *testing.T) {
+	tests := []struct {
+		name, text, want string
+	}{
+		{"unknown top-level key", "[ingest]\nstreem = \"X\"\n", "ingest.streem"},
+		{"unknown destination key", "[destinations.file]\nplugin = \"file\"\nbatchsize = 5\n", "destinations.file.batchsize"},
+		{"bad duration", "[dedupe]\nwindow = \"12 hours\"\n", "dedupe.window"},
+		{"duration as a number", "[retry]\nmax = 5\n", "retry.max"},
+		{"wrong type", "[ingest]\nmax_event_bytes = \"big\"\n", "ingest.max_event_bytes"},
+		{"zero window", "[dedupe]\nwindow = \"0s\"\n", "dedupe.window"},
+		{"max below initial", "[retry]\ninitial = \"10s\"\nmax = \"1s\"\n", "retry.max"},
+		{"destination retry", "[destinations.file]\nplugin = \"file\"\n[destinations.file.retry]\nmax_attempts = -1\n", "destinations.file.retry.max_attempts"},
+		{"plugin not found", "[destinations.x]\nplugin = \"nope\"\n", "destinations.x.plugin"},
+		{"plugin missing", "[destinations.x]\nname = \"X\"\n", "destinations.x.plugin"},
+		{"duplicate name", "[destinations.a]\nplugin = \"file\"\nname = \"Mixpanel\"\n[destinations.b]\nplugin = \"file\"\nname = \"mixpanel\"\n", "destinations.b.name"},
+		{"alias clashes with a name", "[destinations.a]\nplugin = \"file\"\nname = \"Mixpanel\"\n[destinations.b]\nplugin = \"file\"\naliases = [\"MIXPANEL\"]\n", "destinations.b.aliases"},
+		{"unset variable", "[destinations.a]\nplugin = \"file\"\n[destinations.a.settings]\ntoken = \"${MIXPANEL_TOKEN}\"\n", "destinations.a.settings.token uses ${MIXPANEL_TOKEN}"},
+		{"bad glob", "[destinations.a]\nplugin = \"file\"\nevents = [\"[\"]\n", "destinations.a.events"},
+		{"bad batch size", "[destinations.a]\nplugin = \"file\"\nbatch_size = -3\n", "destinations.a.batch_size"},
+		{"overlapping subject", "[ingest]\nsubjects = [\"trackd.dlq.x\"]\n", "ingest.subjects"},
+		{"bad log level", "[log]\nlevel = \"loud\"\n", "log.level"},
+		{"bad destination id", "[destinations.\"a b\"]\nplugin = \"file\"\n", "destinations.a b"},
+		{"not TOML", "[ingest\n", "config.toml line 2: expected"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			_, err := parse(t, fixture(t), tt.text, nil)
+			if err == nil {
+				t.Fatal("no error")
+			}
+			if !strings.HasPrefix(err.Error(), "config.toml") || !strings.Contains(err.Error(), tt.want) {
+				t.Errorf("error %q does not start with the file name and name %q", err, tt.want)
+			}
+		})
+	}
+}
+
+// The shipped config.toml parses with nothing but its own defaults.
+func TestShippedConfig(t *testing.T) {
+	data, err := os.ReadFile("../../../config.toml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	dir := fixture(t)
+	cfg, err := parse(t, dir, string(data), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := cfg.Enabled(); len(got) != 1 || got[0].ID != "file" {
+		t.Errorf("the shipped config should enable only the file destination, got %v", got)
+	}
+}

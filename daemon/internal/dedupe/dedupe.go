@@ -1,0 +1,114 @@
+// Package dedupe decides whether a messageId was seen within the window, using
+// a JetStream key-value bucket whose TTL is the window.
+//
+// A claim's value is the ingest stream sequence of the message that made it, so
+// a redelivery of that same message after a crash finds its own claim and is
+// still delivered, while a different message with the same messageId is a repeat.
+package dedupe
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/base64"
+	"errors"
+	"fmt"
+	"strconv"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+
+	"trackd.dev/trackd/daemon/internal/bus"
+)
+
+// Claim asks for messageId on behalf of the ingest message at stream sequence Seq.
+type Claim struct {
+	MessageID string
+	Seq       uint64
+}
+
+// Claimer claims messageIds in one bucket.
+type Claimer struct {
+	js     jetstream.JetStream
+	kv     jetstream.KeyValue
+	prefix string
+}
+
+// New returns a Claimer on an existing bucket.
+func New(js jetstream.JetStream, kv jetstream.KeyValue) *Claimer {
+	return &Claimer{js: js, kv: kv, prefix: "$KV." + kv.Bucket() + "."}
+}
+
+// Key is the bucket key of a messageId: KV keys allow few characters, and a
+// messageId may hold any, so it is hashed.
+func Key(messageID string) string {
+	sum := sha256.Sum256([]byte(messageID))
+	return base64.RawURLEncoding.EncodeToString(sum[:])
+}
+
+// ClaimAll claims every messageId and reports, in order, which claims are first
+// sightings (true) and which are repeats (false). The claims are pipelined:
+// one asynchronous publish each, with no round trip per claim.
+func (c *Claimer) ClaimAll(ctx context.Context, claims []Claim) ([]bool, error) {
+	futures := make([]jetstream.PubAckFuture, len(claims))
+	for i, cl := range claims {
+		f, err := c.js.PublishMsgAsync(c.claimMsg(cl))
+		if err != nil {
+			return nil, fmt.Errorf("dedupe claim: %w", err)
+		}
+		futures[i] = f
+	}
+	first := make([]bool, len(claims))
+	for i, f := range futures {
+		select {
+		case <-f.Ok():
+			first[i] = true
+			continue
+		case err := <-f.Err():
+			if !bus.IsWrongLastSequence(err) {
+				return nil, fmt.Errorf("dedupe claim: %w", err)
+			}
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		}
+		own, err := c.resolve(ctx, claims[i])
+		if err != nil {
+			return nil, err
+		}
+		first[i] = own
+	}
+	return first, nil
+}
+
+func (c *Claimer) claimMsg(cl Claim) *nats.Msg {
+	m := nats.NewMsg(c.prefix + Key(cl.MessageID))
+	m.Data = strconv.AppendUint(nil, cl.Seq, 10)
+	// Expected last subject sequence 0 means "create only": it fails when the
+	// key holds a live value, and succeeds again once that value has expired.
+	m.Header.Set(jetstream.ExpectedLastSubjSeqHeader, "0")
+	return m
+}
+
+// resolve settles a claim whose key already exists: it is ours when the
+// stored sequence is the claimant's own.
+func (c *Claimer) resolve(ctx context.Context, cl Claim) (bool, error) {
+	key := Key(cl.MessageID)
+	want := strconv.FormatUint(cl.Seq, 10)
+	for range 3 {
+		e, err := c.kv.Get(ctx, key)
+		if err == nil {
+			return string(e.Value()) == want, nil
+		}
+		if !errors.Is(err, jetstream.ErrKeyNotFound) {
+			return false, fmt.Errorf("dedupe lookup: %w", err)
+		}
+		// The earlier claim expired between our publish and the read: claim again.
+		_, err = c.kv.Create(ctx, key, []byte(want))
+		if err == nil {
+			return true, nil
+		}
+		if !errors.Is(err, jetstream.ErrKeyExists) && !bus.IsWrongLastSequence(err) {
+			return false, fmt.Errorf("dedupe claim: %w", err)
+		}
+	}
+	return false, fmt.Errorf("dedupe claim for messageId %q kept changing; giving up for now", cl.MessageID)
+}

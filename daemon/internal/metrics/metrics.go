@@ -1,0 +1,70 @@
+// Package metrics holds the daemon's Prometheus counters and histograms.
+package metrics
+
+import (
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+)
+
+// Metrics is every instrument the daemon updates, registered on Registry.
+type Metrics struct {
+	Registry *prometheus.Registry
+
+	Received     prometheus.Counter
+	Invalid      prometheus.Counter
+	Deduplicated prometheus.Counter
+	Unrouted     prometheus.Counter
+
+	Routed         *prometheus.CounterVec
+	Delivered      *prometheus.CounterVec
+	Retried        *prometheus.CounterVec
+	DeadLettered   *prometheus.CounterVec
+	PluginRestarts *prometheus.CounterVec
+	BatchSeconds   *prometheus.HistogramVec
+}
+
+// New creates and registers the instruments on a fresh registry.
+func New() *Metrics {
+	perDest := []string{"destination"}
+	m := &Metrics{
+		Registry: prometheus.NewRegistry(),
+		Received: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "trackd_events_received_total", Help: "Events read from the ingest stream.",
+		}),
+		Invalid: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "trackd_events_invalid_total", Help: "Events that failed validation and went to the dead-letter stream.",
+		}),
+		Deduplicated: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "trackd_events_deduplicated_total", Help: "Events dropped as repeats of a messageId seen within the dedupe window.",
+		}),
+		Unrouted: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "trackd_events_unrouted_total", Help: "Valid events that no destination wanted.",
+		}),
+		Routed: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "trackd_events_routed_total", Help: "Events routed to a destination.",
+		}, perDest),
+		Delivered: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "trackd_events_delivered_total", Help: "Events a destination accepted.",
+		}, perDest),
+		Retried: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "trackd_events_retried_total", Help: "Deliveries a destination asked to retry.",
+		}, perDest),
+		DeadLettered: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "trackd_events_dead_lettered_total", Help: "Events a destination dropped or finally failed.",
+		}, perDest),
+		PluginRestarts: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "trackd_plugin_restarts_total", Help: "Times a destination's plugin process was started again after failing.",
+		}, perDest),
+		BatchSeconds: prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Name: "trackd_batch_duration_seconds", Help: "Time a plugin took to deliver one batch.",
+			Buckets: prometheus.ExponentialBuckets(0.001, 4, 9),
+		}, perDest),
+	}
+	m.Registry.MustRegister(
+		collectors.NewGoCollector(),
+		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
+		m.Received, m.Invalid, m.Deduplicated, m.Unrouted,
+		m.Routed, m.Delivered, m.Retried, m.DeadLettered, m.PluginRestarts, m.BatchSeconds,
+	)
+	return m
+}

@@ -1,0 +1,140 @@
+// Package pluginhost runs one destination's plugin process: it starts and
+// configures it, hands it batches, and starts it again when it dies, since
+// go-plugin itself never restarts a plugin.
+package pluginhost
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"log/slog"
+	"os/exec"
+	"sync"
+	"sync/atomic"
+
+	"github.com/prometheus/client_golang/prometheus"
+
+	"trackd.dev/trackd/sdk"
+)
+
+// Host owns one destination's plugin process.
+type Host struct {
+	id       string
+	path     string
+	dir      string
+	settings sdk.Settings
+	log      *slog.Logger
+	restarts prometheus.Counter
+
+	mu     sync.Mutex
+	client *sdk.Client
+	ready  atomic.Bool // a configured plugin is running
+}
+
+// Ready reports whether the plugin is running and configured.
+func (h *Host) Ready() bool { return h.ready.Load() }
+
+// New prepares a host; nothing runs until Start or Deliver.
+// The plugin runs in dir, so relative paths in its settings mean the same as in the config.
+func New(id, path, dir string, settings map[string]any, log *slog.Logger, restarts prometheus.Counter) (*Host, error) {
+	s, err := sdk.NewSettings(settings)
+	if err != nil {
+		return nil, fmt.Errorf("destinations.%s.settings: %w", id, err)
+	}
+	return &Host{id: id, path: path, dir: dir, settings: s, log: log.With("destination", id), restarts: restarts}, nil
+}
+
+// Start launches and configures the plugin unless it is already running.
+func (h *Host) Start(ctx context.Context) error {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	_, err := h.running(ctx)
+	return err
+}
+
+// Deliver hands a batch to the plugin, starting it first if it is not running.
+// An error means the batch was not delivered and the plugin has been stopped.
+func (h *Host) Deliver(ctx context.Context, batch []sdk.Event) ([]sdk.Result, error) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	c, err := h.running(ctx)
+	if err != nil {
+		return nil, err
+	}
+	results, err := c.Deliver(ctx, batch)
+	if err != nil {
+		// Whether it died or hung, the process is of no more use: the next
+		// batch starts a fresh one.
+		h.log.Warn("plugin failed during a batch; it will be started again", "err", err, "exited", c.Exited())
+		h.stop()
+		h.restarts.Inc()
+		return nil, fmt.Errorf("destination %s: plugin failed: %w", h.id, err)
+	}
+	return results, nil
+}
+
+// running returns a live client, starting one when needed; h.mu is held.
+func (h *Host) running(ctx context.Context) (*sdk.Client, error) {
+	if h.client != nil && !h.client.Exited() {
+		return h.client, nil
+	}
+	if h.client != nil {
+		h.log.Warn("plugin exited; starting it again")
+		h.stop()
+		h.restarts.Inc()
+	}
+	cmd := exec.Command(h.path)
+	cmd.Dir = h.dir
+	c, err := sdk.Start(cmd, &lineLogger{log: h.log})
+	if err != nil {
+		return nil, fmt.Errorf("destination %s: cannot start plugin %s: %w", h.id, h.path, err)
+	}
+	if err := c.Configure(ctx, h.settings); err != nil {
+		c.Kill()
+		return nil, fmt.Errorf("destination %s: plugin %s refused its settings: %w", h.id, h.path, err)
+	}
+	h.log.Info("plugin started", "plugin", h.path)
+	h.client = c
+	h.ready.Store(true)
+	return c, nil
+}
+
+// stop kills the plugin process; h.mu is held.
+func (h *Host) stop() {
+	if h.client != nil {
+		h.client.Kill()
+		h.client = nil
+	}
+	h.ready.Store(false)
+}
+
+// Close stops the plugin process.
+func (h *Host) Close() {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	h.stop()
+}
+
+// lineLogger logs each line a plugin writes to stderr, tagged with its destination.
+type lineLogger struct {
+	log *slog.Logger
+	mu  sync.Mutex
+	buf []byte
+}
+
+func (w *lineLogger) Write(p []byte) (int, error) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	w.buf = append(w.buf, p...)
+	for {
+		i := bytes.IndexByte(w.buf, '\n')
+		if i < 0 {
+			break
+		}
+		if line := bytes.TrimSpace(w.buf[:i]); len(line) > 0 {
+			w.log.Info("plugin: " + string(line))
+		}
+		w.buf = w.buf[i+1:]
+	}
+	return len(p), nil
+}

@@ -1,0 +1,91 @@
+// Package sdk is what a trackd destination plugin is built from, and what the
+// trackd daemon uses to run one.
+//
+// A plugin implements [Destination] and calls [Serve] from its main function:
+//
+//	//go:embed sample.toml
+//	var sampleConfig string
+//
+//	func main() { sdk.Serve(&Webhook{}, sampleConfig) }
+//
+// The daemon starts the binary with [Start] and talks to it through the
+// returned [Client]. Both sides speak hashicorp/go-plugin over gRPC with the
+// service in package destinationpb; neither has to know about it.
+package sdk
+
+import (
+	"context"
+	"fmt"
+	"time"
+)
+
+// Destination is what a plugin implements.
+//
+// The host calls Configure once, before any Deliver. Deliver may be called
+// concurrently from several goroutines of the host.
+type Destination interface {
+	// Configure receives the destination's [destinations.<id>.settings]
+	// table. It validates the settings and prepares clients; it makes no
+	// network calls, so that `trackd validate` works offline. An error
+	// should name the setting at fault.
+	Configure(ctx context.Context, settings Settings) error
+
+	// Deliver sends a batch and returns exactly one Result per event, in the
+	// order of batch.
+	Deliver(ctx context.Context, batch []Event) []Result
+}
+
+// Event is a normalized track event and the fields every plugin needs.
+type Event struct {
+	JSON        []byte // the normalized event, as the daemon produced it
+	MessageID   string
+	Name        string // the "event" field
+	UserID      string
+	AnonymousID string
+	Timestamp   time.Time // the normalized timestamp; zero if unknown
+}
+
+// Status is the outcome of delivering one event. Its zero value is not a
+// valid status: a plugin must say what happened.
+type Status int
+
+const (
+	StatusOK    Status = iota + 1 // delivered
+	StatusRetry                   // failed, try again later
+	StatusDrop                    // failed for good: send to the dead-letter stream
+)
+
+func (s Status) String() string {
+	switch s {
+	case StatusOK:
+		return "ok"
+	case StatusRetry:
+		return "retry"
+	case StatusDrop:
+		return "drop"
+	}
+	return fmt.Sprintf("Status(%d)", int(s))
+}
+
+// Result is the outcome of delivering one event.
+type Result struct {
+	Status Status
+	// Reason says why an event is retried or dropped, in one sentence. It
+	// ends up in logs and in the dead-letter message's Trackd-Error header.
+	Reason string
+	// RetryAfter is the earliest time to try again when Status is
+	// StatusRetry; zero leaves it to the host's backoff.
+	RetryAfter time.Duration
+}
+
+// OK reports an event as delivered.
+func OK() Result { return Result{Status: StatusOK} }
+
+// Retry asks the host to deliver the event again, not before after (zero: the
+// host's backoff decides).
+func Retry(after time.Duration, reason string) Result {
+	return Result{Status: StatusRetry, Reason: reason, RetryAfter: max(after, 0)}
+}
+
+// Drop gives up on the event; the host dead-letters it with reason.
+func Drop(reason string) Result { return Result{Status: StatusDrop, Reason: reason} }

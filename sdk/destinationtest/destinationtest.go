@@ -1,0 +1,163 @@
+// Package destinationtest runs a destination plugin binary in a test, through
+// the same handshake and gRPC service the daemon uses.
+//
+//	func TestMain(m *testing.M) { destinationtest.Main(m) }
+//
+//	func TestDeliver(t *testing.T) {
+//		bin := destinationtest.Build(t, "trackd.dev/trackd/plugins/webhook")
+//		c := destinationtest.Start(t, bin, map[string]any{"url": srv.URL})
+//		results, err := c.Deliver(t.Context(), batch)
+//		...
+//	}
+package destinationtest
+
+import (
+	"os"
+	"os/exec"
+	"path"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+
+	"trackd.dev/trackd/sdk"
+)
+
+// builds holds the binaries built by this test process, so that tests
+// starting the same plugin share one build.
+var builds struct {
+	sync.Mutex
+	dir  string
+	bins map[string]*build
+}
+
+type build struct {
+	once sync.Once
+	path string
+	err  string
+}
+
+// Build compiles the plugin main package pkg (an import path such as
+// "trackd.dev/trackd/plugins/webhook") with `go build` and returns the
+// binary's path. Each package is built once per test process, into a
+// temporary directory that Main removes.
+func Build(t testing.TB, pkg string) string {
+	t.Helper()
+	b, err := buildFor(pkg)
+	if err != nil {
+		t.Fatalf("build plugin %s: %v", pkg, err)
+	}
+	b.once.Do(func() {
+		out := filepath.Join(builds.dir, strings.ReplaceAll(pkg, "/", "_"), path.Base(pkg))
+		args := []string{"build", "-o", out}
+		if race {
+			args = append(args, "-race")
+		}
+		cmd := exec.Command("go", append(args, pkg)...)
+		if msg, err := cmd.CombinedOutput(); err != nil {
+			b.err = strings.TrimSpace(string(msg))
+			if b.err == "" {
+				b.err = err.Error()
+			}
+			return
+		}
+		b.path = out
+	})
+	if b.err != "" {
+		t.Fatalf("build plugin %s:\n%s", pkg, b.err)
+	}
+	return b.path
+}
+
+func buildFor(pkg string) (*build, error) {
+	builds.Lock()
+	defer builds.Unlock()
+	if builds.dir == "" {
+		dir, err := os.MkdirTemp("", "trackd-plugins-")
+		if err != nil {
+			return nil, err
+		}
+		builds.dir = dir
+		builds.bins = make(map[string]*build)
+	}
+	b := builds.bins[pkg]
+	if b == nil {
+		b = &build{}
+		builds.bins[pkg] = b
+	}
+	return b, nil
+}
+
+// Main runs the tests and then removes the binaries Build made. Call it from
+// TestMain in a package whose tests use Build; without it they are left in
+// the system's temporary directory.
+func Main(m *testing.M) {
+	code := m.Run()
+	builds.Lock()
+	if builds.dir != "" {
+		_ = os.RemoveAll(builds.dir)
+	}
+	builds.Unlock()
+	os.Exit(code)
+}
+
+// Start launches the plugin binary, configures it with settings (failing the
+// test if Configure returns an error) and kills it when the test ends.
+func Start(t testing.TB, binary string, settings map[string]any) *sdk.Client {
+	t.Helper()
+	c := Launch(t, binary)
+	if err := Configure(t, c, settings); err != nil {
+		t.Fatalf("configure plugin %s: %v", filepath.Base(binary), err)
+	}
+	return c
+}
+
+// Launch starts the plugin binary without configuring it, for tests of
+// Configure itself, and kills it when the test ends. The plugin runs in the
+// test's working directory; its output goes to the test log.
+func Launch(t testing.TB, binary string) *sdk.Client {
+	t.Helper()
+	log := &testLog{t: t, prefix: filepath.Base(binary) + ": "}
+	t.Cleanup(log.stop) // registered first so it runs after Kill
+	c, err := sdk.Start(exec.Command(binary), log)
+	if err != nil {
+		t.Fatalf("start plugin: %v", err)
+	}
+	t.Cleanup(c.Kill)
+	return c
+}
+
+// Configure encodes settings and calls the plugin's Configure, returning its
+// error for the test to check.
+func Configure(t testing.TB, c *sdk.Client, settings map[string]any) error {
+	t.Helper()
+	s, err := sdk.NewSettings(settings)
+	if err != nil {
+		t.Fatalf("settings: %v", err)
+	}
+	return c.Configure(t.Context(), s)
+}
+
+// testLog writes a plugin's output lines to the test log until the test's
+// cleanup, after which t.Log would panic.
+type testLog struct {
+	mu      sync.Mutex
+	t       testing.TB
+	prefix  string
+	stopped bool
+}
+
+func (l *testLog) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if !l.stopped {
+		l.t.Log(l.prefix + strings.TrimRight(string(p), "\n"))
+	}
+	return len(p), nil
+}
+
+func (l *testLog) stop() {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	l.stopped = true
+}

@@ -1,0 +1,189 @@
+// Package httpdest is the common part of a destination plugin that calls an
+// HTTP API: a timeout on every request, optional gzip, and the translation of
+// a response into an sdk.Result.
+package httpdest
+
+import (
+	"bytes"
+	"compress/gzip"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"net/url"
+	"strconv"
+	"strings"
+	"time"
+	"unicode"
+
+	"trackd.dev/trackd/sdk"
+)
+
+// DefaultTimeout bounds a request when Options.Timeout is zero.
+const DefaultTimeout = 10 * time.Second
+
+// Options configure a Client.
+type Options struct {
+	// Timeout bounds each request, from dialing to reading the response
+	// body. Zero means DefaultTimeout.
+	Timeout time.Duration
+	// Gzip compresses request bodies and sets Content-Encoding: gzip; only
+	// for APIs documented to accept it.
+	Gzip bool
+	// Transport sends the requests; nil means http.DefaultTransport.
+	Transport http.RoundTripper
+}
+
+// Client sends requests to a destination's API. It is safe for concurrent
+// use.
+type Client struct {
+	http *http.Client
+	gzip bool
+}
+
+// New returns a Client.
+func New(o Options) *Client {
+	if o.Timeout <= 0 {
+		o.Timeout = DefaultTimeout
+	}
+	return &Client{
+		http: &http.Client{Timeout: o.Timeout, Transport: o.Transport},
+		gzip: o.Gzip,
+	}
+}
+
+// Do sends req and classifies the outcome:
+//
+//   - 2xx: ok
+//   - 408, 429 and 5xx: retry, after the response's Retry-After (seconds or
+//     an HTTP date) if it has one
+//   - any other status: drop
+//   - no response (connection refused, timeout, ...): retry
+//
+// The reason of a retry or drop names the request and the status, followed
+// by the start of the response body. Do always reads and closes the body.
+func (c *Client) Do(req *http.Request) sdk.Result {
+	req, err := c.prepare(req)
+	if err != nil {
+		return sdk.Drop(fmt.Sprintf("%s %s: %v", req.Method, redact(req.URL), err))
+	}
+	resp, err := c.http.Do(req)
+	if err != nil {
+		var uerr *url.Error
+		if errors.As(err, &uerr) {
+			err = uerr.Err // its message repeats the URL, query and all
+		}
+		return sdk.Retry(0, fmt.Sprintf("%s %s: %v", req.Method, redact(req.URL), err))
+	}
+	defer resp.Body.Close()
+	head, _ := io.ReadAll(io.LimitReader(resp.Body, maxReasonBody))
+	// Draining lets the connection be reused; past 1 MiB closing is cheaper.
+	_, _ = io.Copy(io.Discard, io.LimitReader(resp.Body, 1<<20))
+
+	code := resp.StatusCode
+	if code >= 200 && code < 300 {
+		return sdk.OK()
+	}
+	reason := fmt.Sprintf("%s %s: %s", req.Method, redact(req.URL), resp.Status)
+	if s := snippet(head); s != "" {
+		reason += ": " + s
+	}
+	if code == http.StatusRequestTimeout || code == http.StatusTooManyRequests || code >= 500 {
+		return sdk.Retry(retryAfter(resp.Header.Get("Retry-After"), time.Now()), reason)
+	}
+	return sdk.Drop(reason)
+}
+
+// prepare returns req, or a copy of it with its body compressed.
+func (c *Client) prepare(req *http.Request) (*http.Request, error) {
+	if !c.gzip || req.Body == nil || req.Body == http.NoBody {
+		return req, nil
+	}
+	body, err := io.ReadAll(req.Body)
+	_ = req.Body.Close()
+	if err != nil {
+		return req, fmt.Errorf("read request body: %w", err)
+	}
+	var buf bytes.Buffer
+	zw := gzip.NewWriter(&buf)
+	_, _ = zw.Write(body) // writes to a bytes.Buffer do not fail
+	_ = zw.Close()
+	zipped := buf.Bytes()
+
+	r := req.Clone(req.Context())
+	r.Body = io.NopCloser(bytes.NewReader(zipped))
+	r.GetBody = func() (io.ReadCloser, error) { return io.NopCloser(bytes.NewReader(zipped)), nil }
+	r.ContentLength = int64(len(zipped))
+	r.Header.Set("Content-Encoding", "gzip")
+	return r, nil
+}
+
+// maxReasonBody is how much of a response body a reason quotes.
+const maxReasonBody = 200
+
+// snippet makes the start of a response body fit a one-line reason, which
+// ends up in logs and NATS headers.
+func snippet(b []byte) string {
+	s := strings.ToValidUTF8(string(b), "")
+	s = strings.Map(func(r rune) rune {
+		if unicode.IsControl(r) {
+			return ' '
+		}
+		return r
+	}, s)
+	return strings.Join(strings.Fields(s), " ")
+}
+
+// redact drops the query and password of u: they often hold API keys.
+func redact(u *url.URL) string {
+	if u == nil {
+		return ""
+	}
+	r := *u
+	r.RawQuery, r.ForceQuery, r.Fragment = "", false, ""
+	return r.Redacted()
+}
+
+// retryAfter parses a Retry-After value: seconds, or an HTTP date relative to
+// now. Anything else, or a time in the past, is zero.
+func retryAfter(v string, now time.Time) time.Duration {
+	v = strings.TrimSpace(v)
+	if v == "" {
+		return 0
+	}
+	if secs, err := strconv.ParseInt(v, 10, 64); err == nil {
+		if secs <= 0 {
+			return 0
+		}
+		return time.Duration(min(secs, int64(time.Duration(1<<63-1)/time.Second))) * time.Second
+	}
+	if t, err := http.ParseTime(v); err == nil {
+		return max(t.Sub(now), 0)
+	}
+	return 0
+}
+
+// Split cuts n items into consecutive batches of at most maxCount items and
+// at most maxBytes bytes, where size(i) is the size of item i; a limit of 0
+// or less is no limit. An item bigger than maxBytes gets a batch of its own.
+// Each batch is returned as the half-open range [start, end).
+func Split(n, maxCount, maxBytes int, size func(i int) int) [][2]int {
+	var out [][2]int
+	start, total := 0, 0
+	for i := range n {
+		s := 0
+		if maxBytes > 0 {
+			s = size(i)
+		}
+		full := (maxCount > 0 && i-start >= maxCount) || (maxBytes > 0 && total+s > maxBytes)
+		if i > start && full {
+			out = append(out, [2]int{start, i})
+			start, total = i, 0
+		}
+		total += s
+	}
+	if start < n {
+		out = append(out, [2]int{start, n})
+	}
+	return out
+}

@@ -1,0 +1,76 @@
+// Command testplugin is a destination plugin for the sdk's own tests. Its
+// settings choose what Deliver answers, including answers that break the
+// protocol.
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log"
+	"os"
+	"time"
+
+	"trackd.dev/trackd/sdk"
+)
+
+type settings struct {
+	// Fail, if set, is the error Configure returns.
+	Fail string `toml:"fail"`
+	// Answer is what Deliver does: "echo" drops each event with its fields as
+	// the reason; "retry" retries each after RetryAfter; "short" returns one
+	// result too few; "zero" returns zero Results; "block" waits for its
+	// context to end; "panic" panics.
+	Answer     string        `toml:"answer"`
+	RetryAfter time.Duration `toml:"retry_after"`
+}
+
+type testPlugin struct {
+	s settings
+}
+
+func (p *testPlugin) Configure(_ context.Context, s sdk.Settings) error {
+	cfg := settings{Answer: "echo"}
+	if err := s.Decode(&cfg); err != nil {
+		return err
+	}
+	if cfg.Fail != "" {
+		return errors.New(cfg.Fail)
+	}
+	p.s = cfg
+	return nil
+}
+
+func (p *testPlugin) Deliver(ctx context.Context, batch []sdk.Event) []sdk.Result {
+	// One line through the log package (the process's stderr) and one
+	// through os.Stderr (which go-plugin streams over gRPC).
+	log.Printf("log: %d events", len(batch))
+	fmt.Fprintf(os.Stderr, "stderr: %d events\n", len(batch))
+
+	results := make([]sdk.Result, len(batch))
+	switch p.s.Answer {
+	case "echo":
+		for i, e := range batch {
+			results[i] = sdk.Drop(fmt.Sprintf("%s|%s|%s|%s|%s|%s", e.MessageID, e.Name, e.UserID,
+				e.AnonymousID, e.Timestamp.Format(time.RFC3339Nano), e.JSON))
+		}
+	case "retry":
+		for i := range batch {
+			results[i] = sdk.Retry(p.s.RetryAfter, "later")
+		}
+	case "short":
+		return results[:len(batch)-1]
+	case "zero":
+	case "block":
+		<-ctx.Done()
+		log.Printf("deliver: %v", ctx.Err())
+		for i := range batch {
+			results[i] = sdk.Retry(0, ctx.Err().Error())
+		}
+	case "panic":
+		panic("testplugin: deliberate panic")
+	}
+	return results
+}
+
+func main() { sdk.Serve(&testPlugin{}, "# sample settings\nanswer = \"echo\"\n") }

@@ -1,0 +1,219 @@
+package sdk
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"time"
+
+	"github.com/hashicorp/go-hclog"
+	"github.com/hashicorp/go-plugin"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+
+	"trackd.dev/trackd/sdk/destinationpb"
+)
+
+// ProtocolVersion is the version of the plugin protocol this package speaks.
+// It changes only when destinationpb changes incompatibly.
+const ProtocolVersion = 1
+
+// Handshake is the go-plugin handshake shared by the daemon and its plugins.
+// The cookie is not a secret: it only stops a plugin binary from running as
+// if it had been started by trackd.
+var Handshake = plugin.HandshakeConfig{
+	ProtocolVersion:  ProtocolVersion,
+	MagicCookieKey:   "TRACKD_PLUGIN",
+	MagicCookieValue: "destination-6b2f0e1c9d4a",
+}
+
+// pluginName is the name a plugin's Destination is dispensed under.
+const pluginName = "destination"
+
+// maxMessageSize bounds a Deliver request or response on both sides; gRPC's
+// default of 4 MiB is too small for large batches.
+const maxMessageSize = 64 << 20
+
+// pluginSet is the go-plugin wiring for both sides: impl is nil on the host.
+func pluginSet(impl Destination) map[int]plugin.PluginSet {
+	return map[int]plugin.PluginSet{
+		ProtocolVersion: {pluginName: &destinationPlugin{impl: impl}},
+	}
+}
+
+// destinationPlugin connects a Destination to go-plugin's gRPC transport.
+type destinationPlugin struct {
+	plugin.NetRPCUnsupportedPlugin
+	impl Destination
+}
+
+var _ plugin.GRPCPlugin = (*destinationPlugin)(nil)
+
+func (p *destinationPlugin) GRPCServer(_ *plugin.GRPCBroker, s *grpc.Server) error {
+	destinationpb.RegisterDestinationServer(s, &grpcServer{impl: p.impl})
+	return nil
+}
+
+func (p *destinationPlugin) GRPCClient(_ context.Context, _ *plugin.GRPCBroker, c *grpc.ClientConn) (any, error) {
+	return destinationpb.NewDestinationClient(c), nil
+}
+
+// grpcServer runs in the plugin process and calls the plugin's Destination.
+type grpcServer struct {
+	destinationpb.UnimplementedDestinationServer
+	impl Destination
+}
+
+var _ destinationpb.DestinationServer = (*grpcServer)(nil)
+
+func (s *grpcServer) Configure(ctx context.Context, req *destinationpb.ConfigureRequest) (*destinationpb.ConfigureResponse, error) {
+	if err := s.impl.Configure(ctx, Settings{toml: req.GetSettingsToml()}); err != nil {
+		// InvalidArgument tells the host that this is the plugin's own
+		// answer, so it can hand the message back unwrapped.
+		return nil, status.Error(codes.InvalidArgument, err.Error())
+	}
+	return &destinationpb.ConfigureResponse{}, nil
+}
+
+func (s *grpcServer) Deliver(ctx context.Context, req *destinationpb.DeliverRequest) (*destinationpb.DeliverResponse, error) {
+	batch := make([]Event, len(req.GetEvents()))
+	for i, e := range req.GetEvents() {
+		batch[i] = eventFromProto(e)
+	}
+	results := s.impl.Deliver(ctx, batch)
+	if len(results) != len(batch) {
+		return nil, status.Errorf(codes.Internal, "plugin returned %d results for %d events", len(results), len(batch))
+	}
+	resp := &destinationpb.DeliverResponse{Results: make([]*destinationpb.Result, len(results))}
+	for i, r := range results {
+		pr, err := resultToProto(r)
+		if err != nil {
+			return nil, status.Errorf(codes.Internal, "plugin result %d: %v", i, err)
+		}
+		resp.Results[i] = pr
+	}
+	return resp, nil
+}
+
+// Serve runs a plugin binary; call it from main. It returns when the host
+// closes the plugin.
+//
+// Run by hand, the binary prints sampleConfig with --sample-config and a
+// short usage with --help; either way it exits without serving.
+func Serve(d Destination, sampleConfig string) {
+	name := filepath.Base(os.Args[0])
+	switch args := os.Args[1:]; {
+	case len(args) == 0:
+	case len(args) == 1 && (args[0] == "--sample-config" || args[0] == "-sample-config"):
+		fmt.Print(sampleConfig)
+		os.Exit(0)
+	case len(args) == 1 && (args[0] == "--help" || args[0] == "-help" || args[0] == "-h"):
+		fmt.Printf("Usage: %s [--sample-config]\n\n"+
+			"%s is a trackd destination plugin; the trackd daemon starts it.\n"+
+			"Its settings go under [destinations.<id>.settings] in trackd's config file.\n\n"+
+			"  --sample-config  print the settings, with comments, and exit\n", name, name)
+		os.Exit(0)
+	default:
+		fmt.Fprintf(os.Stderr, "%s: unexpected arguments %q; run %s --help\n", name, args, name)
+		os.Exit(2)
+	}
+	if os.Getenv(Handshake.MagicCookieKey) != Handshake.MagicCookieValue {
+		fmt.Fprintf(os.Stderr, "%s is a trackd destination plugin; the trackd daemon starts it. "+
+			"Run %s --sample-config to see its settings.\n", name, name)
+		os.Exit(1)
+	}
+	plugin.Serve(&plugin.ServeConfig{
+		HandshakeConfig:  Handshake,
+		VersionedPlugins: pluginSet(d),
+		GRPCServer: func(opts []grpc.ServerOption) *grpc.Server {
+			return grpc.NewServer(append(opts,
+				grpc.MaxRecvMsgSize(maxMessageSize),
+				grpc.MaxSendMsgSize(maxMessageSize))...)
+		},
+		// go-plugin's own messages go to stderr, which the host logs line
+		// by line; below Warn they are noise.
+		Logger: quietLogger(os.Stderr),
+	})
+}
+
+// quietLogger is an hclog logger for go-plugin that keeps warnings and errors,
+// without timestamps, since whoever reads w adds their own.
+func quietLogger(w io.Writer) hclog.Logger {
+	return hclog.New(&hclog.LoggerOptions{
+		Name:        "go-plugin",
+		Level:       hclog.Warn,
+		Output:      w,
+		DisableTime: true,
+	})
+}
+
+func eventToProto(e Event) *destinationpb.Event {
+	var ts int64
+	if !e.Timestamp.IsZero() {
+		ts = e.Timestamp.UnixNano()
+	}
+	return &destinationpb.Event{
+		Json:              e.JSON,
+		MessageId:         e.MessageID,
+		Event:             e.Name,
+		UserId:            e.UserID,
+		AnonymousId:       e.AnonymousID,
+		TimestampUnixNano: ts,
+	}
+}
+
+func eventFromProto(e *destinationpb.Event) Event {
+	var ts time.Time
+	if n := e.GetTimestampUnixNano(); n != 0 {
+		ts = time.Unix(0, n).UTC()
+	}
+	return Event{
+		JSON:        e.GetJson(),
+		MessageID:   e.GetMessageId(),
+		Name:        e.GetEvent(),
+		UserID:      e.GetUserId(),
+		AnonymousID: e.GetAnonymousId(),
+		Timestamp:   ts,
+	}
+}
+
+func resultToProto(r Result) (*destinationpb.Result, error) {
+	var st destinationpb.Status
+	switch r.Status {
+	case StatusOK:
+		st = destinationpb.Status_STATUS_OK
+	case StatusRetry:
+		st = destinationpb.Status_STATUS_RETRY
+	case StatusDrop:
+		st = destinationpb.Status_STATUS_DROP
+	default:
+		return nil, fmt.Errorf("invalid status %v; use sdk.OK, sdk.Retry or sdk.Drop", r.Status)
+	}
+	return &destinationpb.Result{
+		Status:       st,
+		Reason:       r.Reason,
+		RetryAfterMs: r.RetryAfter.Milliseconds(),
+	}, nil
+}
+
+func resultFromProto(r *destinationpb.Result) (Result, error) {
+	var st Status
+	switch r.GetStatus() {
+	case destinationpb.Status_STATUS_OK:
+		st = StatusOK
+	case destinationpb.Status_STATUS_RETRY:
+		st = StatusRetry
+	case destinationpb.Status_STATUS_DROP:
+		st = StatusDrop
+	default:
+		return Result{}, fmt.Errorf("invalid status %v", r.GetStatus())
+	}
+	return Result{
+		Status:     st,
+		Reason:     r.GetReason(),
+		RetryAfter: time.Duration(r.GetRetryAfterMs()) * time.Millisecond,
+	}, nil
+}
