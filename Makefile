@@ -30,15 +30,12 @@ lint:
 	$(GO) vet ./...
 	$(GO) run $(STATICCHECK) ./...
 
-## proto: regenerate sdk/destinationpb from destination.proto
+## proto: regenerate sdk/destinationpb from destination.proto (installs protoc and the pinned generators)
 proto:
-	command -v protoc >/dev/null || { apt-get update && apt-get install -y protobuf-compiler; }
-	$(GO) install $(PROTOC_GEN_GO)
-	$(GO) install $(PROTOC_GEN_GO_GRPC)
-	PATH="$$($(GO) env GOPATH)/bin:$$PATH" protoc --proto_path=sdk/destinationpb \
-		--go_out=sdk/destinationpb --go_opt=paths=source_relative \
-		--go-grpc_out=sdk/destinationpb --go-grpc_opt=paths=source_relative \
-		sdk/destinationpb/destination.proto
+	command -v protoc >/dev/null 2>&1 || { apt-get update && apt-get install -y protobuf-compiler; }
+	GOBIN=$(CURDIR)/bin/tools $(GO) install $(PROTOC_GEN_GO)
+	GOBIN=$(CURDIR)/bin/tools $(GO) install $(PROTOC_GEN_GO_GRPC)
+	PATH="$(CURDIR)/bin/tools:$$PATH" $(GO) generate ./sdk/destinationpb
 
 clean:
 	rm -rf bin

@@ -310,7 +310,7 @@ func fileLines(t *testing.T, path string) []map[string]any {
 // The daemon's commands answer --help and refuse bad input with one sentence.
 func TestCommandLine(t *testing.T) {
 	var out, errb bytes.Buffer
-	if code := dispatch([]string{"run", "--help"}, &out, &errb); code != 0 || !strings.Contains(errb.String(), "--config") {
+	if code := dispatch([]string{"run", "--help"}, &out, &errb); code != 0 || !strings.Contains(errb.String(), "-config file") {
 		t.Errorf("run --help: code %d, output %q", code, errb.String())
 	}
 	errb.Reset()

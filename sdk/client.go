@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"os/exec"
+	"strings"
 	"sync"
 
 	"github.com/hashicorp/go-hclog"
@@ -59,16 +60,29 @@ func Start(cmd *exec.Cmd, stderr io.Writer) (*Client, error) {
 		)},
 	})
 	rpc, err := pc.Client()
-	if err != nil {
-		pc.Kill()
-		return nil, fmt.Errorf("start plugin %s: %w", cmd.Path, err)
+	if err == nil {
+		var raw any
+		if raw, err = rpc.Dispense(pluginName); err == nil {
+			return &Client{plugin: pc, rpc: raw.(destinationpb.DestinationClient)}, nil
+		}
 	}
-	raw, err := rpc.Dispense(pluginName)
-	if err != nil {
-		pc.Kill()
-		return nil, fmt.Errorf("start plugin %s: %w", cmd.Path, err)
+	pc.Kill()
+	return nil, fmt.Errorf("start plugin %s: %s", cmd.Path, handshakeError(err))
+}
+
+// handshakeError shortens go-plugin's diagnosis of a program that did not
+// answer the handshake, a dozen lines mostly about file modes, to one line.
+func handshakeError(err error) string {
+	msg, _, _ := strings.Cut(err.Error(), "\n")
+	line, ok := strings.CutPrefix(msg, "Unrecognized remote plugin message: ")
+	switch {
+	case !ok:
+		return msg
+	case line == "":
+		return "it exited or closed stdout without the handshake; is it a trackd plugin? Its stderr may say why"
+	default:
+		return fmt.Sprintf("it printed %q instead of the handshake; is it a trackd plugin?", line)
 	}
-	return &Client{plugin: pc, rpc: raw.(destinationpb.DestinationClient)}, nil
 }
 
 // Configure hands the plugin its settings. An error the plugin's Configure

@@ -154,8 +154,9 @@ func TestStderrReachesHostQuietly(t *testing.T) {
 }
 
 func TestStartNotAPlugin(t *testing.T) {
-	if _, err := sdk.Start(exec.Command("true"), nil); err == nil {
-		t.Fatal("Start of a program that is not a plugin returned no error")
+	_, err := sdk.Start(exec.Command("true"), nil)
+	if err == nil || !strings.Contains(err.Error(), "without the handshake") || strings.Contains(err.Error(), "\n") {
+		t.Fatalf("Start of a program that is not a plugin = %q, want a one-line error about the handshake", err)
 	}
 }
 
@@ -195,7 +196,9 @@ func TestRunByHand(t *testing.T) {
 // start is destinationtest.Start with the plugin's output kept in out.
 func start(t *testing.T, bin string, out *lines, settings map[string]any) *sdk.Client {
 	t.Helper()
-	c, err := sdk.Start(exec.Command(bin), out)
+	cmd := exec.Command(bin)
+	cmd.Env = []string{"GORACE=atexit_sleep_ms=0"} // Kill waits for the exit
+	c, err := sdk.Start(cmd, out)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -119,7 +119,13 @@ func Launch(t testing.TB, binary string) *sdk.Client {
 	t.Helper()
 	log := &testLog{t: t, prefix: filepath.Base(binary) + ": "}
 	t.Cleanup(log.stop) // registered first so it runs after Kill
-	c, err := sdk.Start(exec.Command(binary), log)
+	cmd := exec.Command(binary)
+	if race && os.Getenv("GORACE") == "" {
+		// The race runtime waits a second before exiting, and Kill waits
+		// for the exit.
+		cmd.Env = []string{"GORACE=atexit_sleep_ms=0"}
+	}
+	c, err := sdk.Start(cmd, log)
 	if err != nil {
 		t.Fatalf("start plugin: %v", err)
 	}
@@ -139,7 +145,8 @@ func Configure(t testing.TB, c *sdk.Client, settings map[string]any) error {
 }
 
 // testLog writes a plugin's output lines to the test log until the test's
-// cleanup, after which t.Log would panic.
+// cleanup, after which t.Log would panic. A race report from a plugin built
+// with -race fails the test.
 type testLog struct {
 	mu      sync.Mutex
 	t       testing.TB
@@ -150,8 +157,13 @@ type testLog struct {
 func (l *testLog) Write(p []byte) (int, error) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	if !l.stopped {
-		l.t.Log(l.prefix + strings.TrimRight(string(p), "\n"))
+	if l.stopped {
+		return len(p), nil
+	}
+	line := strings.TrimRight(string(p), "\n")
+	l.t.Log(l.prefix + line)
+	if strings.Contains(line, "WARNING: DATA RACE") {
+		l.t.Errorf("%sdata race in the plugin; see its report in the log", l.prefix)
 	}
 	return len(p), nil
 }

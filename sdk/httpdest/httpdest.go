@@ -47,9 +47,23 @@ func New(o Options) *Client {
 		o.Timeout = DefaultTimeout
 	}
 	return &Client{
-		http: &http.Client{Timeout: o.Timeout, Transport: o.Transport},
+		http: &http.Client{Timeout: o.Timeout, Transport: o.Transport, CheckRedirect: checkRedirect},
 		gzip: o.Gzip,
 	}
+}
+
+// checkRedirect follows only the redirects that keep the method and body (307
+// and 308). net/http turns a POST into a bodiless GET on 301, 302 and 303,
+// which would report an event delivered that never was; those come back as
+// the response, and so as a drop.
+func checkRedirect(req *http.Request, via []*http.Request) error {
+	if code := req.Response.StatusCode; code != http.StatusTemporaryRedirect && code != http.StatusPermanentRedirect {
+		return http.ErrUseLastResponse
+	}
+	if len(via) >= 10 {
+		return errors.New("stopped after 10 redirects")
+	}
+	return nil
 }
 
 // Do sends req and classifies the outcome:
@@ -57,7 +71,8 @@ func New(o Options) *Client {
 //   - 2xx: ok
 //   - 408, 429 and 5xx: retry, after the response's Retry-After (seconds or
 //     an HTTP date) if it has one
-//   - any other status: drop
+//   - any other status: drop; this includes redirects other than 307 and
+//     308, which are followed
 //   - no response (connection refused, timeout, ...): retry
 //
 // The reason of a retry or drop names the request and the status, followed
@@ -85,6 +100,9 @@ func (c *Client) Do(req *http.Request) sdk.Result {
 		return sdk.OK()
 	}
 	reason := fmt.Sprintf("%s %s: %s", req.Method, redact(req.URL), resp.Status)
+	if loc, err := resp.Location(); err == nil {
+		reason += " to " + redact(loc)
+	}
 	if s := snippet(head); s != "" {
 		reason += ": " + s
 	}

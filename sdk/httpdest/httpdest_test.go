@@ -130,6 +130,42 @@ func TestDoGzip(t *testing.T) {
 	}
 }
 
+func TestDoRedirects(t *testing.T) {
+	var gotMethod, gotBody string
+	mux := http.NewServeMux()
+	mux.HandleFunc("/moved", func(w http.ResponseWriter, r *http.Request) {
+		http.Redirect(w, r, "/new?key=secret", http.StatusFound)
+	})
+	mux.HandleFunc("/temporary", func(w http.ResponseWriter, r *http.Request) {
+		http.Redirect(w, r, "/new", http.StatusTemporaryRedirect)
+	})
+	mux.HandleFunc("/new", func(w http.ResponseWriter, r *http.Request) {
+		b, _ := io.ReadAll(r.Body)
+		gotMethod, gotBody = r.Method, string(b)
+	})
+	srv := httptest.NewServer(mux)
+	defer srv.Close()
+	c := New(Options{})
+
+	req, _ := http.NewRequest("POST", srv.URL+"/temporary", strings.NewReader(`{"a":1}`))
+	if got := c.Do(req); got.Status != sdk.StatusOK || gotMethod != "POST" || gotBody != `{"a":1}` {
+		t.Errorf("307: Do = %v (%s), target got %s %q; want ok and the POST body followed", got.Status, got.Reason, gotMethod, gotBody)
+	}
+
+	gotMethod = ""
+	req, _ = http.NewRequest("POST", srv.URL+"/moved", strings.NewReader(`{"a":1}`))
+	got := c.Do(req)
+	if got.Status != sdk.StatusDrop || !strings.Contains(got.Reason, "302 Found to "+srv.URL+"/new") {
+		t.Errorf("302: Do = %v (%q), want a drop naming the status and the new location", got.Status, got.Reason)
+	}
+	if strings.Contains(got.Reason, "secret") {
+		t.Errorf("302: reason %q leaks the location's query", got.Reason)
+	}
+	if gotMethod != "" {
+		t.Errorf("302 was followed with a %s", gotMethod)
+	}
+}
+
 func TestRetryAfter(t *testing.T) {
 	now := time.Date(2025, 3, 1, 12, 0, 0, 0, time.UTC)
 	tests := []struct {

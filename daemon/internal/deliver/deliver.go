@@ -178,16 +178,16 @@ func (d *Deliverer) deadLetter(letters []pendingLetter, m jetstream.Msg, reason 
 	return append(letters, pendingLetter{msg: m, fut: fut})
 }
 
-// backoff is the wait before attempt+1: initial doubling up to max, with
-// ±20% jitter so that a burst of failures does not come back as one burst.
+// backoff is the wait after attempt: initial doubling up to max, with ±20%
+// jitter so that a burst of failures does not come back as one burst, and
+// never more than max.
 func backoff(r config.Retry, attempt int) time.Duration {
 	d := r.Initial.Duration
 	for i := 1; i < attempt && d < r.Max.Duration; i++ {
 		d *= 2
 	}
-	d = min(d, r.Max.Duration)
 	jitter := 0.8 + 0.4*rand.Float64()
-	return time.Duration(float64(d) * jitter)
+	return min(time.Duration(float64(d)*jitter), r.Max.Duration)
 }
 
 // keepInProgress tells NATS the messages are still being worked on until the

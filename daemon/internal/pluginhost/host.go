@@ -87,7 +87,7 @@ func (h *Host) running(ctx context.Context) (*sdk.Client, error) {
 	cmd.Dir = h.dir
 	c, err := sdk.Start(cmd, &lineLogger{log: h.log})
 	if err != nil {
-		return nil, fmt.Errorf("destination %s: cannot start plugin %s: %w", h.id, h.path, err)
+		return nil, fmt.Errorf("destination %s: %w", h.id, err)
 	}
 	if err := c.Configure(ctx, h.settings); err != nil {
 		c.Kill()
