@@ -27,8 +27,16 @@ import (
 // hand-offs of a batch are pipelined.
 const routerBatch = 512
 
-func runCommand(args []string, stderr io.Writer) error {
-	fs := newFlagSet("run", "Runs the daemon until SIGINT or SIGTERM, then finishes the batches in hand and exits.", stderr)
+var runCmd = command{
+	name:    "run",
+	summary: "run the daemon until SIGINT or SIGTERM",
+	run:     runCommand,
+}
+
+func runCommand(args []string, _, stderr io.Writer) error {
+	fs := newFlagSet("run", "[--config FILE]",
+		"Runs the daemon until SIGINT or SIGTERM, then finishes the batches in hand and exits.",
+		"trackd run --config config.toml", stderr)
 	configPath := fs.String("config", "config.toml", "the configuration `file`")
 	if err := fs.Parse(args); err != nil {
 		return err
