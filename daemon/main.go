@@ -20,6 +20,7 @@ type command struct {
 // commands lists the subcommands in the order --help shows them.
 var commands = []command{
 	runCmd,
+	validateCmd,
 }
 
 func main() {

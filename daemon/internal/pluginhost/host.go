@@ -34,7 +34,8 @@ type Host struct {
 // Ready reports whether the plugin is running and configured.
 func (h *Host) Ready() bool { return h.ready.Load() }
 
-// New prepares a host; nothing runs until Start or Deliver.
+// New prepares a host; nothing runs until Start or Deliver. restarts, when
+// not nil, counts the times a failed plugin is replaced.
 // The plugin runs in dir, so relative paths in its settings mean the same as in the config.
 func New(id, path, dir string, settings map[string]any, log *slog.Logger, restarts prometheus.Counter) (*Host, error) {
 	s, err := sdk.NewSettings(settings)
@@ -67,7 +68,7 @@ func (h *Host) Deliver(ctx context.Context, batch []sdk.Event) ([]sdk.Result, er
 		// batch starts a fresh one.
 		h.log.Warn("plugin failed during a batch; it will be started again", "err", err, "exited", c.Exited())
 		h.stop()
-		h.restarts.Inc()
+		h.countRestart()
 		return nil, fmt.Errorf("destination %s: plugin failed: %w", h.id, err)
 	}
 	return results, nil
@@ -81,22 +82,28 @@ func (h *Host) running(ctx context.Context) (*sdk.Client, error) {
 	if h.client != nil {
 		h.log.Warn("plugin exited; starting it again")
 		h.stop()
-		h.restarts.Inc()
+		h.countRestart()
 	}
 	cmd := exec.Command(h.path)
 	cmd.Dir = h.dir
 	c, err := sdk.Start(cmd, &lineLogger{log: h.log})
 	if err != nil {
-		return nil, fmt.Errorf("destination %s: %w", h.id, err)
+		return nil, fmt.Errorf("destinations.%s.plugin: %w", h.id, err)
 	}
 	if err := c.Configure(ctx, h.settings); err != nil {
 		c.Kill()
-		return nil, fmt.Errorf("destination %s: plugin %s refused its settings: %w", h.id, h.path, err)
+		return nil, fmt.Errorf("destinations.%s.settings: %w", h.id, err)
 	}
 	h.log.Info("plugin started", "plugin", h.path)
 	h.client = c
 	h.ready.Store(true)
 	return c, nil
+}
+
+func (h *Host) countRestart() {
+	if h.restarts != nil {
+		h.restarts.Inc()
+	}
 }
 
 // stop kills the plugin process; h.mu is held.

@@ -1,0 +1,98 @@
+package main
+
+import (
+	"bytes"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"trackd.dev/trackd/sdk/destinationtest"
+)
+
+func writeConfig(t *testing.T, text string) string {
+	t.Helper()
+	path := filepath.Join(t.TempDir(), "config.toml")
+	if err := os.WriteFile(path, []byte(text), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	return path
+}
+
+func TestValidate(t *testing.T) {
+	fileBin := destinationtest.Build(t, "trackd.dev/trackd/plugins/file")
+	hookBin := destinationtest.Build(t, "trackd.dev/trackd/plugins/webhook")
+	tests := []struct {
+		name     string
+		config   string
+		code     int
+		stdout   []string
+		stderr   string
+		notInOut string
+	}{
+		{
+			name: "all ok",
+			config: fmt.Sprintf(`
+[destinations.file]
+plugin = %q
+[destinations.file.settings]
+path = "events.jsonl"
+[destinations.off]
+plugin = "not-built"
+enabled = false
+`, fileBin),
+			code:   0,
+			stdout: []string{"file: ok\n"},
+		},
+		{
+			name: "a plugin refuses its settings",
+			config: fmt.Sprintf(`
+[destinations.file]
+plugin = %q
+[destinations.file.settings]
+path = "events.jsonl"
+[destinations.hook]
+plugin = %q
+[destinations.hook.settings]
+url = "ftp://example.com"
+secret = "hunter2"
+`, fileBin, hookBin),
+			code:     1,
+			stdout:   []string{"file: ok\n", "hook: config.toml: destinations.hook.settings: ", "url"},
+			notInOut: "hunter2",
+		},
+		{
+			name:   "an unknown key",
+			config: "[ingest]\nstreem = \"X\"\n",
+			code:   1,
+			stderr: "config.toml: unknown key ingest.streem",
+		},
+		{
+			name:   "an unset variable",
+			config: fmt.Sprintf("[destinations.hook]\nplugin = %q\n[destinations.hook.settings]\nurl = \"${TRACKD_TEST_UNSET_URL}\"\n", hookBin),
+			code:   1,
+			stderr: "destinations.hook.settings.url uses ${TRACKD_TEST_UNSET_URL}",
+		},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			var stdout, stderr bytes.Buffer
+			code := dispatch([]string{"validate", "--config", writeConfig(t, tt.config)}, &stdout, &stderr)
+			if code != tt.code {
+				t.Errorf("exit code %d, want %d\nstdout: %s\nstderr: %s", code, tt.code, stdout.String(), stderr.String())
+			}
+			for _, want := range tt.stdout {
+				if !strings.Contains(stdout.String(), want) {
+					t.Errorf("stdout %q does not contain %q", stdout.String(), want)
+				}
+			}
+			if !strings.Contains(stderr.String(), tt.stderr) {
+				t.Errorf("stderr %q does not contain %q", stderr.String(), tt.stderr)
+			}
+			if tt.notInOut != "" && strings.Contains(stdout.String()+stderr.String(), tt.notInOut) {
+				t.Errorf("output reveals %q", tt.notInOut)
+			}
+		})
+	}
+}
