@@ -15,6 +15,7 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 
@@ -67,12 +68,16 @@ func (h *hook) event(id string) map[string]any {
 	return h.events[id]
 }
 
-// daemon is a trackd process started from the real binary.
+// daemon is a trackd process started from the real binary, on a config and a
+// NATS store that survive restarts.
 type daemon struct {
-	cmd      *exec.Cmd
+	bin      string
+	config   string
 	natsURL  string
 	adminURL string
-	logs     *bytes.Buffer
+	cmd      *exec.Cmd
+	exited   chan struct{}
+	logs     *lockedBuffer
 }
 
 func freePort(t *testing.T) string {
@@ -85,10 +90,9 @@ func freePort(t *testing.T) string {
 	return ln.Addr().String()
 }
 
-// startDaemon writes a config with the given destination tables and runs trackd on it.
-func startDaemon(t *testing.T, destinations string) *daemon {
+// newDaemon writes a config with the given destination tables; nothing runs yet.
+func newDaemon(t *testing.T, bin, destinations string) *daemon {
 	t.Helper()
-	bin := destinationtest.Build(t, "trackd.dev/trackd/daemon")
 	dir := t.TempDir()
 	natsAddr, adminAddr := freePort(t), freePort(t)
 	cfg := fmt.Sprintf(`
@@ -104,39 +108,88 @@ level = "debug"
 	if err := os.WriteFile(path, []byte(cfg), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	d := &daemon{natsURL: "nats://" + natsAddr, adminURL: "http://" + adminAddr, logs: &bytes.Buffer{}}
-	d.cmd = exec.Command(bin, "run", "--config", path)
-	d.cmd.Stderr = &lockedBuffer{buf: d.logs}
-	if err := d.cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
+	d := &daemon{bin: bin, config: path, natsURL: "nats://" + natsAddr, adminURL: "http://" + adminAddr, logs: &lockedBuffer{}}
 	t.Cleanup(func() {
-		_ = d.cmd.Process.Signal(os.Interrupt)
-		_ = d.cmd.Wait()
+		d.stop(t)
 		if t.Failed() {
 			t.Logf("daemon log:\n%s", d.logs.String())
 		}
 	})
-	waitFor(t, "the daemon to be ready", func() bool {
-		resp, err := http.Get(d.adminURL + "/readyz")
+	return d
+}
+
+// startDaemon runs trackd from the real binary and waits until it is ready.
+func startDaemon(t *testing.T, destinations string) *daemon {
+	t.Helper()
+	d := newDaemon(t, destinationtest.Build(t, "trackd.dev/trackd/daemon"), destinations)
+	d.start(t, "/readyz")
+	return d
+}
+
+// start runs the daemon with extra environment variables and waits until
+// the admin endpoint path answers 200.
+func (d *daemon) start(t *testing.T, path string, env ...string) {
+	t.Helper()
+	d.cmd = exec.Command(d.bin, "run", "--config", d.config)
+	d.cmd.Env = append(os.Environ(), env...)
+	d.cmd.Stderr = d.logs
+	if err := d.cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	d.exited = make(chan struct{})
+	go func(cmd *exec.Cmd, exited chan struct{}) { _ = cmd.Wait(); close(exited) }(d.cmd, d.exited)
+	waitFor(t, "the daemon to answer "+path, func() bool {
+		resp, err := http.Get(d.adminURL + path)
 		if err != nil {
 			return false
 		}
 		resp.Body.Close()
 		return resp.StatusCode == http.StatusOK
 	})
-	return d
+}
+
+// kill9 kills the daemon with SIGKILL and waits for it to be gone.
+func (d *daemon) kill9(t *testing.T) {
+	t.Helper()
+	_ = d.cmd.Process.Kill()
+	<-d.exited
+	t.Logf("killed the daemon (kill -9)")
+}
+
+// stop sends SIGTERM and returns the exit code; it is a no-op when the daemon is not running.
+func (d *daemon) stop(t *testing.T) int {
+	t.Helper()
+	if d.cmd == nil {
+		return 0
+	}
+	_ = d.cmd.Process.Signal(syscall.SIGTERM)
+	select {
+	case <-d.exited:
+	case <-time.After(2 * time.Minute):
+		_ = d.cmd.Process.Kill()
+		<-d.exited
+		t.Error("the daemon did not stop within 2 minutes of SIGTERM")
+	}
+	code := d.cmd.ProcessState.ExitCode()
+	d.cmd = nil
+	return code
 }
 
 type lockedBuffer struct {
 	mu  sync.Mutex
-	buf *bytes.Buffer
+	buf bytes.Buffer
 }
 
 func (b *lockedBuffer) Write(p []byte) (int, error) {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	return b.buf.Write(p)
+}
+
+func (b *lockedBuffer) String() string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.String()
 }
 
 // metric reads one unlabelled or labelled sample from /metrics, 0 if absent.
@@ -323,3 +376,5 @@ func TestCommandLine(t *testing.T) {
 		t.Errorf("missing config: code %d, output %q", code, errb.String())
 	}
 }
+
+func jsonDecode(r *http.Request, v any) error { return json.NewDecoder(r.Body).Decode(v) }

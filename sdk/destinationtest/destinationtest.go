@@ -43,15 +43,29 @@ type build struct {
 // temporary directory that Main removes.
 func Build(t testing.TB, pkg string) string {
 	t.Helper()
-	b, err := buildFor(pkg)
+	return BuildTags(t, pkg)
+}
+
+// BuildTags is Build with build tags, for a binary that compiles in test-only
+// hooks. Each package and set of tags is built once per test process.
+func BuildTags(t testing.TB, pkg string, tags ...string) string {
+	t.Helper()
+	key := pkg
+	if len(tags) > 0 {
+		key += " " + strings.Join(tags, ",")
+	}
+	b, err := buildFor(key)
 	if err != nil {
-		t.Fatalf("build plugin %s: %v", pkg, err)
+		t.Fatalf("build %s: %v", key, err)
 	}
 	b.once.Do(func() {
-		out := filepath.Join(builds.dir, strings.ReplaceAll(pkg, "/", "_"), path.Base(pkg))
+		out := filepath.Join(builds.dir, strings.NewReplacer("/", "_", " ", "_", ",", "_").Replace(key), path.Base(pkg))
 		args := []string{"build", "-o", out}
 		if race {
 			args = append(args, "-race")
+		}
+		if len(tags) > 0 {
+			args = append(args, "-tags", strings.Join(tags, ","))
 		}
 		cmd := exec.Command("go", append(args, pkg)...)
 		if msg, err := cmd.CombinedOutput(); err != nil {
@@ -64,7 +78,7 @@ func Build(t testing.TB, pkg string) string {
 		b.path = out
 	})
 	if b.err != "" {
-		t.Fatalf("build plugin %s:\n%s", pkg, b.err)
+		t.Fatalf("build %s:\n%s", key, b.err)
 	}
 	return b.path
 }

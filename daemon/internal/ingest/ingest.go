@@ -102,6 +102,9 @@ func (r *Router) handle(ctx context.Context, msgs []jetstream.Msg) {
 		items = nil
 	}
 
+	if len(items) > 0 {
+		crashAfterClaim()
+	}
 	routes := r.routes.Load()
 	for i := range items {
 		it := &items[i]

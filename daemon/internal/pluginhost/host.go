@@ -86,6 +86,7 @@ func (h *Host) running(ctx context.Context) (*sdk.Client, error) {
 	}
 	cmd := exec.Command(h.path)
 	cmd.Dir = h.dir
+	dieWithParent(cmd)
 	c, err := sdk.Start(cmd, &lineLogger{log: h.log})
 	if err != nil {
 		return nil, fmt.Errorf("destinations.%s.plugin: %w", h.id, err)

@@ -1,0 +1,6 @@
+//go:build !crashtest
+
+package ingest
+
+// crashAfterClaim is a test hook; see crash_on.go.
+func crashAfterClaim() {}
