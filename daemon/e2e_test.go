@@ -73,6 +73,7 @@ func (h *hook) event(id string) map[string]any {
 type daemon struct {
 	bin      string
 	config   string
+	header   string // the config's NATS, admin and log tables
 	natsURL  string
 	adminURL string
 	cmd      *exec.Cmd
@@ -95,7 +96,7 @@ func newDaemon(t *testing.T, bin, destinations string) *daemon {
 	t.Helper()
 	dir := t.TempDir()
 	natsAddr, adminAddr := freePort(t), freePort(t)
-	cfg := fmt.Sprintf(`
+	header := fmt.Sprintf(`
 [nats.embedded]
 listen = %q
 store_dir = "nats"
@@ -103,12 +104,10 @@ store_dir = "nats"
 listen = %q
 [log]
 level = "debug"
-%s`, natsAddr, adminAddr, destinations)
-	path := filepath.Join(dir, "config.toml")
-	if err := os.WriteFile(path, []byte(cfg), 0o644); err != nil {
-		t.Fatal(err)
-	}
-	d := &daemon{bin: bin, config: path, natsURL: "nats://" + natsAddr, adminURL: "http://" + adminAddr, logs: &lockedBuffer{}}
+`, natsAddr, adminAddr)
+	d := &daemon{bin: bin, config: filepath.Join(dir, "config.toml"), header: header,
+		natsURL: "nats://" + natsAddr, adminURL: "http://" + adminAddr, logs: &lockedBuffer{}}
+	d.writeConfig(t, destinations)
 	t.Cleanup(func() {
 		d.stop(t)
 		if t.Failed() {
@@ -116,6 +115,14 @@ level = "debug"
 		}
 	})
 	return d
+}
+
+// writeConfig replaces the config's destination tables.
+func (d *daemon) writeConfig(t *testing.T, destinations string) {
+	t.Helper()
+	if err := os.WriteFile(d.config, []byte(d.header+destinations), 0o644); err != nil {
+		t.Fatal(err)
+	}
 }
 
 // startDaemon runs trackd from the real binary and waits until it is ready.

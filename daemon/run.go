@@ -7,7 +7,6 @@ import (
 	"log/slog"
 	"os"
 	"os/signal"
-	"sync"
 	"syscall"
 	"time"
 
@@ -15,12 +14,10 @@ import (
 	"trackd.dev/trackd/daemon/internal/bus"
 	"trackd.dev/trackd/daemon/internal/config"
 	"trackd.dev/trackd/daemon/internal/dedupe"
-	"trackd.dev/trackd/daemon/internal/deliver"
+	"trackd.dev/trackd/daemon/internal/fleet"
 	"trackd.dev/trackd/daemon/internal/ingest"
 	"trackd.dev/trackd/daemon/internal/metrics"
 	"trackd.dev/trackd/daemon/internal/normalize"
-	"trackd.dev/trackd/daemon/internal/pluginhost"
-	"trackd.dev/trackd/daemon/internal/route"
 )
 
 // The router takes events in batches of this many; the dedupe claims and
@@ -34,10 +31,14 @@ var runCmd = command{
 }
 
 func runCommand(args []string, _, stderr io.Writer) error {
-	fs := newFlagSet("run", "[--config FILE]",
-		"Runs the daemon until SIGINT or SIGTERM, then finishes the batches in hand and exits.",
-		"trackd run --config config.toml", stderr)
+	fs := newFlagSet("run", "[--config FILE] [--watch]",
+		"Runs the daemon until SIGINT or SIGTERM, then finishes the batches in hand and exits.\n"+
+			"SIGHUP (or, with --watch, saving the file) reloads the configuration: added\n"+
+			"destinations start, removed ones drain and stop, changed ones restart their plugin.\n"+
+			"A configuration that does not validate is refused and the running one kept.",
+		"trackd run --config config.toml --watch", stderr)
 	configPath := fs.String("config", "config.toml", "the configuration `file`")
+	watch := fs.Bool("watch", false, "reload the configuration when the file changes, as on SIGHUP")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
@@ -45,13 +46,21 @@ func runCommand(args []string, _, stderr io.Writer) error {
 	if err != nil {
 		return err
 	}
-	log := newLogger(cfg.Log.Level, stderr)
+	level := new(slog.LevelVar)
+	_ = level.UnmarshalText([]byte(cfg.Log.Level))
+	log := newLogger(level, stderr)
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
 	defer stop()
-	return run(ctx, cfg, log)
+	reload := make(chan os.Signal, 1)
+	signal.Notify(reload, syscall.SIGHUP)
+	defer signal.Stop(reload)
+	if *watch {
+		go watchFile(ctx, cfg.Path, reload)
+	}
+	return run(ctx, cfg, log, level, reload)
 }
 
-func run(ctx context.Context, cfg *config.Config, log *slog.Logger) error {
+func run(ctx context.Context, cfg *config.Config, log *slog.Logger, level *slog.LevelVar, reload <-chan os.Signal) error {
 	m := metrics.New()
 	b, err := bus.Open(cfg)
 	if err != nil {
@@ -63,42 +72,6 @@ func run(ctx context.Context, cfg *config.Config, log *slog.Logger) error {
 		return err
 	}
 
-	var (
-		wg     sync.WaitGroup
-		hosts  []*pluginhost.Host
-		routes []route.Destination
-	)
-	defer func() {
-		for _, h := range hosts {
-			h.Close()
-		}
-	}()
-	// Destination consumers exist before the router publishes: the routed
-	// stream keeps a message only for consumers that exist when it arrives.
-	for _, d := range cfg.Enabled() {
-		cons, err := topo.Destination(ctx, d.ID, max(1000, 4*d.BatchSize))
-		if err != nil {
-			return err
-		}
-		host, err := pluginhost.New(d.ID, d.PluginPath, cfg.Dir(), d.Settings, log, m.PluginRestarts.WithLabelValues(d.ID))
-		if err != nil {
-			return err
-		}
-		hosts = append(hosts, host)
-		dl := &deliver.Deliverer{
-			ID: d.ID, JS: b.JS, Consumer: cons, Host: host, Retry: cfg.RetryFor(d),
-			BatchSize: d.BatchSize, Metrics: m, Log: log,
-		}
-		wg.Go(func() {
-			if err := dl.Run(ctx); err != nil {
-				log.Error("destination stopped", "destination", d.ID, "err", err)
-			}
-		})
-		routes = append(routes, route.Destination{
-			ID: d.ID, Name: d.Name, Aliases: d.Aliases, Events: d.Events, ExcludeEvents: d.ExcludeEvents,
-		})
-	}
-
 	routerCons, err := topo.Router(ctx, 4*routerBatch)
 	if err != nil {
 		return err
@@ -108,48 +81,109 @@ func run(ctx context.Context, cfg *config.Config, log *slog.Logger) error {
 		Normalize: normalize.Options{MaxEventBytes: cfg.Ingest.MaxEventBytes},
 		Metrics:   m, Log: log, BatchSize: routerBatch,
 	}
-	router.SetRoutes(route.NewTable(routes))
-	wg.Go(func() {
-		if err := router.Run(ctx); err != nil {
-			log.Error("router stopped", "err", err)
-		}
-	})
-
+	dests := fleet.New(b, topo, m, log)
 	if cfg.Admin.Listen != "" {
-		srv, err := admin.Start(cfg.Admin.Listen, m.Registry, func() error { return readiness(b, hosts) })
+		srv, err := admin.Start(cfg.Admin.Listen, m.Registry, func() error { return readiness(b, dests) })
 		if err != nil {
 			return err
 		}
 		defer func() { _ = srv.Close(context.Background()) }()
 		log.Info("admin listening", "addr", srv.Addr())
 	}
-	log.Info("trackd running", "nats", natsWhere(cfg), "stream", cfg.Ingest.Stream,
-		"subjects", cfg.Ingest.Subjects, "destinations", len(hosts))
+	// Destination consumers exist before the router publishes: the routed
+	// stream keeps a message only for consumers that exist when it arrives.
+	if err := dests.Start(ctx, cfg, router.SetRoutes); err != nil {
+		return err
+	}
+	routerDone := make(chan struct{})
+	go func() {
+		defer close(routerDone)
+		if err := router.Run(ctx); err != nil {
+			log.Error("router stopped", "err", err)
+		}
+	}()
 
-	<-ctx.Done()
-	log.Info("stopping: finishing the batches in hand", "timeout", cfg.Shutdown.Timeout.String())
-	done := make(chan struct{})
-	go func() { wg.Wait(); close(done) }()
+	log.Info("trackd running", "nats", natsWhere(cfg), "stream", cfg.Ingest.Stream,
+		"subjects", cfg.Ingest.Subjects, "destinations", len(cfg.Enabled()))
+
+	for running := true; running; {
+		select {
+		case <-ctx.Done():
+			running = false
+		case <-reload:
+			cfg = reloadConfig(ctx, cfg, dests, router, level, log)
+		}
+	}
+
+	timeout := cfg.Shutdown.Timeout.Duration
+	log.Info("stopping: finishing the batches in hand", "timeout", timeout.String())
+	deadline := time.After(timeout)
 	select {
-	case <-done:
-		log.Info("stopped")
-	case <-time.After(cfg.Shutdown.Timeout.Duration):
+	case <-routerDone:
+	case <-deadline:
+	}
+	if !dests.Wait(timeout) {
 		// Unacked messages are redelivered after the ack wait: nothing is lost.
 		log.Warn("shutdown.timeout passed with batches still in hand; they will be redelivered")
+		return nil
 	}
+	log.Info("stopped")
 	return nil
 }
 
-func readiness(b *bus.Bus, hosts []*pluginhost.Host) error {
+// reloadConfig applies the file's configuration, or keeps cur when it does not validate.
+func reloadConfig(ctx context.Context, cur *config.Config, dests *fleet.Fleet, router *ingest.Router, level *slog.LevelVar, log *slog.Logger) *config.Config {
+	next, err := config.Load(cur.Path)
+	if err != nil {
+		log.Error("configuration reload refused; the running configuration stays", "err", err)
+		return cur
+	}
+	for _, s := range config.RestartOnly(cur, next) {
+		log.Warn("this change takes effect at the next restart, not on reload", "section", s)
+	}
+	if err := dests.Reload(ctx, next, router.SetRoutes, next.Shutdown.Timeout.Duration); err != nil {
+		log.Error("configuration reload refused; the running configuration stays", "err", err)
+		return cur
+	}
+	_ = level.UnmarshalText([]byte(next.Log.Level))
+	log.Info("configuration reloaded", "destinations", len(next.Enabled()))
+	return next
+}
+
+// watchFile sends on reload whenever the file's modification time changes.
+func watchFile(ctx context.Context, path string, reload chan<- os.Signal) {
+	last := modTime(path)
+	t := time.NewTicker(time.Second)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+			if mt := modTime(path); !mt.Equal(last) {
+				last = mt
+				select {
+				case reload <- syscall.SIGHUP:
+				default:
+				}
+			}
+		}
+	}
+}
+
+func modTime(path string) time.Time {
+	st, err := os.Stat(path)
+	if err != nil {
+		return time.Time{}
+	}
+	return st.ModTime()
+}
+
+func readiness(b *bus.Bus, dests *fleet.Fleet) error {
 	if !b.Conn.IsConnected() {
 		return errors.New("not connected to NATS")
 	}
-	for _, h := range hosts {
-		if !h.Ready() {
-			return errors.New("a destination's plugin is not running")
-		}
-	}
-	return nil
+	return dests.Ready()
 }
 
 func natsWhere(cfg *config.Config) string {
@@ -160,10 +194,8 @@ func natsWhere(cfg *config.Config) string {
 }
 
 // newLogger logs text to a terminal and JSON to anything else.
-func newLogger(level string, w io.Writer) *slog.Logger {
-	var l slog.Level
-	_ = l.UnmarshalText([]byte(level))
-	opts := &slog.HandlerOptions{Level: l}
+func newLogger(level slog.Leveler, w io.Writer) *slog.Logger {
+	opts := &slog.HandlerOptions{Level: level}
 	if f, ok := w.(*os.File); ok {
 		if st, err := f.Stat(); err == nil && st.Mode()&os.ModeCharDevice != 0 {
 			return slog.New(slog.NewTextHandler(w, opts))

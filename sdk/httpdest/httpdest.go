@@ -78,38 +78,8 @@ func checkRedirect(req *http.Request, via []*http.Request) error {
 // The reason of a retry or drop names the request and the status, followed
 // by the start of the response body. Do always reads and closes the body.
 func (c *Client) Do(req *http.Request) sdk.Result {
-	req, err := c.prepare(req)
-	if err != nil {
-		return sdk.Drop(fmt.Sprintf("%s %s: %v", req.Method, redact(req.URL), err))
-	}
-	resp, err := c.http.Do(req)
-	if err != nil {
-		var uerr *url.Error
-		if errors.As(err, &uerr) {
-			err = uerr.Err // its message repeats the URL, query and all
-		}
-		return sdk.Retry(0, fmt.Sprintf("%s %s: %v", req.Method, redact(req.URL), err))
-	}
-	defer resp.Body.Close()
-	head, _ := io.ReadAll(io.LimitReader(resp.Body, maxReasonBody))
-	// Draining lets the connection be reused; past 1 MiB closing is cheaper.
-	_, _ = io.Copy(io.Discard, io.LimitReader(resp.Body, 1<<20))
-
-	code := resp.StatusCode
-	if code >= 200 && code < 300 {
-		return sdk.OK()
-	}
-	reason := fmt.Sprintf("%s %s: %s", req.Method, redact(req.URL), resp.Status)
-	if loc, err := resp.Location(); err == nil {
-		reason += " to " + redact(loc)
-	}
-	if s := snippet(head); s != "" {
-		reason += ": " + s
-	}
-	if code == http.StatusRequestTimeout || code == http.StatusTooManyRequests || code >= 500 {
-		return sdk.Retry(retryAfter(resp.Header.Get("Retry-After"), time.Now()), reason)
-	}
-	return sdk.Drop(reason)
+	res, _ := c.DoResponse(req, 0)
+	return res
 }
 
 // prepare returns req, or a copy of it with its body compressed.

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"reflect"
 	"sort"
 	"strings"
 	"time"
@@ -253,4 +254,23 @@ func (c *Config) RetryFor(d *Destination) Retry {
 		r.MaxAge = d.Retry.MaxAge
 	}
 	return r
+}
+
+// RestartOnly lists the sections whose changes a reload cannot apply: the
+// NATS connection, the streams and bucket, and the admin listener.
+func RestartOnly(cur, next *Config) []string {
+	var out []string
+	if !reflect.DeepEqual(cur.NATS, next.NATS) {
+		out = append(out, "nats")
+	}
+	if !reflect.DeepEqual(cur.Ingest, next.Ingest) {
+		out = append(out, "ingest")
+	}
+	if cur.Dedupe != next.Dedupe {
+		out = append(out, "dedupe")
+	}
+	if cur.Admin != next.Admin {
+		out = append(out, "admin")
+	}
+	return out
 }

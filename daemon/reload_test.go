@@ -1,0 +1,98 @@
+package main
+
+import (
+	"errors"
+	"fmt"
+	"path/filepath"
+	"slices"
+	"strings"
+	"syscall"
+	"testing"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+
+	"trackd.dev/trackd/sdk/destinationtest"
+)
+
+// SIGHUP applies a new configuration: added destinations start, removed ones
+// stop and lose their consumer, changed ones restart their plugin, and a bad
+// file is refused while the running configuration keeps working.
+func TestReload(t *testing.T) {
+	fileBin := destinationtest.Build(t, "trackd.dev/trackd/plugins/file")
+	dir := t.TempDir()
+	path := func(name string) string { return filepath.Join(dir, name) }
+	fileDest := func(id, out string) string {
+		return fmt.Sprintf("[destinations.%s]\nplugin = %q\n[destinations.%s.settings]\npath = %q\n", id, fileBin, id, out)
+	}
+	d := startDaemon(t, fileDest("a", path("a.jsonl")))
+	nc, err := nats.Connect(d.natsURL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer nc.Close()
+	js, err := jetstream.New(nc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	send := func(id string) {
+		t.Helper()
+		if _, err := js.Publish(t.Context(), "track", fmt.Appendf(nil, `{"event":"E","userId":"u","messageId":%q}`, id)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	ids := func(file string) []string {
+		var out []string
+		for _, l := range fileLines(t, path(file)) {
+			out = append(out, l["messageId"].(string))
+		}
+		return out
+	}
+	reload := func(destinations string, wantLog string) {
+		t.Helper()
+		d.writeConfig(t, destinations)
+		before := strings.Count(d.logs.String(), wantLog)
+		if err := d.cmd.Process.Signal(syscall.SIGHUP); err != nil {
+			t.Fatal(err)
+		}
+		waitFor(t, "the log to say "+wantLog, func() bool { return strings.Count(d.logs.String(), wantLog) > before })
+	}
+
+	send("1")
+	waitFor(t, "event 1 in a", func() bool { return slices.Equal(ids("a.jsonl"), []string{"1"}) })
+
+	// Remove a, add b.
+	reload(fileDest("b", path("b.jsonl")), "configuration reloaded")
+	send("2")
+	waitFor(t, "event 2 in b", func() bool { return slices.Equal(ids("b.jsonl"), []string{"2"}) })
+	if got := ids("a.jsonl"); !slices.Equal(got, []string{"1"}) {
+		t.Errorf("a removed, yet it has %v", got)
+	}
+	if _, err := js.Consumer(t.Context(), "TRACK_ROUTED", "dest_a"); !errors.Is(err, jetstream.ErrConsumerNotFound) {
+		t.Errorf("the removed destination's consumer: %v, want it deleted", err)
+	}
+
+	// Change b's settings: its plugin restarts writing elsewhere.
+	reload(fileDest("b", path("c.jsonl")), "configuration reloaded")
+	send("3")
+	waitFor(t, "event 3 in c", func() bool { return slices.Equal(ids("c.jsonl"), []string{"3"}) })
+
+	// A bad file is refused, naming the key; so is a file whose settings the
+	// plugin refuses. Either way b keeps delivering to c.
+	reload(strings.Replace(fileDest("b", path("d.jsonl")), "\n[", "\nbatchsize = 5\n[", 1), "configuration reload refused")
+	if !strings.Contains(d.logs.String(), "destinations.b.batchsize") {
+		t.Errorf("the refusal does not name the key destinations.b.batchsize")
+	}
+	reload(fileDest("b", path("d.jsonl"))+"colour = \"blue\"\n", "configuration reload refused")
+	if !strings.Contains(d.logs.String(), `destinations.b.settings: unknown setting \"colour\"`) {
+		t.Errorf("the refusal does not name the setting colour")
+	}
+	send("4")
+	waitFor(t, "event 4 in c", func() bool { return slices.Equal(ids("c.jsonl"), []string{"3", "4"}) })
+	if got := ids("b.jsonl"); !slices.Equal(got, []string{"2"}) {
+		t.Errorf("b.jsonl = %v after the settings changed", got)
+	}
+	if got := ids("d.jsonl"); len(got) != 0 {
+		t.Errorf("a refused configuration delivered %v", got)
+	}
+}

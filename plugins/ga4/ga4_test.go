@@ -1,0 +1,764 @@
+package main
+
+import (
+	"bytes"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net/http"
+	"net/http/httptest"
+	"net/url"
+	"os"
+	"os/exec"
+	"slices"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/BurntSushi/toml"
+
+	"trackd.dev/trackd/sdk"
+	"trackd.dev/trackd/sdk/destinationtest"
+)
+
+func TestMain(m *testing.M) { destinationtest.Main(m) }
+
+const (
+	pkg           = "trackd.dev/trackd/plugins/ga4"
+	measurementID = "G-TEST12345"
+	// A secret no reason or error may contain; the "+" and "/" also check
+	// that it is escaped in the query string.
+	apiSecret = "Zx9+sEcReT/vAlUe_42"
+)
+
+// base is the timestamp of the first event of a batch; event i happened i
+// seconds later.
+var base = time.Date(2025, 3, 1, 12, 30, 0, 123_000_000, time.UTC)
+
+// track is a track event as a producer sends it.
+type track struct {
+	name        string
+	userID      string
+	anonymousID string
+	props       string // a JSON object; "" is {}
+}
+
+// batch normalizes tracks the way the daemon does.
+func batch(tracks ...track) []sdk.Event {
+	out := make([]sdk.Event, len(tracks))
+	for i, tr := range tracks {
+		at := base.Add(time.Duration(i) * time.Second)
+		props := tr.props
+		if props == "" {
+			props = "{}"
+		}
+		fields := map[string]any{
+			"type":       "track",
+			"version":    2,
+			"messageId":  fmt.Sprintf("m-%d", i),
+			"event":      tr.name,
+			"timestamp":  at.Format("2006-01-02T15:04:05.000Z"),
+			"receivedAt": at.Add(400 * time.Millisecond).Format("2006-01-02T15:04:05.000Z"),
+			"properties": json.RawMessage(props),
+		}
+		if tr.userID != "" {
+			fields["userId"] = tr.userID
+		}
+		if tr.anonymousID != "" {
+			fields["anonymousId"] = tr.anonymousID
+		}
+		js, err := json.Marshal(fields)
+		if err != nil {
+			panic(fmt.Sprintf("track %q: %v", tr.name, err))
+		}
+		out[i] = sdk.Event{
+			JSON:        js,
+			MessageID:   fmt.Sprintf("m-%d", i),
+			Name:        tr.name,
+			UserID:      tr.userID,
+			AnonymousID: tr.anonymousID,
+			Timestamp:   at,
+		}
+	}
+	return out
+}
+
+// micros is the timestamp_micros of event i of a batch.
+func micros(i int) int64 { return base.Add(time.Duration(i) * time.Second).UnixMicro() }
+
+// request is what the collector saw of one request.
+type request struct {
+	method string
+	path   string
+	query  url.Values
+	header http.Header
+	body   []byte
+	parsed payload
+}
+
+// payload is a request body as GA4 reads it; raw parts keep their bytes for
+// exact comparison.
+type payload struct {
+	ClientID        string          `json:"client_id"`
+	UserID          json.RawMessage `json:"user_id"`
+	TimestampMicros int64           `json:"timestamp_micros"`
+	Events          []struct {
+		Name            string          `json:"name"`
+		Params          json.RawMessage `json:"params"`
+		TimestampMicros int64           `json:"timestamp_micros"`
+	} `json:"events"`
+}
+
+// collector plays /mp/collect. It answers 204, as GA4 does, unless answer
+// says otherwise for a client_id.
+type collector struct {
+	mu       sync.Mutex
+	requests []request
+	answer   func(w http.ResponseWriter, clientID string) bool
+}
+
+func newCollector(t *testing.T, answer func(w http.ResponseWriter, clientID string) bool) (*collector, *httptest.Server) {
+	c := &collector{answer: answer}
+	srv := httptest.NewServer(c)
+	t.Cleanup(srv.Close)
+	return c, srv
+}
+
+func (c *collector) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	body, _ := io.ReadAll(r.Body)
+	req := request{method: r.Method, path: r.URL.Path, query: r.URL.Query(), header: r.Header.Clone(), body: body}
+	if err := json.Unmarshal(body, &req.parsed); err != nil {
+		http.Error(w, "not JSON: "+err.Error(), http.StatusBadRequest)
+	}
+	c.mu.Lock()
+	c.requests = append(c.requests, req)
+	c.mu.Unlock()
+	if c.answer == nil || !c.answer(w, req.parsed.ClientID) {
+		w.WriteHeader(http.StatusNoContent)
+	}
+}
+
+// all returns the requests, ordered by client_id and then by the time of
+// their first event, since requests for different users run concurrently.
+func (c *collector) all() []request {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	out := slices.Clone(c.requests)
+	slices.SortStableFunc(out, func(a, b request) int {
+		if n := strings.Compare(a.parsed.ClientID, b.parsed.ClientID); n != 0 {
+			return n
+		}
+		return int(a.parsed.TimestampMicros - b.parsed.TimestampMicros)
+	})
+	return out
+}
+
+func start(t *testing.T, srv *httptest.Server, extra map[string]any) *sdk.Client {
+	t.Helper()
+	settings := map[string]any{
+		"measurement_id": measurementID,
+		"api_secret":     apiSecret,
+		"endpoint":       srv.URL,
+	}
+	for k, v := range extra {
+		settings[k] = v
+	}
+	return destinationtest.Start(t, destinationtest.Build(t, pkg), settings)
+}
+
+func deliver(t *testing.T, c *sdk.Client, events []sdk.Event) []sdk.Result {
+	t.Helper()
+	results, err := c.Deliver(t.Context(), events)
+	if err != nil {
+		t.Fatalf("Deliver: %v", err)
+	}
+	for i, r := range results {
+		if strings.Contains(r.Reason, apiSecret) || strings.Contains(r.Reason, url.QueryEscape(apiSecret)) {
+			t.Errorf("event %d: reason %q holds the API secret", i, r.Reason)
+		}
+	}
+	return results
+}
+
+func compact(t *testing.T, js string) string {
+	t.Helper()
+	var buf bytes.Buffer
+	if err := json.Compact(&buf, []byte(js)); err != nil {
+		t.Fatalf("bad JSON in test: %v\n%s", err, js)
+	}
+	return buf.String()
+}
+
+func TestOrderCompleted(t *testing.T) {
+	col, srv := newCollector(t, nil)
+	c := start(t, srv, nil)
+	results := deliver(t, c, batch(track{
+		name:        "order completed",
+		userID:      "u-1",
+		anonymousID: "anon-1",
+		props:       `{"order_id":"T_12345","total":12.21,"currency":"usd","shipping":3.33,"tax":1.11}`,
+	}))
+	if results[0] != sdk.OK() {
+		t.Fatalf("result %+v, want ok", results[0])
+	}
+
+	reqs := col.all()
+	if len(reqs) != 1 {
+		t.Fatalf("%d requests, want 1", len(reqs))
+	}
+	r := reqs[0]
+	if r.method != http.MethodPost || r.path != "/mp/collect" {
+		t.Errorf("request %s %s, want POST /mp/collect", r.method, r.path)
+	}
+	wantQuery := url.Values{"measurement_id": {measurementID}, "api_secret": {apiSecret}}
+	if r.query.Encode() != wantQuery.Encode() {
+		t.Errorf("query %q, want %q", r.query.Encode(), wantQuery.Encode())
+	}
+	if ct := r.header.Get("Content-Type"); ct != "application/json" {
+		t.Errorf("Content-Type %q, want application/json", ct)
+	}
+	want := compact(t, fmt.Sprintf(`{
+		"client_id": "anon-1",
+		"user_id": "u-1",
+		"timestamp_micros": %d,
+		"events": [{
+			"name": "purchase",
+			"params": {"value": 12.21, "currency": "USD", "transaction_id": "T_12345", "shipping": 3.33, "tax": 1.11},
+			"timestamp_micros": %[1]d
+		}]
+	}`, micros(0)))
+	if string(r.body) != want {
+		t.Errorf("body\n%s\nwant\n%s", r.body, want)
+	}
+}
+
+func TestEventNames(t *testing.T) {
+	long := strings.Repeat("abcdefghij", 6) // 60 characters
+	tests := []struct {
+		segment string
+		want    string // the GA4 name, or "" when dropped
+		reason  string // part of the drop reason
+	}{
+		{segment: "Order Completed", want: "purchase"},
+		{segment: "ORDER REFUNDED", want: "refund"},
+		{segment: "Checkout Started", want: "begin_checkout"},
+		{segment: "Payment Info Entered", want: "add_payment_info"},
+		{segment: "Cart Viewed", want: "view_cart"},
+		{segment: "Product Added", want: "add_to_cart"},
+		{segment: "product removed", want: "remove_from_cart"},
+		{segment: "Product Viewed", want: "view_item"},
+		{segment: "Product Clicked", want: "select_item"},
+		{segment: "Product List Viewed", want: "view_item_list"},
+		{segment: "Product Added to Wishlist", want: "add_to_wishlist"},
+		{segment: "Products Searched", want: "search"},
+		{segment: "Promotion Viewed", want: "view_promotion"},
+		{segment: "Promotion Clicked", want: "select_promotion"},
+		{segment: "Signed Up", want: "sign_up"},
+		{segment: "Signed In", want: "login"},
+		{segment: "earn virtual currency", want: "earn_virtual_currency"},
+		{segment: "purchase", want: "purchase"},
+		{segment: "Video Played (HD) v2.1", want: "Video_Played_HD_v21"},
+		{segment: long, want: long[:40]},
+		{segment: "1234_sign_up", reason: `event name "1234_sign_up" does not start with a letter`},
+		{segment: "_private", reason: "does not start with a letter"},
+		{segment: "¿¡!", reason: "has none of the letters, digits and underscores"},
+		{segment: "firebase_x", reason: `starts with "firebase_", a prefix GA4 reserves`},
+		{segment: "Google Thing", reason: `event name "Google Thing" ("Google_Thing" in GA4) starts with "google_"`},
+		{segment: "ga_custom", reason: `starts with "ga_"`},
+		{segment: "session_start", reason: "reserved for an event GA4 collects itself"},
+		{segment: "First Visit", reason: "reserved"},
+		{segment: "user_engagement", reason: "reserved"},
+		{segment: "app_remove", reason: "reserved"},
+	}
+	col, srv := newCollector(t, nil)
+	c := start(t, srv, nil)
+	tracks := make([]track, len(tests))
+	for i, tt := range tests {
+		tracks[i] = track{name: tt.segment, anonymousID: "anon-1"}
+	}
+	results := deliver(t, c, batch(tracks...))
+
+	var wantNames []string
+	for i, tt := range tests {
+		r := results[i]
+		if tt.want != "" {
+			wantNames = append(wantNames, tt.want)
+			if r != sdk.OK() {
+				t.Errorf("%q: %+v, want ok", tt.segment, r)
+			}
+			continue
+		}
+		if r.Status != sdk.StatusDrop || !strings.Contains(r.Reason, tt.reason) {
+			t.Errorf("%q: %v %q, want drop with a reason containing %q", tt.segment, r.Status, r.Reason, tt.reason)
+		}
+	}
+	reqs := col.all()
+	var got []string
+	for _, r := range reqs {
+		for _, e := range r.parsed.Events {
+			got = append(got, e.Name)
+		}
+	}
+	if !slices.Equal(got, wantNames) {
+		t.Errorf("GA4 received events\n%q\nwant\n%q", got, wantNames)
+	}
+}
+
+func TestParams(t *testing.T) {
+	long := strings.Repeat("x", 99) + "é€" // 101 characters
+	var many []string
+	for i := 1; i <= 30; i++ {
+		many = append(many, fmt.Sprintf(`"p%02d":%d`, i, i))
+	}
+	var first23 []string
+	for i := 1; i <= 23; i++ {
+		first23 = append(first23, fmt.Sprintf(`"p%02d":%d`, i, i))
+	}
+	conversion := map[string]any{"convert_to": "USD", "rates": map[string]any{"EUR": 1.08}}
+
+	tests := []struct {
+		name     string
+		settings map[string]any
+		event    string
+		props    string
+		want     string // the event's params
+		reason   string // or part of the drop reason
+	}{
+		{
+			name:  "products become items",
+			event: "Order Completed",
+			props: `{
+				"checkout_id": "fksdjfsdjfisjf9sdfjsd9f", "order_id": "50314b8e9bcf000000000000",
+				"affiliation": "Google Store", "total": 27.50, "revenue": 25.00, "shipping": 3,
+				"tax": 2, "discount": 2.5, "coupon": "hasbros", "currency": "usd",
+				"products": [
+					{"product_id": "507f1f77bcf86cd799439011", "sku": "45790-32", "name": "Monopoly: 3rd Edition",
+					 "price": 19, "quantity": 1, "category": "Games", "brand": "Hasbro", "variant": "standard",
+					 "coupon": "MAYDEALS", "position": 1, "url": "https://www.example.com/product/path"},
+					{"sku": "46493-32", "name": "Uno Card Game", "price": "3", "quantity": 2, "category": "Games"},
+					{"url": "https://www.example.com/neither/id/nor/name"},
+					"not an object"
+				]
+			}`,
+			want: `{"value":27.5,"currency":"USD","transaction_id":"50314b8e9bcf000000000000","coupon":"hasbros",
+				"shipping":3,"tax":2,"affiliation":"Google Store","items":[
+					{"item_id":"507f1f77bcf86cd799439011","item_name":"Monopoly: 3rd Edition","coupon":"MAYDEALS","index":1,
+					 "item_brand":"Hasbro","item_category":"Games","item_variant":"standard","price":19,"quantity":1},
+					{"item_id":"46493-32","item_name":"Uno Card Game","item_category":"Games","price":3,"quantity":2}
+				],"checkout_id":"fksdjfsdjfisjf9sdfjsd9f","discount":2.5}`,
+		},
+		{
+			name:  "value from revenue, currency defaults to USD",
+			event: "Order Completed",
+			props: `{"order_id": 1001, "revenue": "9.99"}`,
+			want:  `{"value":9.99,"currency":"USD","transaction_id":"1001"}`,
+		},
+		{
+			name:  "value before revenue",
+			event: "Subscription Renewed",
+			props: `{"revenue": 7, "value": 5, "currency": "eur"}`,
+			want:  `{"value":5,"currency":"EUR"}`,
+		},
+		{
+			name:  "currency without an amount",
+			event: "Quote Requested",
+			props: `{"currency": "gbp"}`,
+			want:  `{"currency":"GBP"}`,
+		},
+		{
+			name:     "conversion with a rates table",
+			settings: conversion,
+			event:    "Order Completed",
+			props:    `{"total": 18.9, "shipping": 2, "currency": "EUR", "products": [{"sku": "A", "price": 10}]}`,
+			want:     `{"value":20.412,"currency":"USD","shipping":2.16,"items":[{"item_id":"A","price":10.8}]}`,
+		},
+		{
+			name:     "conversion leaves the target currency alone",
+			settings: conversion,
+			event:    "Order Completed",
+			props:    `{"total": 18.9}`,
+			want:     `{"value":18.9,"currency":"USD"}`,
+		},
+		{
+			name:     "conversion without a rate",
+			settings: conversion,
+			event:    "Order Completed",
+			props:    `{"total": 18.9, "currency": "GBP"}`,
+			reason:   "currency GBP has no rate to USD",
+		},
+		{
+			name:   "malformed total",
+			event:  "Order Completed",
+			props:  `{"total": "lots", "revenue": 3}`,
+			reason: "properties.total",
+		},
+		{
+			name:   "malformed shipping",
+			event:  "Order Completed",
+			props:  `{"total": 3, "shipping": {"amount": 1}}`,
+			reason: "properties.shipping",
+		},
+		{
+			name:   "malformed product price",
+			event:  "Checkout Started",
+			props:  `{"products": [{"sku": "A", "price": 1}, {"sku": "B", "price": "free"}]}`,
+			reason: "properties.products[1].price",
+		},
+		{
+			name:   "malformed currency",
+			event:  "Order Completed",
+			props:  `{"total": 3, "currency": "dollars"}`,
+			reason: "properties.currency",
+		},
+		{
+			name:  "search term",
+			event: "Products Searched",
+			props: `{"query": "blue hotpants"}`,
+			want:  `{"search_term":"blue hotpants"}`,
+		},
+		{
+			name:  "query is only a search term for search",
+			event: "Help Searched",
+			props: `{"query": "refunds"}`,
+			want:  `{"query":"refunds"}`,
+		},
+		{
+			name:  "single product",
+			event: "Product Added",
+			props: `{"cart_id": "skdjsidjsdkdj29j", "product_id": "507f1f77bcf86cd799439011", "sku": "G-32",
+				"category": "Games", "name": "Monopoly: 3rd Edition", "brand": "Hasbro", "variant": "200 pieces",
+				"price": 18.99, "quantity": 1, "coupon": "MAYDEALS", "position": 3}`,
+			want: `{"currency":"USD","coupon":"MAYDEALS","items":[{"item_id":"507f1f77bcf86cd799439011",
+				"item_name":"Monopoly: 3rd Edition","coupon":"MAYDEALS","index":3,"item_brand":"Hasbro",
+				"item_category":"Games","item_variant":"200 pieces","price":18.99,"quantity":1}],
+				"cart_id":"skdjsidjsdkdj29j"}`,
+		},
+		{
+			name:  "list viewed",
+			event: "Product List Viewed",
+			props: `{"list_id": "hot_deals_1", "category": "Deals", "products": [{"product_id": "p1", "position": 1}]}`,
+			want:  `{"item_list_id":"hot_deals_1","item_list_name":"Deals","items":[{"item_id":"p1","index":1}]}`,
+		},
+		{
+			name:  "promotion",
+			event: "Promotion Viewed",
+			props: `{"promotion_id": "promo_1", "creative": "top_banner_2", "name": "75% store-wide shoe sale", "position": "home_banner_top"}`,
+			want:  `{"promotion_id":"promo_1","promotion_name":"75% store-wide shoe sale","creative_name":"top_banner_2","creative_slot":"home_banner_top"}`,
+		},
+		{
+			name:  "payment info",
+			event: "Payment Info Entered",
+			props: `{"checkout_id": "39f39fj39f3jf93fj9fj39fj3f", "order_id": "dkfsjidfjsdifsdfksdjfkdsfjsdfkdsf", "payment_method": "Visa"}`,
+			want:  `{"transaction_id":"dkfsjidfjsdifsdfksdjfkdsfjsdfkdsf","payment_type":"Visa","checkout_id":"39f39fj39f3jf93fj9fj39fj3f"}`,
+		},
+		{
+			name:  "custom properties",
+			event: "Video Played",
+			props: `{"title": "` + long + `", "Play Count": 3, "is_hd": true, "muted": false, "nested": {"a": 1},
+				"list": [1, 2], "gone": null, "_private": 1, "ga_thing": 2, "Google_x": 3, "firebase_conversion": 1,
+				"9lives": 1, "a property name that goes on and on and on": "x", "play-count": "dup",
+				"session_id": "1712345", "engagement_time_msec": 1200}`,
+			want: `{"title":"` + long[:len(long)-len("€")] + `","Play_Count":3,"is_hd":"true","muted":"false",
+				"a_property_name_that_goes_on_and_on_and_":"x","playcount":"dup","session_id":"1712345",
+				"engagement_time_msec":1200}`,
+		},
+		{
+			name:  "at most 25 params",
+			event: "Survey Answered",
+			props: `{` + strings.Join(many, ",") + `}`,
+			want:  `{` + strings.Join(many[:25], ",") + `}`,
+		},
+		{
+			name:  "mapped params come first",
+			event: "Survey Answered",
+			props: `{` + strings.Join(many, ",") + `,"value": 1}`,
+			want:  `{"value":1,"currency":"USD",` + strings.Join(first23, ",") + `}`,
+		},
+		{
+			name:  "no properties",
+			event: "Signed Up",
+			want:  `{}`,
+		},
+	}
+	bin := destinationtest.Build(t, pkg)
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			col, srv := newCollector(t, nil)
+			settings := map[string]any{"measurement_id": measurementID, "api_secret": apiSecret, "endpoint": srv.URL}
+			for k, v := range tt.settings {
+				settings[k] = v
+			}
+			c := destinationtest.Start(t, bin, settings)
+			results := deliver(t, c, batch(track{name: tt.event, userID: "u-1", props: tt.props}))
+			reqs := col.all()
+			if tt.reason != "" {
+				if results[0].Status != sdk.StatusDrop || !strings.Contains(results[0].Reason, tt.reason) {
+					t.Errorf("%v %q, want drop with a reason containing %q", results[0].Status, results[0].Reason, tt.reason)
+				}
+				if len(reqs) != 0 {
+					t.Errorf("a dropped event was sent: %s", reqs[0].body)
+				}
+				return
+			}
+			if results[0] != sdk.OK() {
+				t.Fatalf("%+v, want ok", results[0])
+			}
+			if len(reqs) != 1 || len(reqs[0].parsed.Events) != 1 {
+				t.Fatalf("got %d requests, want 1 with 1 event", len(reqs))
+			}
+			if got, want := string(reqs[0].parsed.Events[0].Params), compact(t, tt.want); got != want {
+				t.Errorf("params\n%s\nwant\n%s", got, want)
+			}
+		})
+	}
+}
+
+func TestBatching(t *testing.T) {
+	col, srv := newCollector(t, nil)
+	c := start(t, srv, nil)
+
+	// 30 events of one user, then an anonymous user and a known user
+	// without an anonymousId interleaved.
+	var tracks []track
+	for i := range 30 {
+		tracks = append(tracks, track{name: fmt.Sprintf("Step %d", i), userID: "u-1", anonymousID: "anon-1"})
+	}
+	for i := range 3 {
+		tracks = append(tracks,
+			track{name: fmt.Sprintf("Anon %d", i), anonymousID: "anon-2"},
+			track{name: fmt.Sprintf("Known %d", i), userID: "u-3"})
+	}
+	for i, r := range deliver(t, c, batch(tracks...)) {
+		if r != sdk.OK() {
+			t.Errorf("event %d: %+v, want ok", i, r)
+		}
+	}
+
+	type sent struct {
+		clientID, userID string
+		micros           int64
+		names            []string
+		eventMicros      []int64
+	}
+	var got []sent
+	for _, r := range col.all() {
+		s := sent{clientID: r.parsed.ClientID, userID: string(r.parsed.UserID), micros: r.parsed.TimestampMicros}
+		for _, e := range r.parsed.Events {
+			s.names = append(s.names, e.Name)
+			s.eventMicros = append(s.eventMicros, e.TimestampMicros)
+		}
+		got = append(got, s)
+	}
+	names := func(prefix string, from, to int) (n []string) {
+		for i := from; i < to; i++ {
+			n = append(n, fmt.Sprintf("%s_%d", prefix, i))
+		}
+		return n
+	}
+	span := func(idx ...int) (m []int64) {
+		for _, i := range idx {
+			m = append(m, micros(i))
+		}
+		return m
+	}
+	seq := func(from, to, step int) (idx []int) {
+		for i := from; i < to; i += step {
+			idx = append(idx, i)
+		}
+		return idx
+	}
+	want := []sent{
+		{clientID: "anon-1", userID: `"u-1"`, micros: micros(0), names: names("Step", 0, 25), eventMicros: span(seq(0, 25, 1)...)},
+		{clientID: "anon-1", userID: `"u-1"`, micros: micros(25), names: names("Step", 25, 30), eventMicros: span(seq(25, 30, 1)...)},
+		{clientID: "anon-2", micros: micros(30), names: names("Anon", 0, 3), eventMicros: span(30, 32, 34)},
+		{clientID: "u-3", userID: `"u-3"`, micros: micros(31), names: names("Known", 0, 3), eventMicros: span(31, 33, 35)},
+	}
+	if len(got) != len(want) {
+		t.Fatalf("got %d requests %+v, want %d", len(got), got, len(want))
+	}
+	for i := range want {
+		g, w := got[i], want[i]
+		if g.clientID != w.clientID || g.userID != w.userID || g.micros != w.micros ||
+			!slices.Equal(g.names, w.names) || !slices.Equal(g.eventMicros, w.eventMicros) {
+			t.Errorf("request %d:\n%+v\nwant\n%+v", i, g, w)
+		}
+	}
+}
+
+func TestLargeEventsSplitBySize(t *testing.T) {
+	col, srv := newCollector(t, nil)
+	c := start(t, srv, nil)
+	var products []string
+	for i := range 60 {
+		products = append(products, fmt.Sprintf(`{"product_id": "p%d", "name": "%s", "price": 1}`, i, strings.Repeat("n", 100)))
+	}
+	props := `{"products": [` + strings.Join(products, ",") + `]}`
+	var tracks []track
+	for range 25 {
+		tracks = append(tracks, track{name: "Cart Viewed", anonymousID: "anon-1", props: props})
+	}
+	for i, r := range deliver(t, c, batch(tracks...)) {
+		if r != sdk.OK() {
+			t.Errorf("event %d: %+v, want ok", i, r)
+		}
+	}
+	reqs := col.all()
+	if len(reqs) < 2 {
+		t.Fatalf("%d requests for 25 events of about 9 kB each, want them split to stay under 130 kB", len(reqs))
+	}
+	total := 0
+	for _, r := range reqs {
+		if len(r.body) >= 130_000 {
+			t.Errorf("a request body is %d bytes, want under 130 kB", len(r.body))
+		}
+		total += len(r.parsed.Events)
+	}
+	if total != 25 {
+		t.Errorf("%d events sent, want 25", total)
+	}
+}
+
+func TestResults(t *testing.T) {
+	col, srv := newCollector(t, func(w http.ResponseWriter, clientID string) bool {
+		switch clientID {
+		case "limited":
+			w.Header().Set("Retry-After", "7")
+			w.WriteHeader(http.StatusTooManyRequests)
+		case "broken":
+			w.WriteHeader(http.StatusInternalServerError)
+		case "bad":
+			w.WriteHeader(http.StatusBadRequest)
+			io.WriteString(w, "bad thing in request ?api_secret="+url.QueryEscape(apiSecret)+" ("+apiSecret+")")
+		default:
+			return false
+		}
+		return true
+	})
+	c := start(t, srv, nil)
+	events := batch(
+		track{name: "Signed In", anonymousID: "limited"},
+		track{name: "Signed In", anonymousID: "broken"},
+		track{name: "Signed In", anonymousID: "bad"},
+		track{name: "Signed In", anonymousID: "fine"},
+		track{name: "Signed In", anonymousID: "limited"},
+	)
+	results := deliver(t, c, events)
+	want := []struct {
+		status     sdk.Status
+		retryAfter time.Duration
+		reason     []string
+	}{
+		{status: sdk.StatusRetry, retryAfter: 7 * time.Second, reason: []string{"429"}},
+		{status: sdk.StatusRetry, reason: []string{"500"}},
+		{status: sdk.StatusDrop, reason: []string{"400", "bad thing in request", "[api_secret]"}},
+		{status: sdk.StatusOK},
+		{status: sdk.StatusRetry, retryAfter: 7 * time.Second, reason: []string{"429"}},
+	}
+	for i, r := range results {
+		w := want[i]
+		if r.Status != w.status || r.RetryAfter != w.retryAfter {
+			t.Errorf("%s: %v after %v (%q), want %v after %v", events[i].AnonymousID, r.Status, r.RetryAfter, r.Reason, w.status, w.retryAfter)
+		}
+		for _, s := range w.reason {
+			if !strings.Contains(r.Reason, s) {
+				t.Errorf("%s: reason %q does not contain %q", events[i].AnonymousID, r.Reason, s)
+			}
+		}
+	}
+	if n := len(col.all()); n != 4 {
+		t.Errorf("%d requests, want 4: one per client_id", n)
+	}
+}
+
+func TestUnreachableRetries(t *testing.T) {
+	srv := httptest.NewServer(http.NotFoundHandler())
+	srv.Close()
+	c := start(t, srv, nil)
+	results := deliver(t, c, batch(track{name: "Signed Up", userID: "u-1"}))
+	if results[0].Status != sdk.StatusRetry {
+		t.Errorf("unreachable endpoint: %v (%q), want retry", results[0].Status, results[0].Reason)
+	}
+}
+
+func TestConfigureErrors(t *testing.T) {
+	bin := destinationtest.Build(t, pkg)
+	valid := func(change map[string]any) map[string]any {
+		s := map[string]any{"measurement_id": measurementID, "api_secret": apiSecret}
+		for k, v := range change {
+			if v == nil {
+				delete(s, k)
+			} else {
+				s[k] = v
+			}
+		}
+		return s
+	}
+	tests := []struct {
+		name     string
+		settings map[string]any
+		want     string
+	}{
+		{"missing measurement_id", valid(map[string]any{"measurement_id": nil}), "measurement_id is empty"},
+		{"universal analytics id", valid(map[string]any{"measurement_id": "UA-1234-1"}), `measurement_id "UA-1234-1" is not a GA4 measurement ID`},
+		{"missing api_secret", valid(map[string]any{"api_secret": nil}), "api_secret is empty; set it or ${GA4_API_SECRET}"},
+		{"api_secret with spaces", valid(map[string]any{"api_secret": " " + apiSecret + "\n"}), "api_secret starts or ends with white space"},
+		{"endpoint not http", valid(map[string]any{"endpoint": "ftp://example.com"}), `endpoint "ftp://example.com" is not an http:// or https:// base URL`},
+		{"endpoint with query", valid(map[string]any{"endpoint": "https://example.com/?a=b"}), "endpoint"},
+		{"bad timeout", valid(map[string]any{"timeout": "soon"}), `setting "timeout"`},
+		{"zero timeout", valid(map[string]any{"timeout": "0s"}), "timeout 0s is too short"},
+		{"rates without convert_to", valid(map[string]any{"rates": map[string]any{"EUR": 1.08}}), "convert_to is empty"},
+		{"lower-case convert_to", valid(map[string]any{"convert_to": "usd"}), `convert_to "usd"`},
+		{"bad rate", valid(map[string]any{"convert_to": "USD", "rates": map[string]any{"EUR": 0.0}}), "rates.EUR"},
+		{"unknown setting", valid(map[string]any{"apisecret": "x"}), `unknown setting "apisecret"`},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			err := destinationtest.Configure(t, destinationtest.Launch(t, bin), tt.settings)
+			if err == nil || !strings.Contains(err.Error(), tt.want) {
+				t.Errorf("Configure error = %v, want one containing %q", err, tt.want)
+			}
+			if err != nil && strings.Contains(err.Error(), apiSecret) {
+				t.Errorf("Configure error %q holds the API secret", err)
+			}
+		})
+	}
+}
+
+func TestEndpointTrailingSlash(t *testing.T) {
+	col, srv := newCollector(t, nil)
+	c := destinationtest.Start(t, destinationtest.Build(t, pkg), map[string]any{
+		"measurement_id": measurementID, "api_secret": apiSecret, "endpoint": srv.URL + "/",
+	})
+	deliver(t, c, batch(track{name: "Signed Up", userID: "u-1"}))
+	if reqs := col.all(); len(reqs) != 1 || reqs[0].path != "/mp/collect" {
+		t.Errorf("requests %+v, want one to /mp/collect", reqs)
+	}
+}
+
+func TestSampleConfig(t *testing.T) {
+	bin := destinationtest.Build(t, pkg)
+	out, err := exec.Command(bin, "--sample-config").Output()
+	if err != nil {
+		t.Fatal(err)
+	}
+	sample, _ := os.ReadFile("sample.toml")
+	if string(out) != string(sample) {
+		t.Errorf("--sample-config printed\n%s\nwant sample.toml:\n%s", out, sample)
+	}
+	readme, _ := os.ReadFile("README.md")
+	if !strings.Contains(string(readme), "```toml\n"+string(sample)+"```") {
+		t.Error("README.md does not include sample.toml verbatim in a toml code block")
+	}
+
+	var settings map[string]any
+	if _, err := toml.DecodeFile("sample.toml", &settings); err != nil {
+		t.Fatal(err)
+	}
+	// Configure makes no network calls, so Google is never contacted; the
+	// placeholder "${GA4_API_SECRET}" stands for the secret the daemon
+	// would substitute.
+	if err := destinationtest.Configure(t, destinationtest.Launch(t, bin), settings); err != nil {
+		t.Errorf("Configure with sample.toml: %v", err)
+	}
+}
