@@ -202,6 +202,13 @@ func (b *lockedBuffer) String() string {
 // metric reads one unlabelled or labelled sample from /metrics, 0 if absent.
 func (d *daemon) metric(t *testing.T, name string) float64 {
 	t.Helper()
+	v, _ := d.metricOK(t, name)
+	return v
+}
+
+// metricOK reads one sample from /metrics and says whether it was there.
+func (d *daemon) metricOK(t *testing.T, name string) (float64, bool) {
+	t.Helper()
 	resp, err := http.Get(d.adminURL + "/metrics")
 	if err != nil {
 		t.Fatal(err)
@@ -212,10 +219,10 @@ func (d *daemon) metric(t *testing.T, name string) float64 {
 		var v float64
 		if rest, ok := strings.CutPrefix(sc.Text(), name+" "); ok {
 			fmt.Sscan(rest, &v)
-			return v
+			return v, true
 		}
 	}
-	return 0
+	return 0, false
 }
 
 // waitFor polls cond until it holds; the generous limit only stops a broken
@@ -342,8 +349,22 @@ url = %q
 	if stage := msg.Headers().Get("Trackd-Stage"); stage != "validate" {
 		t.Errorf("Trackd-Stage = %q, want validate", stage)
 	}
-	if got := d.metric(t, "trackd_events_invalid_total"); got != 1 {
-		t.Errorf("trackd_events_invalid_total = %v, want 1", got)
+	if got := d.metric(t, `trackd_events_invalid_total{field="userId"}`); got != 1 {
+		t.Errorf("trackd_events_invalid_total{field=\"userId\"} = %v, want 1", got)
+	}
+	for _, name := range []string{
+		`trackd_events_received_total`,
+		`trackd_events_routed_total{destination="hook"}`,
+		`trackd_events_delivered_total{destination="mixpanel"}`,
+		`trackd_delivery_delay_seconds_count{destination="file"}`,
+		`trackd_batch_duration_seconds_count{destination="file"}`,
+	} {
+		if d.metric(t, name) == 0 {
+			t.Errorf("/metrics has no %s", name)
+		}
+	}
+	if _, ok := d.metricOK(t, `trackd_consumer_backlog{consumer="dest_hook"}`); !ok {
+		t.Errorf("/metrics has no backlog gauge for dest_hook")
 	}
 }
 

@@ -72,6 +72,11 @@ func run(ctx context.Context, cfg *config.Config, log *slog.Logger, level *slog.
 		return err
 	}
 
+	m.Registry.MustRegister(metrics.Backlog(func() map[string]float64 {
+		bctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+		defer cancel()
+		return topo.Backlog(bctx)
+	}))
 	routerCons, err := topo.Router(ctx, 4*routerBatch)
 	if err != nil {
 		return err

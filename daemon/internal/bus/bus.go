@@ -266,3 +266,16 @@ func (t *Topology) Destination(ctx context.Context, id string, maxAckPending int
 	}
 	return c, nil
 }
+
+// Backlog returns, per consumer of the ingest and routed streams, how many
+// messages wait: not yet delivered plus delivered and unacked.
+func (t *Topology) Backlog(ctx context.Context) map[string]float64 {
+	out := map[string]float64{}
+	for _, s := range []jetstream.Stream{t.Ingest, t.Routed} {
+		list := s.ListConsumers(ctx)
+		for ci := range list.Info() {
+			out[ci.Name] = float64(ci.NumPending) + float64(ci.NumAckPending)
+		}
+	}
+	return out
+}

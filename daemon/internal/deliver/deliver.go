@@ -73,27 +73,30 @@ type routedEvent struct {
 	UserID      string `json:"userId"`
 	AnonymousID string `json:"anonymousId"`
 	Timestamp   string `json:"timestamp"`
+	ReceivedAt  string `json:"receivedAt"`
 }
 
 func (d *Deliverer) handle(ctx context.Context, msgs []jetstream.Msg) {
 	mine := msgs[:0:0]
 	events := make([]sdk.Event, 0, len(msgs))
+	received := make([]time.Time, 0, len(msgs))
 	var letters []pendingLetter
 	for _, m := range msgs {
 		if !addressedTo(m.Headers().Get(bus.HeaderDestinations), d.ID) {
 			_ = m.Ack()
 			continue
 		}
-		ev, err := toEvent(m.Data())
+		ev, at, err := toEvent(m.Data())
 		if err != nil {
 			letters = d.deadLetter(letters, m, "the routed event is unreadable: "+err.Error())
 			continue
 		}
 		mine = append(mine, m)
 		events = append(events, ev)
+		received = append(received, at)
 	}
 	if len(mine) > 0 {
-		letters = d.deliver(ctx, mine, events, letters)
+		letters = d.deliver(ctx, mine, events, received, letters)
 	}
 	for _, l := range letters {
 		select {
@@ -109,7 +112,7 @@ func (d *Deliverer) handle(ctx context.Context, msgs []jetstream.Msg) {
 	}
 }
 
-func (d *Deliverer) deliver(ctx context.Context, mine []jetstream.Msg, events []sdk.Event, letters []pendingLetter) []pendingLetter {
+func (d *Deliverer) deliver(ctx context.Context, mine []jetstream.Msg, events []sdk.Event, received []time.Time, letters []pendingLetter) []pendingLetter {
 	stop := keepInProgress(mine)
 	start := time.Now()
 	results, err := d.Host.Deliver(ctx, events)
@@ -122,12 +125,15 @@ func (d *Deliverer) deliver(ctx context.Context, mine []jetstream.Msg, events []
 		}
 		return letters
 	}
+	delivered, delay := d.Metrics.Delivered.WithLabelValues(d.ID), d.Metrics.DelaySeconds.WithLabelValues(d.ID)
+	now := time.Now()
 	for i, res := range results {
 		m := mine[i]
 		switch res.Status {
 		case sdk.StatusOK:
 			_ = m.Ack()
-			d.Metrics.Delivered.WithLabelValues(d.ID).Inc()
+			delivered.Inc()
+			delay.Observe(now.Sub(received[i]).Seconds())
 		case sdk.StatusRetry:
 			letters = d.retry(letters, m, res.Reason, res.RetryAfter)
 		default:
@@ -222,17 +228,22 @@ func addressedTo(header, id string) bool {
 	return false
 }
 
-func toEvent(body []byte) (sdk.Event, error) {
+// toEvent reads what a plugin gets besides the bytes, and when the event was received.
+func toEvent(body []byte) (sdk.Event, time.Time, error) {
 	var r routedEvent
 	if err := json.Unmarshal(body, &r); err != nil {
-		return sdk.Event{}, err
+		return sdk.Event{}, time.Time{}, err
 	}
 	ts, err := normalize.ParseTime(r.Timestamp)
 	if err != nil {
-		return sdk.Event{}, err
+		return sdk.Event{}, time.Time{}, err
+	}
+	received, err := time.Parse(time.RFC3339, r.ReceivedAt)
+	if err != nil {
+		return sdk.Event{}, time.Time{}, err
 	}
 	return sdk.Event{
 		JSON: body, MessageID: r.MessageID, Name: r.Event,
 		UserID: r.UserID, AnonymousID: r.AnonymousID, Timestamp: ts,
-	}, nil
+	}, received, nil
 }

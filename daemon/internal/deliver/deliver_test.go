@@ -116,7 +116,7 @@ func TestRetriesAndDeadLetters(t *testing.T) {
 	} {
 		msg := nats.NewMsg(bus.RoutedSubject)
 		msg.Header.Set(bus.HeaderDestinations, ev.dests)
-		msg.Data = []byte(`{"event":"Order Completed","messageId":"` + ev.id + `","userId":"u1","timestamp":"2026-01-02T03:04:05.000Z","type":"track","version":2}`)
+		msg.Data = []byte(`{"event":"Order Completed","messageId":"` + ev.id + `","userId":"u1","timestamp":"2026-01-02T03:04:05.000Z","receivedAt":"2026-01-02T03:04:05.000Z","type":"track","version":2}`)
 		if _, err := b.JS.PublishMsg(ctx, msg); err != nil {
 			t.Fatal(err)
 		}

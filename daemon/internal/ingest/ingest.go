@@ -74,6 +74,10 @@ func (r *Router) handle(ctx context.Context, msgs []jetstream.Msg) {
 		}
 		ev, err := normalize.Normalize(m.Data(), md.Timestamp, r.Normalize)
 		if err != nil {
+			field := "body"
+			if ne, ok := err.(*normalize.Error); ok && ne.Field != "" {
+				field = ne.Field
+			}
 			fut, perr := dlq.PublishAsync(r.JS, dlq.Letter{
 				Body: m.Data(), Stage: dlq.StageValidate, Attempts: int(md.NumDelivered), Reason: err.Error(),
 			})
@@ -82,7 +86,7 @@ func (r *Router) handle(ctx context.Context, msgs []jetstream.Msg) {
 				_ = m.NakWithDelay(time.Second)
 				continue
 			}
-			r.Metrics.Invalid.Inc()
+			r.Metrics.Invalid.WithLabelValues(field).Inc()
 			pending = append(pending, item{msg: m, fut: fut})
 			continue
 		}

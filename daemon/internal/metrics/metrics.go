@@ -11,7 +11,7 @@ type Metrics struct {
 	Registry *prometheus.Registry
 
 	Received     prometheus.Counter
-	Invalid      prometheus.Counter
+	Invalid      *prometheus.CounterVec
 	Deduplicated prometheus.Counter
 	Unrouted     prometheus.Counter
 
@@ -21,6 +21,7 @@ type Metrics struct {
 	DeadLettered   *prometheus.CounterVec
 	PluginRestarts *prometheus.CounterVec
 	BatchSeconds   *prometheus.HistogramVec
+	DelaySeconds   *prometheus.HistogramVec
 }
 
 // New creates and registers the instruments on a fresh registry.
@@ -31,9 +32,9 @@ func New() *Metrics {
 		Received: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "trackd_events_received_total", Help: "Events read from the ingest stream.",
 		}),
-		Invalid: prometheus.NewCounter(prometheus.CounterOpts{
-			Name: "trackd_events_invalid_total", Help: "Events that failed validation and went to the dead-letter stream.",
-		}),
+		Invalid: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "trackd_events_invalid_total", Help: "Events that failed validation and went to the dead-letter stream, by the field at fault.",
+		}, []string{"field"}),
 		Deduplicated: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "trackd_events_deduplicated_total", Help: "Events dropped as repeats of a messageId seen within the dedupe window.",
 		}),
@@ -59,12 +60,33 @@ func New() *Metrics {
 			Name: "trackd_batch_duration_seconds", Help: "Time a plugin took to deliver one batch.",
 			Buckets: prometheus.ExponentialBuckets(0.001, 4, 9),
 		}, perDest),
+		DelaySeconds: prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Name: "trackd_delivery_delay_seconds", Help: "Time from an event's receivedAt to its destination accepting it.",
+			Buckets: prometheus.ExponentialBuckets(0.005, 4, 10),
+		}, perDest),
 	}
 	m.Registry.MustRegister(
 		collectors.NewGoCollector(),
 		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
 		m.Received, m.Invalid, m.Deduplicated, m.Unrouted,
-		m.Routed, m.Delivered, m.Retried, m.DeadLettered, m.PluginRestarts, m.BatchSeconds,
+		m.Routed, m.Delivered, m.Retried, m.DeadLettered, m.PluginRestarts, m.BatchSeconds, m.DelaySeconds,
 	)
 	return m
+}
+
+// Backlog reports, at each scrape, how many messages wait in each consumer
+// (pending plus delivered but not yet acked), as trackd_consumer_backlog.
+type Backlog func() map[string]float64
+
+var backlogDesc = prometheus.NewDesc("trackd_consumer_backlog",
+	"Messages waiting in a consumer: not yet delivered plus delivered and unacked.", []string{"consumer"}, nil)
+
+// Describe implements prometheus.Collector.
+func (b Backlog) Describe(ch chan<- *prometheus.Desc) { ch <- backlogDesc }
+
+// Collect implements prometheus.Collector.
+func (b Backlog) Collect(ch chan<- prometheus.Metric) {
+	for name, v := range b() {
+		ch <- prometheus.MustNewConstMetric(backlogDesc, prometheus.GaugeValue, v, name)
+	}
 }
