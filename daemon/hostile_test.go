@@ -1,0 +1,89 @@
+package main
+
+import (
+	"bytes"
+	"fmt"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+
+	"trackd.dev/trackd/sdk/destinationtest"
+)
+
+// Hostile events are either normalized and delivered or dead-lettered with a
+// reason; none crashes the router or blocks the events behind it.
+func TestHostileEvents(t *testing.T) {
+	hook := newCounter(t, false)
+	d := startDaemon(t, fmt.Sprintf(`
+[destinations.hook]
+plugin = %q
+[destinations.hook.settings]
+url = %q
+`, destinationtest.Build(t, "trackd.dev/trackd/plugins/webhook"), hook.URL))
+	nc, err := nats.Connect(d.natsURL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer nc.Close()
+	js, err := jetstream.New(nc)
+	if err != nil {
+		t.Fatal(err)
+	}
+
+	deep := strings.Repeat(`[`, 12000) + strings.Repeat("]", 12000) // under the size limit, past encoding/json's depth limit
+	hostile := map[string]string{
+		"deep":      `{"event":"E","userId":"u","messageId":"deep","properties":` + deep + `}`,
+		"nested":    `{"event":"E","userId":"u","messageId":"nested","properties":` + strings.Repeat(`{"a":`, 500) + "1" + strings.Repeat("}", 500) + `}`,
+		"huge":      `{"event":"E","userId":"u","messageId":"huge","properties":{"blob":"` + strings.Repeat("x", 40000) + `"}}`,
+		"utf8":      "{\"event\":\"E\xff\xfe\",\"userId\":\"u\xc3\",\"messageId\":\"utf8\",\"properties\":{\"k\":\"\xed\xa0\x80\"}}",
+		"dupkeys":   `{"event":"E","userId":"u","userId":"v","messageId":"dupkeys","messageId":"dupkeys"}`,
+		"nan":       `{"event":"E","userId":"u","messageId":"nan","properties":{"revenue":NaN}}`,
+		"bigint":    `{"event":"E","userId":1e999,"messageId":"bigint"}`,
+		"infinity":  `{"event":"E","userId":"u","messageId":"infinity","properties":{"revenue":1e400}}`,
+		"nul":       "{\"event\":\"E\",\"userId\":\"u\x00\",\"messageId\":\"nul\"}",
+		"emptybody": ``,
+	}
+	for _, body := range hostile {
+		if _, err := js.Publish(t.Context(), "track", []byte(body)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if _, err := js.Publish(t.Context(), "track", []byte(`{"event":"E","userId":"u","messageId":"after"}`)); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "the event published after the hostile ones", func() bool { return hook.missing([]string{"after"}) == nil })
+
+	// Every hostile event is accounted for: delivered, or a dead letter with a reason.
+	dlq, err := js.OrderedConsumer(t.Context(), "TRACK_DLQ", jetstream.OrderedConsumerConfig{FilterSubjects: []string{"trackd.dlq.invalid"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	letters := map[string]string{}
+	for {
+		msg, err := dlq.Next(jetstream.FetchMaxWait(2 * time.Second))
+		if err != nil {
+			break
+		}
+		for name, body := range hostile {
+			if bytes.Equal(msg.Data(), []byte(body)) {
+				letters[name] = msg.Headers().Get("Trackd-Error")
+			}
+		}
+	}
+	for name := range hostile {
+		reason, dead := letters[name]
+		delivered := hook.missing([]string{name}) == nil
+		switch {
+		case dead && delivered:
+			t.Errorf("%s: both delivered and dead-lettered", name)
+		case dead && reason == "":
+			t.Errorf("%s: dead-lettered without a reason", name)
+		case !dead && !delivered:
+			t.Errorf("%s: neither delivered nor dead-lettered", name)
+		}
+		t.Logf("%-9s delivered=%v reason=%q", name, delivered, reason)
+	}
+}
