@@ -1,0 +1,422 @@
+// Package publish is the producer side of trackd: it sends Segment-style track
+// events to the ingest subject with asynchronous JetStream publishes, so that
+// every event is acknowledged as stored, and at most a fixed number wait for
+// their acknowledgement at once.
+//
+//	c := publish.New(js, publish.Options{})
+//	id, err := c.Track(ctx, publish.Event{Event: "Order Completed", UserID: "u1"})
+//	...
+//	for _, f := range c.Close(ctx) {
+//		log.Printf("event %s was not stored: %v", f.MessageID, f.Err)
+//	}
+//
+// An event that failed may have been stored all the same (its acknowledgement
+// was lost); publishing it again with the same messageId is safe, because trackd
+// drops a repeated messageId.
+package publish
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"maps"
+	"runtime/debug"
+	"slices"
+	"sync"
+	"time"
+	"unicode/utf8"
+
+	"github.com/google/uuid"
+	"github.com/nats-io/nats.go/jetstream"
+)
+
+// Defaults of Options.
+const (
+	DefaultSubject     = "track"
+	DefaultMaxInFlight = 1024
+	DefaultLibrary     = "trackd-go"
+)
+
+const (
+	// The daemon refuses longer messageIds.
+	maxMessageIDRunes = 100
+	// The form the daemon writes times in: UTC with milliseconds.
+	timeLayout = "2006-01-02T15:04:05.000Z"
+	modulePath = "trackd.dev/trackd"
+)
+
+var (
+	// ErrInvalid is wrapped by the error Track returns for an event the daemon
+	// would refuse; nothing is sent.
+	ErrInvalid = errors.New("invalid event")
+	// ErrClosed is returned by Track and PublishRaw after Close.
+	ErrClosed = errors.New("publish: client is closed")
+)
+
+// Event is a Segment-style track call.
+type Event struct {
+	Event        string         // what the user did, such as "Order Completed"; required
+	UserID       string         // UserID or AnonymousID is required
+	AnonymousID  string         //
+	Properties   map[string]any // revenue, currency and value are understood by destinations
+	Context      map[string]any // context.library is filled in unless set here
+	Integrations map[string]any // per destination: a bool, an object of options, or nil
+	MessageID    string         // filled with a new UUID when empty
+	// Timestamp is when the event happened, for backfills; when zero the daemon
+	// takes the time it received the event, corrected for the producer's clock.
+	Timestamp time.Time
+}
+
+// Options configure a Client; the zero value is usable.
+type Options struct {
+	Subject     string // where events go; default "track"
+	MaxInFlight int    // publishes waiting for their acknowledgement at once; default 1024
+	Library     string // context.library.name; default "trackd-go"
+}
+
+// Failed is an event JetStream did not acknowledge as stored.
+type Failed struct {
+	MessageID string // the event's messageId; for PublishRaw, the id it was given
+	Err       error
+}
+
+// Client publishes events. Its methods may be called from several goroutines.
+type Client struct {
+	js      jetstream.JetStream
+	subject string
+	library map[string]string
+
+	// slots holds one token per publish awaiting its acknowledgement (and per
+	// Flush marker), so a full window blocks the next publish.
+	slots chan struct{}
+	// acks carries publishes to the collector in the order they were made.
+	acks chan pending
+
+	mu      sync.Mutex
+	closed  bool
+	seq     uint64
+	waiting map[uint64]string // seq → messageId of publishes not yet resolved
+	failed  []Failed
+}
+
+// pending is a publish awaiting its acknowledgement, or a Flush marker
+// (ack nil) that the collector closes reached on once it gets to it.
+type pending struct {
+	seq     uint64
+	id      string
+	ack     jetstream.PubAckFuture
+	reached chan struct{}
+}
+
+// New returns a client publishing through js. Give js an acknowledgement
+// timeout (jetstream.WithPublishAsyncTimeout) so that a lost acknowledgement
+// becomes a failure instead of holding a slot of the window; a MaxInFlight
+// above js's own limit (jetstream.WithPublishAsyncMaxPending, 4000 by default)
+// turns a full window into errors from Track instead of waits.
+func New(js jetstream.JetStream, opts Options) *Client {
+	if opts.Subject == "" {
+		opts.Subject = DefaultSubject
+	}
+	if opts.MaxInFlight <= 0 {
+		opts.MaxInFlight = DefaultMaxInFlight
+	}
+	if opts.Library == "" {
+		opts.Library = DefaultLibrary
+	}
+	c := &Client{
+		js:      js,
+		subject: opts.Subject,
+		library: map[string]string{"name": opts.Library, "version": libraryVersion()},
+		slots:   make(chan struct{}, opts.MaxInFlight),
+		acks:    make(chan pending, opts.MaxInFlight),
+		waiting: make(map[uint64]string),
+	}
+	go c.collect(c.acks)
+	return c
+}
+
+// Track checks e as the daemon would, fills in type, messageId,
+// originalTimestamp, sentAt and context.library, and publishes it. It returns
+// once the event is sent, not stored: Flush or Close reports the events
+// JetStream did not store. When MaxInFlight events await their
+// acknowledgement, Track waits for a free slot or for ctx to be done.
+func (c *Client) Track(ctx context.Context, e Event) (messageID string, err error) {
+	// originalTimestamp is the time of the call and sentAt the time of the
+	// send: the daemon subtracts the wait between them from the time it
+	// received the event, which corrects for the producer's clock.
+	body, id, err := c.encode(e, time.Now())
+	if err != nil {
+		return "", err
+	}
+	if err := c.publish(ctx, id, body, true); err != nil {
+		return "", err
+	}
+	return id, nil
+}
+
+// PublishRaw publishes body, one JSON track event, exactly as given: nothing is
+// checked or filled in (the daemon validates it and dead-letters it when
+// invalid). id names the event in Failed: its messageId when known, or any
+// label the caller can trace it by.
+func (c *Client) PublishRaw(ctx context.Context, id string, body []byte) error {
+	// The publish may be retried from body after PublishRaw returns.
+	return c.publish(ctx, id, slices.Clone(body), false)
+}
+
+// Flush waits until every event published before it is acknowledged or has
+// failed, and returns the failures not yet returned, in publish order. When
+// ctx is done first, the events still unacknowledged are returned as failed
+// with ctx's error.
+func (c *Client) Flush(ctx context.Context) []Failed {
+	reached := make(chan struct{})
+	select {
+	case c.slots <- struct{}{}:
+	case <-ctx.Done():
+		return c.giveUp(c.lastSeq(), ctx.Err())
+	}
+	c.mu.Lock()
+	upTo := c.seq
+	if c.acks == nil {
+		c.mu.Unlock()
+		<-c.slots
+		return c.giveUp(upTo, nil)
+	}
+	c.acks <- pending{reached: reached}
+	c.mu.Unlock()
+	select {
+	case <-reached:
+		return c.giveUp(upTo, nil)
+	case <-ctx.Done():
+		return c.giveUp(upTo, ctx.Err())
+	}
+}
+
+// Close flushes, then refuses further events. The failures are Flush's.
+func (c *Client) Close(ctx context.Context) []Failed {
+	c.mu.Lock()
+	c.closed = true
+	c.mu.Unlock()
+	failed := c.Flush(ctx)
+	c.mu.Lock()
+	if c.acks != nil {
+		// The collector goes on until the last publish resolves, then stops.
+		close(c.acks)
+		c.acks = nil
+	}
+	c.mu.Unlock()
+	return failed
+}
+
+func (c *Client) publish(ctx context.Context, id string, body []byte, stampSentAt bool) error {
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	select {
+	case c.slots <- struct{}{}:
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+	if stampSentAt {
+		body = appendSentAt(body, time.Now())
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.closed {
+		<-c.slots
+		return ErrClosed
+	}
+	ack, err := c.js.PublishAsync(c.subject, body)
+	if err != nil {
+		<-c.slots
+		return fmt.Errorf("publish to %s: %w", c.subject, err)
+	}
+	c.seq++
+	c.waiting[c.seq] = id
+	// Never blocks: acks has room for every slot.
+	c.acks <- pending{seq: c.seq, id: id, ack: ack}
+	return nil
+}
+
+// collect resolves publishes in the order they were made, freeing their slots.
+func (c *Client) collect(acks <-chan pending) {
+	for p := range acks {
+		if p.ack == nil {
+			close(p.reached)
+			<-c.slots
+			continue
+		}
+		var err error
+		select {
+		case <-p.ack.Ok():
+		case err = <-p.ack.Err():
+		}
+		c.mu.Lock()
+		// Absent when a Flush gave up on it and already reported it.
+		if _, ok := c.waiting[p.seq]; ok {
+			delete(c.waiting, p.seq)
+			if err != nil {
+				c.failed = append(c.failed, Failed{MessageID: p.id, Err: err})
+			}
+		}
+		c.mu.Unlock()
+		<-c.slots
+	}
+}
+
+func (c *Client) lastSeq() uint64 {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.seq
+}
+
+// giveUp returns the failures so far and, when cause is not nil, every
+// publish up to seq upTo still waiting, which it stops tracking.
+func (c *Client) giveUp(upTo uint64, cause error) []Failed {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	failed := c.failed
+	c.failed = nil
+	if cause == nil {
+		return failed
+	}
+	var late []uint64
+	for seq := range c.waiting {
+		if seq <= upTo {
+			late = append(late, seq)
+		}
+	}
+	slices.Sort(late)
+	for _, seq := range late {
+		failed = append(failed, Failed{
+			MessageID: c.waiting[seq],
+			Err:       fmt.Errorf("no acknowledgement from JetStream yet: %w", cause),
+		})
+		delete(c.waiting, seq)
+	}
+	return failed
+}
+
+// wireEvent is the JSON body of Track. Times are strings so that they carry
+// milliseconds in UTC; sentAt is appended at send time.
+type wireEvent struct {
+	Type              string          `json:"type"`
+	Event             string          `json:"event"`
+	UserID            string          `json:"userId,omitempty"`
+	AnonymousID       string          `json:"anonymousId,omitempty"`
+	Properties        json.RawMessage `json:"properties,omitempty"`
+	Context           json.RawMessage `json:"context"`
+	Integrations      json.RawMessage `json:"integrations,omitempty"`
+	MessageID         string          `json:"messageId"`
+	Timestamp         string          `json:"timestamp,omitempty"`
+	OriginalTimestamp string          `json:"originalTimestamp"`
+}
+
+func (c *Client) encode(e Event, now time.Time) ([]byte, string, error) {
+	if e.Event == "" {
+		return nil, "", fmt.Errorf("%w: Event is empty; name what the user did, such as \"Order Completed\"", ErrInvalid)
+	}
+	if e.UserID == "" && e.AnonymousID == "" {
+		return nil, "", fmt.Errorf("%w: UserID and AnonymousID are both empty; set at least one", ErrInvalid)
+	}
+	if n := utf8.RuneCountInString(e.MessageID); n > maxMessageIDRunes {
+		return nil, "", fmt.Errorf("%w: MessageID is %d characters, over the limit of %d", ErrInvalid, n, maxMessageIDRunes)
+	}
+	if err := checkIntegrations(e.Integrations); err != nil {
+		return nil, "", err
+	}
+	w := wireEvent{
+		Type:              "track",
+		Event:             e.Event,
+		UserID:            e.UserID,
+		AnonymousID:       e.AnonymousID,
+		MessageID:         e.MessageID,
+		OriginalTimestamp: now.UTC().Format(timeLayout),
+	}
+	if w.MessageID == "" {
+		w.MessageID = uuid.NewString()
+	}
+	if !e.Timestamp.IsZero() {
+		w.Timestamp = e.Timestamp.UTC().Format(timeLayout)
+	}
+	withLibrary := make(map[string]any, len(e.Context)+1)
+	maps.Copy(withLibrary, e.Context)
+	if _, ok := withLibrary["library"]; !ok {
+		withLibrary["library"] = c.library
+	}
+	var err error
+	if w.Context, err = encodeField("Context", withLibrary); err != nil {
+		return nil, "", err
+	}
+	if e.Properties != nil {
+		if w.Properties, err = encodeField("Properties", e.Properties); err != nil {
+			return nil, "", err
+		}
+	}
+	if e.Integrations != nil {
+		if w.Integrations, err = encodeField("Integrations", e.Integrations); err != nil {
+			return nil, "", err
+		}
+	}
+	body, err := json.Marshal(w)
+	if err != nil {
+		return nil, "", fmt.Errorf("%w: %v", ErrInvalid, err)
+	}
+	return body, w.MessageID, nil
+}
+
+func encodeField(name string, v map[string]any) (json.RawMessage, error) {
+	b, err := json.Marshal(v)
+	if err != nil {
+		return nil, fmt.Errorf("%w: %s cannot be encoded as JSON: %v", ErrInvalid, name, err)
+	}
+	return b, nil
+}
+
+// checkIntegrations refuses what the daemon refuses: a value that is not a
+// boolean, an object or null.
+func checkIntegrations(in map[string]any) error {
+	for key, v := range in {
+		switch v.(type) {
+		case nil, bool, map[string]any:
+			continue
+		}
+		b, err := json.Marshal(v)
+		if err == nil && len(b) > 0 && (b[0] == '{' || b[0] == 'n' || b[0] == 't' || b[0] == 'f') {
+			continue
+		}
+		return fmt.Errorf("%w: Integrations[%q] is %T; use a bool, an object of options or nil", ErrInvalid, key, v)
+	}
+	return nil
+}
+
+// appendSentAt closes the JSON object body with a sentAt field.
+func appendSentAt(body []byte, at time.Time) []byte {
+	body = append(body[:len(body)-1], `,"sentAt":"`...)
+	body = at.UTC().AppendFormat(body, timeLayout)
+	return append(body, `"}`...)
+}
+
+// libraryVersion is the version of this module in the running binary.
+func libraryVersion() string {
+	const unknown = "(devel)"
+	info, ok := debug.ReadBuildInfo()
+	if !ok {
+		return unknown
+	}
+	if info.Main.Path == modulePath && info.Main.Version != "" {
+		return info.Main.Version
+	}
+	for _, m := range info.Deps {
+		if m.Path != modulePath {
+			continue
+		}
+		if m.Replace != nil {
+			m = m.Replace
+		}
+		if m.Version != "" {
+			return m.Version
+		}
+	}
+	return unknown
+}
