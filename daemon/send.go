@@ -10,8 +10,6 @@ import (
 	"fmt"
 	"io"
 	"math"
-	"net"
-	"net/url"
 	"os"
 	"os/signal"
 	"strconv"
@@ -76,9 +74,17 @@ func sendCommand(args []string, stdout, stderr io.Writer) error {
 		return err
 	}
 	defer in.Close()
-	t, err := resolveSendTarget(*natsURL, *configPath, configSet, *subject)
+	t, err := resolveTarget(*natsURL, *configPath, configSet)
 	if err != nil {
 		return err
+	}
+	subjectFrom := "--subject"
+	switch {
+	case *subject != "":
+	case t.cfg != nil:
+		*subject, subjectFrom = t.cfg.Ingest.Subjects[0], *configPath+" ingest.subjects"
+	default:
+		*subject, subjectFrom = config.Defaults().Ingest.Subjects[0], "the default ingest subject"
 	}
 
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
@@ -86,9 +92,9 @@ func sendCommand(args []string, stdout, stderr io.Writer) error {
 	// The first signal stops the reading and waits for the acknowledgements;
 	// a second one ends the process.
 	context.AfterFunc(ctx, stop)
-	nc, err := nats.Connect(t.url, append(t.opts, nats.Name("trackd send"))...)
+	nc, err := t.connect("trackd send")
 	if err != nil {
-		return t.connectError(err)
+		return err
 	}
 	defer nc.Close()
 	js, err := jetstream.New(nc, jetstream.WithPublishAsyncTimeout(sendAckTimeout))
@@ -97,13 +103,13 @@ func sendCommand(args []string, stdout, stderr io.Writer) error {
 	}
 	// A subject no stream stores would fail every event, slowly: say so at once.
 	// Other errors (a producer may not be allowed the JetStream API) are no reason to stop.
-	if _, err := js.StreamNameBySubject(ctx, t.subject); errors.Is(err, jetstream.ErrStreamNotFound) {
-		return fmt.Errorf("no JetStream stream stores subject %q (%s) on NATS at %s; is trackd running there?", t.subject, t.subjectFrom, redactURL(t.url))
+	if _, err := js.StreamNameBySubject(ctx, *subject); errors.Is(err, jetstream.ErrStreamNotFound) {
+		return fmt.Errorf("no JetStream stream stores subject %q (%s) on NATS at %s; is trackd running there?", *subject, subjectFrom, redactURL(t.url))
 	}
 
 	s := &sender{
 		name:   in.name,
-		client: publish.New(js, publish.Options{Subject: t.subject}),
+		client: publish.New(js, publish.Options{Subject: *subject}),
 	}
 	if *perSecond > 0 {
 		// A burst of 1/20 s worth keeps Wait from sleeping once per event at high rates.
@@ -175,129 +181,6 @@ func openSendInput(path string) (*sendInput, error) {
 		in.size = st.Size()
 	}
 	return in, nil
-}
-
-// sendTarget is where send publishes, and where each part of it came from.
-type sendTarget struct {
-	url         string
-	from        string // "--nats", "config.toml nats.url" or "config.toml nats.embedded.listen"
-	embedded    bool   // url is a trackd's embedded server
-	opts        []nats.Option
-	subject     string
-	subjectFrom string
-}
-
-// resolveSendTarget applies the rules of --nats, --config and --subject. With --nats
-// alone the configuration is not read; with both, the configuration still
-// gives the credentials and the default subject.
-func resolveSendTarget(natsURL, configPath string, configSet bool, subject string) (*sendTarget, error) {
-	t := &sendTarget{url: natsURL, from: "--nats", subject: subject, subjectFrom: "--subject"}
-	if natsURL != "" && !configSet {
-		if subject == "" {
-			t.subject, t.subjectFrom = config.Defaults().Ingest.Subjects[0], "the default ingest subject"
-		}
-		return t, nil
-	}
-	cfg, err := config.Load(configPath)
-	if err != nil {
-		if errors.Is(err, os.ErrNotExist) && !configSet {
-			return nil, fmt.Errorf("cannot read %s (the default --config); run send where trackd's config.toml is, or give --config FILE or --nats URL", configPath)
-		}
-		return nil, err
-	}
-	if subject == "" {
-		t.subject, t.subjectFrom = cfg.Ingest.Subjects[0], configPath+" ingest.subjects"
-	}
-	switch {
-	case natsURL != "":
-	case cfg.NATS.URL != "":
-		t.url, t.from = cfg.NATS.URL, configPath+" nats.url"
-	default:
-		addr, err := dialAddr(cfg.NATS.Embedded.Listen)
-		if err != nil {
-			return nil, fmt.Errorf("%s: nats.embedded.listen %q is not host:port", configPath, cfg.NATS.Embedded.Listen)
-		}
-		t.url, t.from, t.embedded = "nats://"+addr, configPath+" nats.embedded.listen", true
-		return t, nil
-	}
-	t.opts, err = natsAuth(cfg.NATS)
-	if err != nil {
-		return nil, fmt.Errorf("%s: %w", configPath, err)
-	}
-	return t, nil
-}
-
-// dialAddr turns a listen address into one to connect to: a server listening
-// on every interface is reached on the loopback one.
-func dialAddr(listen string) (string, error) {
-	host, port, err := net.SplitHostPort(listen)
-	if err != nil {
-		return "", err
-	}
-	if ip := net.ParseIP(host); host == "" || ip != nil && ip.IsUnspecified() {
-		host = "127.0.0.1"
-	}
-	return net.JoinHostPort(host, port), nil
-}
-
-// natsAuth is the client side of [nats] credentials. It repeats the daemon's
-// own (bus.authOptions), which is not exported.
-func natsAuth(c config.NATS) ([]nats.Option, error) {
-	var opts []nats.Option
-	if c.Creds != "" {
-		opts = append(opts, nats.UserCredentials(c.Creds))
-	}
-	if c.NKey != "" {
-		o, err := nats.NkeyOptionFromSeed(c.NKey)
-		if err != nil {
-			return nil, fmt.Errorf("nats.nkey: %w", err)
-		}
-		opts = append(opts, o)
-	}
-	if c.User != "" {
-		opts = append(opts, nats.UserInfo(c.User, c.Password))
-	}
-	if c.Token != "" {
-		opts = append(opts, nats.Token(c.Token))
-	}
-	if c.TLS.CAFile != "" {
-		opts = append(opts, nats.RootCAs(c.TLS.CAFile))
-	}
-	if c.TLS.CertFile != "" || c.TLS.KeyFile != "" {
-		opts = append(opts, nats.ClientCert(c.TLS.CertFile, c.TLS.KeyFile))
-	}
-	return opts, nil
-}
-
-func (t *sendTarget) connectError(err error) error {
-	where := redactURL(t.url)
-	if errors.Is(err, nats.ErrNoServers) {
-		running := "the NATS server"
-		if t.embedded {
-			running = "trackd"
-		}
-		return fmt.Errorf("cannot connect to NATS at %s (from %s); is %s running?", where, t.from, running)
-	}
-	return fmt.Errorf("cannot connect to NATS at %s (from %s): %w", where, t.from, err)
-}
-
-// redactURL hides the password or token in a NATS URL, or in each URL of a
-// comma-separated list, before it is printed.
-func redactURL(s string) string {
-	parts := strings.Split(s, ",")
-	for i, p := range parts {
-		u, err := url.Parse(strings.TrimSpace(p))
-		if err != nil || u.User == nil {
-			continue
-		}
-		if _, ok := u.User.Password(); ok {
-			u.User = url.UserPassword(u.User.Username(), "xxxxx")
-		} else {
-			u.User = url.User("xxxxx")
-		}
-		parts[i] = u.String()
-	}
-	return strings.Join(parts, ",")
 }
 
 // sender publishes the lines of one input and counts what became of them.

@@ -65,7 +65,7 @@ func Open(cfg *config.Config) (*Bus, error) {
 		b.server = srv
 		opts = append(opts, nats.InProcessServer(srv))
 	} else {
-		auth, err := authOptions(cfg.NATS)
+		auth, err := AuthOptions(cfg.NATS)
 		if err != nil {
 			return nil, err
 		}
@@ -115,7 +115,8 @@ func startEmbedded(cfg *config.Config) (*server.Server, error) {
 	return srv, nil
 }
 
-func authOptions(c config.NATS) ([]nats.Option, error) {
+// AuthOptions are the client options for the [nats] credentials and TLS settings.
+func AuthOptions(c config.NATS) ([]nats.Option, error) {
 	var opts []nats.Option
 	if c.Creds != "" {
 		opts = append(opts, nats.UserCredentials(c.Creds))

@@ -1,0 +1,565 @@
+package main
+
+// The end-to-end benchmarks of issue 6 and issue 4 (bounded memory). They run
+// only with -bench (`make bench`), each scenario once: they report rates,
+// latencies and memory, and assert only that every event arrived.
+
+import (
+	"bufio"
+	"context"
+	"fmt"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"slices"
+	"strconv"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats-server/v2/server"
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+)
+
+const (
+	benchEvents       = 200_000 // pre-loaded for the drain
+	benchRepeatEvery  = 100     // every 100th event repeats an earlier messageId: 1%
+	benchLatencyFor   = 5 * time.Second
+	benchBacklog      = 500_000 // published with one destination down
+	benchPublishAsync = 4096    // in-flight async publishes of the bench's producers
+	benchWaitLimit    = 10 * time.Minute
+)
+
+// BenchmarkEndToEnd measures, in one run: the raw JetStream consume+ack rate;
+// trackd draining benchEvents pre-loaded events through validate, dedupe and
+// route to three destinations (two no-op plugins and the file plugin); the
+// publish-to-plugin latency at half that rate; and the daemon's peak RSS and
+// CPU per 1,000 events. It prints the summary line BENCHMARKS.md keeps.
+func BenchmarkEndToEnd(b *testing.B) {
+	for range b.N {
+		benchEndToEnd(b)
+	}
+}
+
+func benchEndToEnd(b *testing.B) {
+	raw := benchRawJetStream(b, benchEvents)
+
+	noop := benchBuild(b, "trackd.dev/trackd/daemon/internal/noopplugin")
+	file := benchBuild(b, "trackd.dev/trackd/plugins/file")
+	dir := b.TempDir()
+	lat1, lat2 := filepath.Join(dir, "latency-1.txt"), filepath.Join(dir, "latency-2.txt")
+	d := newBenchDaemon(b, dir, fmt.Sprintf(`
+[destinations.noop1]
+plugin = %q
+[destinations.noop1.settings]
+latency_out = %q
+[destinations.noop2]
+plugin = %q
+[destinations.noop2.settings]
+latency_out = %q
+[destinations.file]
+plugin = %q
+[destinations.file.settings]
+path = %q
+`, noop, lat1, noop, lat2, file, filepath.Join(dir, "events.jsonl")))
+
+	// A first start creates the streams and consumers; then, with the daemon
+	// stopped, a server on its store pre-loads the ingest stream.
+	d.start(b)
+	d.stop(b)
+	pubRate := benchPreload(b, d.storeDir(), benchEvents)
+
+	d.start(b)
+	nc, js := benchConnect(b, d.natsURL)
+	defer nc.Close()
+	cpu0 := d.cpuSeconds(b)
+	t0 := d.ready
+	waitDrained(b, js)
+	drain := time.Since(t0)
+	cpu := d.cpuSeconds(b) - cpu0
+	rate := float64(benchEvents) / drain.Seconds()
+
+	unique := benchEvents - benchEvents/benchRepeatEvery
+	if got := d.metric(b, "trackd_events_deduplicated_total"); got != float64(benchEvents/benchRepeatEvery) {
+		b.Fatalf("%v events deduplicated, want %d", got, benchEvents/benchRepeatEvery)
+	}
+	for _, id := range []string{"noop1", "noop2", "file"} {
+		if got := d.metric(b, `trackd_events_delivered_total{destination="`+id+`"}`); got != float64(unique) {
+			b.Fatalf("%s: %v events delivered, want %d", id, got, unique)
+		}
+	}
+
+	p50, p99, n := benchLatency(b, d, js, rate/2, lat1, lat2)
+	rss := d.peakRSS(b)
+	plugins := d.pluginsCPUSeconds(b)
+	d.stop(b)
+
+	b.ReportMetric(rate, "ev/s")
+	b.ReportMetric(raw, "raw-msg/s")
+	b.ReportMetric(rate/raw, "ratio")
+	b.ReportMetric(p50, "p50-ms")
+	b.ReportMetric(p99, "p99-ms")
+	b.ReportMetric(rss, "rss-MiB")
+	b.ReportMetric(cpu/float64(benchEvents)*1000, "cpu-s/1000ev")
+	b.Logf("raw JetStream async publish %.0f msg/s; drain %.2fs, daemon CPU %.2fs (%.3f s per 1,000 events), plugins' CPU over the whole run %.2fs; %d latency samples",
+		pubRate, drain.Seconds(), cpu, cpu/float64(benchEvents)*1000, plugins, n)
+	fmt.Printf("bench: trackd %.0f ev/s, raw %.0f msg/s, ratio %.2f, p50 %.1f ms, p99 %.1f ms, rss %.0f MiB, cpu %.3f s/1000ev\n",
+		rate, raw, rate/raw, p50, p99, rss, cpu/float64(benchEvents)*1000)
+}
+
+// BenchmarkBacklogMemory is issue 4's bounded-memory check: one destination
+// is down while benchBacklog events are published; the backlog must wait in
+// JetStream, not in the daemon's memory.
+func BenchmarkBacklogMemory(b *testing.B) {
+	for range b.N {
+		benchBacklogMemory(b)
+	}
+}
+
+func benchBacklogMemory(b *testing.B) {
+	noop := benchBuild(b, "trackd.dev/trackd/daemon/internal/noopplugin")
+	dir := b.TempDir()
+	d := newBenchDaemon(b, dir, fmt.Sprintf(`
+[destinations.up]
+plugin = %q
+[destinations.down]
+plugin = %q
+[destinations.down.settings]
+answer = "retry"
+retry_after = "1s"
+`, noop, noop))
+	d.start(b)
+	nc, js := benchConnect(b, d.natsURL)
+	defer nc.Close()
+
+	start := time.Now()
+	benchPublish(b, js, "track", benchBacklog, func(i int) string { return benchMessageID(i) })
+	ctx := b.Context()
+	deadline := time.Now().Add(benchWaitLimit)
+	for {
+		ingest, routed := streamMsgs(b, js, "TRACK"), streamMsgs(b, js, "TRACK_ROUTED")
+		up := consumerBacklog(b, js, "TRACK_ROUTED", "dest_up")
+		if ingest == 0 && up == 0 && routed >= uint64(benchBacklog-benchBacklog/benchRepeatEvery) {
+			break
+		}
+		if time.Now().After(deadline) {
+			b.Fatalf("not done after %s: %d ingest, %d routed, %d waiting for up", benchWaitLimit, ingest, routed, up)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	took := time.Since(start)
+	routed := streamMsgs(b, js, "TRACK_ROUTED")
+	info, err := js.Stream(ctx, "TRACK_ROUTED")
+	if err != nil {
+		b.Fatal(err)
+	}
+	si, err := info.Info(ctx)
+	if err != nil {
+		b.Fatal(err)
+	}
+	rss := d.peakRSS(b)
+	d.stop(b)
+	b.ReportMetric(rss, "rss-MiB")
+	b.ReportMetric(float64(routed), "backlog-events")
+	b.Logf("%d events published and routed in %.1fs; %d wait for the down destination in TRACK_ROUTED (%.0f MiB on disk)",
+		benchBacklog, took.Seconds(), routed, float64(si.State.Bytes)/(1<<20))
+	fmt.Printf("bench: backlog %d events for a down destination, rss %.0f MiB\n", routed, rss)
+}
+
+// benchRawJetStream is the yardstick: ~1 KB events published to a plain
+// stream, then consumed and acked by a pull consumer, over loopback TCP to a
+// server in this process. It returns the consume+ack rate.
+func benchRawJetStream(b *testing.B, n int) float64 {
+	srv, err := server.NewServer(&server.Options{
+		Host: "127.0.0.1", Port: -1, JetStream: true, StoreDir: b.TempDir(), NoLog: true, NoSigs: true,
+	})
+	if err != nil {
+		b.Fatal(err)
+	}
+	srv.Start()
+	defer func() { srv.Shutdown(); srv.WaitForShutdown() }()
+	if !srv.ReadyForConnections(10 * time.Second) {
+		b.Fatal("the raw JetStream server did not start")
+	}
+	nc, js := benchConnect(b, srv.ClientURL())
+	defer nc.Close()
+	ctx := b.Context()
+	stream, err := js.CreateStream(ctx, jetstream.StreamConfig{Name: "RAW", Subjects: []string{"raw"}, Storage: jetstream.FileStorage})
+	if err != nil {
+		b.Fatal(err)
+	}
+	benchPublish(b, js, "raw", n, func(i int) string { return benchMessageID(i) })
+	cons, err := stream.CreateConsumer(ctx, jetstream.ConsumerConfig{
+		Durable: "raw", AckPolicy: jetstream.AckExplicitPolicy, MaxAckPending: 4 * benchPublishAsync,
+	})
+	if err != nil {
+		b.Fatal(err)
+	}
+	done := make(chan error, 1)
+	count := 0
+	start := time.Now()
+	cc, err := cons.Consume(func(m jetstream.Msg) {
+		count++
+		if count < n {
+			_ = m.Ack()
+			return
+		}
+		// Acks are handled in order: the last one's answer means all are in.
+		done <- m.DoubleAck(ctx)
+	})
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer cc.Stop()
+	select {
+	case err := <-done:
+		if err != nil {
+			b.Fatal(err)
+		}
+	case <-time.After(benchWaitLimit):
+		b.Fatalf("raw consumer not done after %s", benchWaitLimit)
+	}
+	return float64(n) / time.Since(start).Seconds()
+}
+
+// benchPreload starts a server on a stopped daemon's store, publishes n
+// events to its ingest stream and stops it again. It returns the publish rate.
+func benchPreload(b *testing.B, storeDir string, n int) float64 {
+	srv, err := server.NewServer(&server.Options{
+		ServerName: "trackd", Host: "127.0.0.1", Port: -1, JetStream: true, StoreDir: storeDir, NoLog: true, NoSigs: true,
+	})
+	if err != nil {
+		b.Fatal(err)
+	}
+	srv.Start()
+	defer func() { srv.Shutdown(); srv.WaitForShutdown() }()
+	if !srv.ReadyForConnections(10 * time.Second) {
+		b.Fatal("the pre-load server did not start")
+	}
+	nc, js := benchConnect(b, srv.ClientURL())
+	defer nc.Close()
+	start := time.Now()
+	benchPublish(b, js, "track", n, func(i int) string { return benchMessageID(i) })
+	rate := float64(n) / time.Since(start).Seconds()
+	if got := streamMsgs(b, js, "TRACK"); got != uint64(n) {
+		b.Fatalf("pre-loaded %d events, want %d", got, n)
+	}
+	return rate
+}
+
+// benchLatency publishes at rate events/s for benchLatencyFor, waits for
+// them all, and returns p50 and p99 of publish-to-plugin latency in ms as
+// recorded by the no-op plugins in files.
+func benchLatency(b *testing.B, d *benchDaemon, js jetstream.JetStream, rate float64, files ...string) (p50, p99 float64, n int) {
+	total := int(rate * benchLatencyFor.Seconds())
+	start := time.Now()
+	sent := 0
+	tick := time.NewTicker(time.Millisecond)
+	defer tick.Stop()
+	for sent < total {
+		<-tick.C
+		due := min(total, int(rate*time.Since(start).Seconds()))
+		for ; sent < due; sent++ {
+			id := "lat-" + strconv.FormatInt(time.Now().UnixNano(), 10) + "-" + strconv.Itoa(sent)
+			if _, err := js.PublishAsync("track", []byte(benchEvent(sent, id))); err != nil {
+				b.Fatal(err)
+			}
+		}
+	}
+	waitDrained(b, js)
+	var lat []float64
+	for _, f := range files {
+		data, err := os.ReadFile(f)
+		if err != nil {
+			b.Fatal(err)
+		}
+		for _, l := range strings.Fields(string(data)) {
+			us, err := strconv.ParseFloat(l, 64)
+			if err != nil {
+				b.Fatal(err)
+			}
+			lat = append(lat, us/1000)
+		}
+	}
+	if want := total * len(files); len(lat) != want {
+		b.Fatalf("%d latency samples, want %d", len(lat), want)
+	}
+	slices.Sort(lat)
+	return lat[len(lat)/2], lat[len(lat)*99/100], len(lat)
+}
+
+// benchPublish publishes n events asynchronously and waits for every ack.
+func benchPublish(b *testing.B, js jetstream.JetStream, subject string, n int, id func(int) string) {
+	for i := range n {
+		if _, err := js.PublishAsync(subject, []byte(benchEvent(i, id(i)))); err != nil {
+			b.Fatal(err)
+		}
+	}
+	select {
+	case <-js.PublishAsyncComplete():
+	case <-time.After(benchWaitLimit):
+		b.Fatalf("publishes not acknowledged after %s", benchWaitLimit)
+	}
+}
+
+// benchMessageID gives every benchRepeatEvery-th event the messageId of an
+// earlier one.
+func benchMessageID(i int) string {
+	if i%benchRepeatEvery == benchRepeatEvery-1 {
+		i -= benchRepeatEvery / 2
+	}
+	return fmt.Sprintf("ajs-next-1706097542403-%08x-9b1d-4c55-8a7e-0b6f2d9c1e44", i)
+}
+
+// benchEvent is an Order Completed event of about 1 KB, as analytics.js sends it.
+func benchEvent(i int, messageID string) string {
+	return fmt.Sprintf(`{"type":"track","event":"Order Completed","userId":"user_%06d","anonymousId":"507f191e810c19729de8%04x",`+
+		`"messageId":%q,"timestamp":"2024-01-24T11:59:02.403Z","sentAt":"2024-01-24T11:59:02.410Z","originalTimestamp":"2024-01-24T11:59:02.403Z",`+
+		`"properties":{"checkout_id":"fksdjfsdjfisjf9sdfjsd9f","order_id":"50314b8e9bcf%012d","affiliation":"Google Store","total":%d.50,"subtotal":22.50,`+
+		`"revenue":%d.00,"shipping":3,"tax":2,"discount":2.5,"coupon":"hasbros","currency":"usd","products":[`+
+		`{"product_id":"507f1f77bcf86cd799439011","sku":"45790-32","name":"Monopoly: 3rd Edition","price":19,"quantity":1,"category":"Games"},`+
+		`{"product_id":"505bd76785ebb509fc183733","sku":"46493-32","name":"Uno Card Game","price":3,"quantity":2,"category":"Games"}]},`+
+		`"context":{"ip":"203.0.113.%d","locale":"en-US","library":{"name":"analytics.js","version":"next-1.64.0"},`+
+		`"page":{"path":"/checkout/complete","url":"https://shop.example.com/checkout/complete"},`+
+		`"userAgent":"Mozilla/5.0 (Macintosh; Intel Mac OS X 10_15_7) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/120.0 Safari/537.36"},`+
+		`"integrations":{"All":true,"Mixpanel":false,"Amplitude":{"session_id":1706097500000}}}`,
+		i%50000, i%65536, messageID, i, 20+i%80, 20+i%80, i%250)
+}
+
+func benchConnect(b *testing.B, url string) (*nats.Conn, jetstream.JetStream) {
+	nc, err := nats.Connect(url)
+	if err != nil {
+		b.Fatal(err)
+	}
+	js, err := jetstream.New(nc, jetstream.WithPublishAsyncMaxPending(benchPublishAsync))
+	if err != nil {
+		b.Fatal(err)
+	}
+	return nc, js
+}
+
+// waitDrained waits until every ingest message is routed and every routed
+// one acked by all its destinations (the routed stream keeps a message until
+// then).
+func waitDrained(b *testing.B, js jetstream.JetStream) {
+	deadline := time.Now().Add(benchWaitLimit)
+	for streamMsgs(b, js, "TRACK") != 0 || streamMsgs(b, js, "TRACK_ROUTED") != 0 {
+		if time.Now().After(deadline) {
+			b.Fatalf("events still waiting after %s", benchWaitLimit)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+}
+
+func streamMsgs(b *testing.B, js jetstream.JetStream, name string) uint64 {
+	ctx, cancel := context.WithTimeout(b.Context(), 10*time.Second)
+	defer cancel()
+	s, err := js.Stream(ctx, name)
+	if err != nil {
+		b.Fatal(err)
+	}
+	info, err := s.Info(ctx)
+	if err != nil {
+		b.Fatal(err)
+	}
+	return info.State.Msgs
+}
+
+func consumerBacklog(b *testing.B, js jetstream.JetStream, stream, name string) uint64 {
+	ctx, cancel := context.WithTimeout(b.Context(), 10*time.Second)
+	defer cancel()
+	c, err := js.Consumer(ctx, stream, name)
+	if err != nil {
+		b.Fatal(err)
+	}
+	info, err := c.Info(ctx)
+	if err != nil {
+		b.Fatal(err)
+	}
+	return info.NumPending + uint64(info.NumAckPending)
+}
+
+// benchBuild builds a main package without the race detector, whatever the
+// test binary was built with: the benchmarks measure what ships.
+func benchBuild(b *testing.B, pkg string) string {
+	out := filepath.Join(b.TempDir(), filepath.Base(pkg))
+	if msg, err := exec.Command("go", "build", "-o", out, pkg).CombinedOutput(); err != nil {
+		b.Fatalf("build %s: %v\n%s", pkg, err, msg)
+	}
+	return out
+}
+
+// benchDaemon is a trackd process for the benchmarks, like daemon in
+// e2e_test.go but usable from a *testing.B.
+type benchDaemon struct {
+	bin, dir, config  string
+	natsURL, adminURL string
+	cmd               *exec.Cmd
+	exited            chan struct{}
+	logs              *lockedBuffer
+	ready             time.Time // when the last start answered /healthz
+}
+
+func newBenchDaemon(b *testing.B, dir, destinations string) *benchDaemon {
+	natsAddr, adminAddr := benchFreePort(b), benchFreePort(b)
+	d := &benchDaemon{
+		bin: benchBuild(b, "trackd.dev/trackd/daemon"), dir: dir, config: filepath.Join(dir, "config.toml"),
+		natsURL: "nats://" + natsAddr, adminURL: "http://" + adminAddr, logs: &lockedBuffer{},
+	}
+	cfg := fmt.Sprintf(`
+[nats.embedded]
+listen = %q
+store_dir = "nats"
+[admin]
+listen = %q
+[log]
+level = "info"
+`, natsAddr, adminAddr) + destinations
+	if err := os.WriteFile(d.config, []byte(cfg), 0o644); err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(func() {
+		d.stop(b)
+		if b.Failed() {
+			b.Logf("daemon log:\n%s", d.logs.String())
+		}
+	})
+	return d
+}
+
+func benchFreePort(b *testing.B) string {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer ln.Close()
+	return ln.Addr().String()
+}
+
+func (d *benchDaemon) storeDir() string { return filepath.Join(d.dir, "nats") }
+
+// start runs the daemon and returns once /healthz answers (the router starts
+// right after), recording that moment in d.ready; it then waits for /readyz.
+func (d *benchDaemon) start(b *testing.B) {
+	d.cmd = exec.Command(d.bin, "run", "--config", d.config)
+	d.cmd.Stderr = d.logs
+	if err := d.cmd.Start(); err != nil {
+		b.Fatal(err)
+	}
+	d.exited = make(chan struct{})
+	go func(cmd *exec.Cmd, exited chan struct{}) { _ = cmd.Wait(); close(exited) }(d.cmd, d.exited)
+	d.waitHTTP(b, "/healthz", 2*time.Millisecond)
+	d.ready = time.Now()
+	d.waitHTTP(b, "/readyz", 10*time.Millisecond)
+}
+
+func (d *benchDaemon) waitHTTP(b *testing.B, path string, every time.Duration) {
+	client := &http.Client{Timeout: 5 * time.Second}
+	deadline := time.Now().Add(time.Minute)
+	for {
+		resp, err := client.Get(d.adminURL + path)
+		if err == nil {
+			resp.Body.Close()
+			if resp.StatusCode == http.StatusOK {
+				return
+			}
+		}
+		select {
+		case <-d.exited:
+			b.Fatalf("the daemon exited before %s answered:\n%s", path, d.logs.String())
+		default:
+		}
+		if time.Now().After(deadline) {
+			b.Fatalf("%s did not answer within a minute", path)
+		}
+		time.Sleep(every)
+	}
+}
+
+func (d *benchDaemon) stop(b *testing.B) {
+	if d.cmd == nil {
+		return
+	}
+	_ = d.cmd.Process.Signal(syscall.SIGTERM)
+	select {
+	case <-d.exited:
+	case <-time.After(2 * time.Minute):
+		_ = d.cmd.Process.Kill()
+		<-d.exited
+		b.Error("the daemon did not stop within 2 minutes of SIGTERM")
+	}
+	d.cmd = nil
+}
+
+func (d *benchDaemon) metric(b *testing.B, name string) float64 {
+	resp, err := http.Get(d.adminURL + "/metrics")
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer resp.Body.Close()
+	sc := bufio.NewScanner(resp.Body)
+	for sc.Scan() {
+		if rest, ok := strings.CutPrefix(sc.Text(), name+" "); ok {
+			v, _ := strconv.ParseFloat(rest, 64)
+			return v
+		}
+	}
+	return 0
+}
+
+// peakRSS is the daemon's VmHWM in MiB.
+func (d *benchDaemon) peakRSS(b *testing.B) float64 {
+	data, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", d.cmd.Process.Pid))
+	if err != nil {
+		b.Fatal(err)
+	}
+	for _, l := range strings.Split(string(data), "\n") {
+		if rest, ok := strings.CutPrefix(l, "VmHWM:"); ok {
+			kb, err := strconv.ParseFloat(strings.TrimSuffix(strings.TrimSpace(rest), " kB"), 64)
+			if err != nil {
+				b.Fatal(err)
+			}
+			return kb / 1024
+		}
+	}
+	b.Fatal("no VmHWM in /proc/<pid>/status")
+	return 0
+}
+
+func (d *benchDaemon) cpuSeconds(b *testing.B) float64 {
+	return procCPUSeconds(b, d.cmd.Process.Pid)
+}
+
+// pluginsCPUSeconds adds up the CPU time of the daemon's child processes.
+func (d *benchDaemon) pluginsCPUSeconds(b *testing.B) float64 {
+	tasks, _ := filepath.Glob(fmt.Sprintf("/proc/%d/task/*/children", d.cmd.Process.Pid))
+	total := 0.0
+	for _, t := range tasks {
+		data, _ := os.ReadFile(t)
+		for _, f := range strings.Fields(string(data)) {
+			if pid, err := strconv.Atoi(f); err == nil {
+				total += procCPUSeconds(b, pid)
+			}
+		}
+	}
+	return total
+}
+
+// procCPUSeconds is utime+stime from /proc/<pid>/stat.
+func procCPUSeconds(b *testing.B, pid int) float64 {
+	data, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		b.Fatal(err)
+	}
+	// The command name may hold spaces; the fields after it are plain.
+	s := string(data)
+	fields := strings.Fields(s[strings.LastIndexByte(s, ')')+2:])
+	utime, _ := strconv.ParseFloat(fields[11], 64)
+	stime, _ := strconv.ParseFloat(fields[12], 64)
+	const clockTicks = 100 // USER_HZ on Linux
+	return (utime + stime) / clockTicks
+}
