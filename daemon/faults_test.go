@@ -122,6 +122,23 @@ func publishEvents(t *testing.T, natsURL, prefix string, n int) []string {
 	return ids
 }
 
+// publishBody publishes one message to the ingest subject and waits for its ack.
+func publishBody(t *testing.T, natsURL, body string) {
+	t.Helper()
+	nc, err := nats.Connect(natsURL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer nc.Close()
+	js, err := jetstream.New(nc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := js.Publish(t.Context(), "track", []byte(body)); err != nil {
+		t.Fatal(err)
+	}
+}
+
 func waitDelivered(t *testing.T, c *counter, atLeast int) {
 	t.Helper()
 	waitForLong(t, fmt.Sprintf("%d deliveries", atLeast), func() bool {

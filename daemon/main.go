@@ -21,6 +21,7 @@ type command struct {
 var commands = []command{
 	runCmd,
 	validateCmd,
+	dlqCmd,
 	sendCmd,
 }
 
