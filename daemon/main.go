@@ -21,8 +21,8 @@ type command struct {
 var commands = []command{
 	runCmd,
 	validateCmd,
-	dlqCmd,
 	sendCmd,
+	dlqCmd,
 }
 
 func main() {

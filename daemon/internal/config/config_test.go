@@ -3,6 +3,7 @@ package config
 import (
 	"os"
 	"path/filepath"
+	"reflect"
 	"strings"
 	"testing"
 	"time"
@@ -161,4 +162,49 @@ func TestShippedConfig(t *testing.T) {
 	if got := cfg.Enabled(); len(got) != 1 || got[0].ID != "file" {
 		t.Errorf("the shipped config should enable only the file destination, got %v", got)
 	}
+}
+
+// Every key the Config structs accept is documented in the shipped
+// config.toml, set or in a comment, so the reference cannot drift.
+func TestShippedConfigDocumentsEveryKey(t *testing.T) {
+	data, err := os.ReadFile("../../../config.toml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	doc := string(data)
+	var walk func(prefix string, typ reflect.Type)
+	walk = func(prefix string, typ reflect.Type) {
+		for i := range typ.NumField() {
+			f := typ.Field(i)
+			tag := strings.Split(f.Tag.Get("toml"), ",")[0]
+			if tag == "" || tag == "-" {
+				continue
+			}
+			ft := f.Type
+			for ft.Kind() == reflect.Pointer || ft.Kind() == reflect.Map && tag == "destinations" {
+				ft = ft.Elem()
+			}
+			if tag == "destinations" {
+				walk("destinations.<id>.", ft)
+				continue
+			}
+			if ft.Kind() == reflect.Map {
+				if !strings.Contains(doc, "."+tag+"]") {
+					t.Errorf("config.toml has no [%s%s] table", prefix, tag)
+				}
+				continue
+			}
+			if ft.Kind() == reflect.Struct && ft != reflect.TypeOf(Duration{}) {
+				if !strings.Contains(doc, "["+prefix+tag+"]") && !strings.Contains(doc, "."+tag+"]") {
+					t.Errorf("config.toml has no [%s%s] table", prefix, tag)
+				}
+				walk(prefix+tag+".", ft)
+				continue
+			}
+			if !strings.Contains(doc, "\n"+tag+" = ") && !strings.Contains(doc, "# "+tag+" = ") {
+				t.Errorf("config.toml does not document %s%s", prefix, tag)
+			}
+		}
+	}
+	walk("", reflect.TypeOf(Config{}))
 }
