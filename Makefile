@@ -24,6 +24,11 @@ test:
 bench:
 	$(GO) test -run '^$$' -bench . -benchmem ./...
 
+## fuzz: fuzz validate+normalize for FUZZTIME (default 2m); make test runs its seeds
+FUZZTIME ?= 2m
+fuzz:
+	$(GO) test -run '^$$' -fuzz FuzzNormalize -fuzztime $(FUZZTIME) ./daemon/internal/normalize
+
 ## lint: gofmt, go vet and staticcheck
 lint:
 	@test -z "$$(gofmt -l $$(git ls-files '*.go'))" || { gofmt -l $$(git ls-files '*.go'); echo "gofmt: the files above need formatting"; exit 1; }
