@@ -169,14 +169,16 @@ func readLetter(m jetstream.Msg) (letter, error) {
 	return l, nil
 }
 
+// orDash shows a JSON value read from an event, "-" when it is missing or empty.
 func orDash(v any) string {
-	if s, ok := v.(string); ok && s != "" {
-		return s
+	s, ok := v.(string)
+	if !ok && v != nil {
+		s = fmt.Sprint(v)
 	}
-	if v != nil {
-		return fmt.Sprint(v)
+	if s == "" {
+		return "-"
 	}
-	return "-"
+	return s
 }
 
 func dlqList(args []string, stdout, stderr io.Writer) error {

@@ -23,6 +23,7 @@ var commands = []command{
 	validateCmd,
 	sendCmd,
 	dlqCmd,
+	tapCmd,
 }
 
 func main() {

@@ -18,6 +18,7 @@ import (
 	"trackd.dev/trackd/daemon/internal/ingest"
 	"trackd.dev/trackd/daemon/internal/metrics"
 	"trackd.dev/trackd/daemon/internal/normalize"
+	"trackd.dev/trackd/daemon/internal/tap"
 )
 
 // The router takes events in batches of this many; the dedupe claims and
@@ -81,10 +82,15 @@ func run(ctx context.Context, cfg *config.Config, log *slog.Logger, level *slog.
 	if err != nil {
 		return err
 	}
+	taps, err := tap.NewPublisher(b.Conn)
+	if err != nil {
+		return err
+	}
+	defer taps.Close()
 	router := &ingest.Router{
 		JS: b.JS, Consumer: routerCons, Claimer: dedupe.New(b.JS, topo.Dedupe),
 		Normalize: normalize.Options{MaxEventBytes: cfg.Ingest.MaxEventBytes},
-		Metrics:   m, Log: log, BatchSize: routerBatch,
+		Metrics:   m, Log: log, BatchSize: routerBatch, Tap: taps,
 	}
 	dests := fleet.New(b, topo, m, log)
 	if cfg.Admin.Listen != "" {

@@ -20,6 +20,7 @@ import (
 	"trackd.dev/trackd/daemon/internal/metrics"
 	"trackd.dev/trackd/daemon/internal/normalize"
 	"trackd.dev/trackd/daemon/internal/route"
+	"trackd.dev/trackd/daemon/internal/tap"
 )
 
 // How long one batch may take to hand on before its messages are nak'ed;
@@ -35,6 +36,8 @@ type Router struct {
 	Metrics   *metrics.Metrics
 	Log       *slog.Logger
 	BatchSize int
+	// Tap, when not nil, hears about each decision while a `trackd tap` listens.
+	Tap *tap.Publisher
 
 	routes atomic.Pointer[route.Table]
 }
@@ -87,6 +90,7 @@ func (r *Router) handle(ctx context.Context, msgs []jetstream.Msg) {
 				continue
 			}
 			r.Metrics.Invalid.WithLabelValues(field).Inc()
+			r.tapInvalid(md.Timestamp, err)
 			pending = append(pending, item{msg: m, fut: fut})
 			continue
 		}
@@ -113,12 +117,14 @@ func (r *Router) handle(ctx context.Context, msgs []jetstream.Msg) {
 	for i := range items {
 		it := &items[i]
 		if !first[i] {
+			r.tapEvent(it.at, &it.event, tap.Duplicate, routes)
 			r.Metrics.Deduplicated.Inc()
 			_ = it.msg.Ack()
 			continue
 		}
 		it.dests = routes.Route(nil, it.event.Name, it.event.Integrations)
 		if len(it.dests) == 0 {
+			r.tapEvent(it.at, &it.event, tap.Unrouted, routes)
 			r.Metrics.Unrouted.Inc()
 			_ = it.msg.Ack()
 			continue
@@ -131,6 +137,7 @@ func (r *Router) handle(ctx context.Context, msgs []jetstream.Msg) {
 		}
 		it.fut = fut
 		pending = append(pending, *it)
+		r.tapEvent(it.at, &it.event, tap.Routed, routes)
 	}
 
 	for _, it := range pending {

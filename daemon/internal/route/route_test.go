@@ -58,3 +58,25 @@ func BenchmarkRoute(b *testing.B) {
 		buf = table.Route(buf[:0], "Order Completed", integrations)
 	}
 }
+
+func TestExplainAgreesWithRoute(t *testing.T) {
+	table := NewTable([]Destination{
+		{ID: "a", Name: "A"},
+		{ID: "b", Name: "B", Events: []string{"Order *"}},
+		{ID: "c", Name: "C"},
+	})
+	got := table.Explain("Signed Up", map[string]bool{"c": false})
+	want := []Verdict{{ID: "a", Routed: true}, {ID: "b", Reason: ReasonFilter}, {ID: "c", Reason: ReasonIntegrations}}
+	if !slices.Equal(got, want) {
+		t.Fatalf("Explain = %v, want %v", got, want)
+	}
+	var routed []string
+	for _, v := range got {
+		if v.Routed {
+			routed = append(routed, v.ID)
+		}
+	}
+	if r := table.Route(nil, "Signed Up", map[string]bool{"c": false}); !slices.Equal(r, routed) {
+		t.Fatalf("Route = %v, Explain routed %v", r, routed)
+	}
+}

@@ -1,0 +1,29 @@
+package ingest
+
+import (
+	"time"
+
+	"trackd.dev/trackd/daemon/internal/normalize"
+	"trackd.dev/trackd/daemon/internal/route"
+	"trackd.dev/trackd/daemon/internal/tap"
+)
+
+// tapInvalid tells a listening `trackd tap` about an invalid event.
+func (r *Router) tapInvalid(at time.Time, err error) {
+	if !r.Tap.Active() {
+		return
+	}
+	r.Tap.Publish(tap.Decision{Time: at, Outcome: tap.Invalid, Error: err.Error()})
+}
+
+// tapEvent tells a listening `trackd tap` what became of a valid event.
+func (r *Router) tapEvent(at time.Time, ev *normalize.Event, outcome string, routes *route.Table) {
+	if !r.Tap.Active() {
+		return
+	}
+	d := tap.Decision{Time: at, Event: ev.Name, MessageID: ev.MessageID, Outcome: outcome}
+	if outcome != tap.Duplicate {
+		d.Destinations = routes.Explain(ev.Name, ev.Integrations)
+	}
+	r.Tap.Publish(d)
+}
