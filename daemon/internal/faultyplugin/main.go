@@ -20,6 +20,8 @@ type settings struct {
 	CrashOnce string `toml:"crash_once"`
 	// FailConfigure, if set, is the error Configure returns.
 	FailConfigure string `toml:"fail_configure"`
+	// Auth is accepted and unused, for the tests that check secrets are masked.
+	Auth map[string]string `toml:"auth"`
 }
 
 type faulty struct {

@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"log/slog"
 	"os/exec"
+	"strings"
 	"sync"
 	"sync/atomic"
 
@@ -25,6 +26,7 @@ type Host struct {
 	settings sdk.Settings
 	log      *slog.Logger
 	restarts prometheus.Counter
+	redact   *strings.Replacer // masks secret settings; nil when there are none
 
 	mu     sync.Mutex
 	client *sdk.Client
@@ -42,7 +44,18 @@ func New(id, path, dir string, settings map[string]any, log *slog.Logger, restar
 	if err != nil {
 		return nil, fmt.Errorf("destinations.%s.settings: %w", id, err)
 	}
-	return &Host{id: id, path: path, dir: dir, settings: s, log: log.With("destination", id), restarts: restarts}, nil
+	return &Host{
+		id: id, path: path, dir: dir, settings: s, log: log.With("destination", id),
+		restarts: restarts, redact: secretsReplacer(settings),
+	}, nil
+}
+
+// mask hides secret settings in text a plugin produced.
+func (h *Host) mask(s string) string {
+	if h.redact == nil {
+		return s
+	}
+	return h.redact.Replace(s)
 }
 
 // Start launches and configures the plugin unless it is already running.
@@ -63,13 +76,19 @@ func (h *Host) Deliver(ctx context.Context, batch []sdk.Event) ([]sdk.Result, er
 		return nil, err
 	}
 	results, err := c.Deliver(ctx, batch)
+	if err == nil {
+		// Reasons end up in logs and dead-letter headers.
+		for i := range results {
+			results[i].Reason = h.mask(results[i].Reason)
+		}
+	}
 	if err != nil {
 		// Whether it died or hung, the process is of no more use: the next
 		// batch starts a fresh one.
-		h.log.Warn("plugin failed during a batch; it will be started again", "err", err, "exited", c.Exited())
+		h.log.Warn("plugin failed during a batch; it will be started again", "err", h.mask(err.Error()), "exited", c.Exited())
 		h.stop()
 		h.countRestart()
-		return nil, fmt.Errorf("destination %s: plugin failed: %w", h.id, err)
+		return nil, fmt.Errorf("destination %s: plugin failed: %s", h.id, h.mask(err.Error()))
 	}
 	return results, nil
 }
@@ -87,13 +106,13 @@ func (h *Host) running(ctx context.Context) (*sdk.Client, error) {
 	cmd := exec.Command(h.path)
 	cmd.Dir = h.dir
 	dieWithParent(cmd)
-	c, err := sdk.Start(cmd, &lineLogger{log: h.log})
+	c, err := sdk.Start(cmd, &lineLogger{log: h.log, mask: h.mask})
 	if err != nil {
-		return nil, fmt.Errorf("destinations.%s.plugin: %w", h.id, err)
+		return nil, fmt.Errorf("destinations.%s.plugin: %s", h.id, h.mask(err.Error()))
 	}
 	if err := c.Configure(ctx, h.settings); err != nil {
 		c.Kill()
-		return nil, fmt.Errorf("destinations.%s.settings: %w", h.id, err)
+		return nil, fmt.Errorf("destinations.%s.settings: %s", h.id, h.mask(err.Error()))
 	}
 	h.log.Info("plugin started", "plugin", h.path)
 	h.client = c
@@ -125,9 +144,10 @@ func (h *Host) Close() {
 
 // lineLogger logs each line a plugin writes to stderr, tagged with its destination.
 type lineLogger struct {
-	log *slog.Logger
-	mu  sync.Mutex
-	buf []byte
+	log  *slog.Logger
+	mask func(string) string
+	mu   sync.Mutex
+	buf  []byte
 }
 
 func (w *lineLogger) Write(p []byte) (int, error) {
@@ -140,7 +160,7 @@ func (w *lineLogger) Write(p []byte) (int, error) {
 			break
 		}
 		if line := bytes.TrimSpace(w.buf[:i]); len(line) > 0 {
-			w.log.Info("plugin: " + string(line))
+			w.log.Info("plugin: " + w.mask(string(line)))
 		}
 		w.buf = w.buf[i+1:]
 	}

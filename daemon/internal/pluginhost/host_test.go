@@ -1,0 +1,54 @@
+package pluginhost
+
+import (
+	"bytes"
+	"context"
+	"log/slog"
+	"strings"
+	"testing"
+
+	"trackd.dev/trackd/sdk/destinationtest"
+)
+
+func TestMain(m *testing.M) { destinationtest.Main(m) }
+
+// A setting named like a secret never reaches the log or an error, whatever
+// the plugin writes.
+func TestSecretsAreMasked(t *testing.T) {
+	var logs bytes.Buffer
+	log := slog.New(slog.NewTextHandler(&logs, nil))
+	bin := destinationtest.Build(t, "trackd.dev/trackd/daemon/internal/faultyplugin")
+	h, err := New("x", bin, t.TempDir(), map[string]any{
+		"out":            "out.txt",
+		"fail_configure": "the api token s3cr3t-t0ken is wrong",
+		"auth":           map[string]any{"api_token": "s3cr3t-t0ken"},
+	}, log, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer h.Close()
+	err = h.Start(context.Background())
+	if err == nil {
+		t.Fatal("Configure did not fail")
+	}
+	if strings.Contains(err.Error()+logs.String(), "s3cr3t-t0ken") {
+		t.Errorf("the secret leaked: %v\n%s", err, logs.String())
+	}
+	if !strings.Contains(err.Error(), "the api token xxxxx is wrong") {
+		t.Errorf("error %q, want the secret masked", err)
+	}
+}
+
+func TestSecretsReplacer(t *testing.T) {
+	r := secretsReplacer(map[string]any{
+		"token": "abcd1234", "api_secret": "abcd1234efgh", "url": "https://example.com",
+		"nested": map[string]any{"Password": "hunter22"}, "short_key": "ab",
+	})
+	got := r.Replace("abcd1234efgh abcd1234 hunter22 https://example.com ab")
+	if want := "xxxxx xxxxx xxxxx https://example.com ab"; got != want {
+		t.Errorf("got %q, want %q", got, want)
+	}
+	if secretsReplacer(map[string]any{"url": "x"}) != nil {
+		t.Error("a replacer with nothing to mask")
+	}
+}
