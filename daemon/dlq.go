@@ -63,8 +63,7 @@ func dlqCommand(args []string, stdout, stderr io.Writer) error {
 // dlqFlags are the flags list and replay share.
 type dlqFlags struct {
 	fs          *flag.FlagSet
-	configPath  *string
-	natsURL     *string
+	target      *targetFlags
 	destination *string
 	limit       *int
 }
@@ -73,8 +72,7 @@ func newDlqFlags(name, summary, example string, stderr io.Writer) *dlqFlags {
 	fs := newFlagSet("dlq "+name, "[--config FILE | --nats URL] [--destination NAME] [--limit N]", summary, example, stderr)
 	return &dlqFlags{
 		fs:          fs,
-		configPath:  fs.String("config", "config.toml", "the configuration `file` saying where NATS is"),
-		natsURL:     fs.String("nats", "", "connect to NATS at this `url` instead of the configuration's"),
+		target:      addTargetFlags(fs),
 		destination: fs.String("destination", "", "only this destination's dead letters (its id), or \"invalid\" for events that failed validation"),
 		limit:       fs.Int("limit", 0, "at most `N` dead letters (0: all)"),
 	}
@@ -92,9 +90,7 @@ type dlqSession struct {
 
 // open connects and positions a session at the oldest matching dead letter.
 func (f *dlqFlags) open(ctx context.Context, name string) (*dlqSession, error) {
-	configSet := false
-	f.fs.Visit(func(fl *flag.Flag) { configSet = configSet || fl.Name == "config" })
-	t, err := resolveTarget(*f.natsURL, *f.configPath, configSet)
+	t, err := f.target.resolve()
 	if err != nil {
 		return nil, err
 	}

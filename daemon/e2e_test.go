@@ -182,6 +182,21 @@ func (d *daemon) stop(t *testing.T) int {
 	return code
 }
 
+// connectJS connects to NATS for the rest of the test.
+func connectJS(t *testing.T, url string) (*nats.Conn, jetstream.JetStream) {
+	t.Helper()
+	nc, err := nats.Connect(url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(nc.Close)
+	js, err := jetstream.New(nc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return nc, js
+}
+
 type lockedBuffer struct {
 	mu  sync.Mutex
 	buf bytes.Buffer
@@ -229,7 +244,12 @@ func (d *daemon) metricOK(t *testing.T, name string) (float64, bool) {
 // test from hanging, it asserts nothing about speed.
 func waitFor(t *testing.T, what string, cond func() bool) {
 	t.Helper()
-	deadline := time.Now().Add(60 * time.Second)
+	waitWithin(t, time.Minute, what, cond)
+}
+
+func waitWithin(t *testing.T, limit time.Duration, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(limit)
 	for !cond() {
 		if time.Now().After(deadline) {
 			t.Fatalf("gave up waiting for %s", what)
@@ -265,15 +285,7 @@ events = ["Order *", "Signed Up"]
 url = %q
 `, fileBin, jsonl, hookBin, mixpanel.URL, hookBin, webhook.URL))
 
-	nc, err := nats.Connect(d.natsURL)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer nc.Close()
-	js, err := jetstream.New(nc)
-	if err != nil {
-		t.Fatal(err)
-	}
+	nc, js := connectJS(t, d.natsURL)
 	ctx := t.Context()
 	publish := func(subject, body string) {
 		t.Helper()

@@ -12,9 +12,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/nats-io/nats.go"
-	"github.com/nats-io/nats.go/jetstream"
-
 	"trackd.dev/trackd/sdk/destinationtest"
 	"trackd.dev/trackd/sdk/publish"
 )
@@ -94,15 +91,7 @@ func (c *counter) missing(ids []string) []string {
 // publishEvents publishes n valid events with JetStream acks and returns their messageIds.
 func publishEvents(t *testing.T, natsURL, prefix string, n int) []string {
 	t.Helper()
-	nc, err := nats.Connect(natsURL)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer nc.Close()
-	js, err := jetstream.New(nc)
-	if err != nil {
-		t.Fatal(err)
-	}
+	_, js := connectJS(t, natsURL)
 	// The producer SDK waits for room in its window instead of failing when a
 	// race-enabled daemon falls behind.
 	client := publish.New(js, publish.Options{})
@@ -125,15 +114,7 @@ func publishEvents(t *testing.T, natsURL, prefix string, n int) []string {
 // publishBody publishes one message to the ingest subject and waits for its ack.
 func publishBody(t *testing.T, natsURL, body string) {
 	t.Helper()
-	nc, err := nats.Connect(natsURL)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer nc.Close()
-	js, err := jetstream.New(nc)
-	if err != nil {
-		t.Fatal(err)
-	}
+	_, js := connectJS(t, natsURL)
 	if _, err := js.Publish(t.Context(), "track", []byte(body)); err != nil {
 		t.Fatal(err)
 	}
@@ -150,13 +131,7 @@ func waitDelivered(t *testing.T, c *counter, atLeast int) {
 // waitForLong is waitFor for the load tests, whose slowest machines need minutes.
 func waitForLong(t *testing.T, what string, cond func() bool) {
 	t.Helper()
-	deadline := time.Now().Add(5 * time.Minute)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("gave up waiting for %s", what)
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
+	waitWithin(t, 5*time.Minute, what, cond)
 }
 
 // Invariant 1: kill -9 at any moment under load, then a restart, delivers every

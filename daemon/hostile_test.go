@@ -7,7 +7,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
 	"trackd.dev/trackd/sdk/destinationtest"
@@ -23,15 +22,7 @@ plugin = %q
 [destinations.hook.settings]
 url = %q
 `, destinationtest.Build(t, "trackd.dev/trackd/plugins/webhook"), hook.URL))
-	nc, err := nats.Connect(d.natsURL)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer nc.Close()
-	js, err := jetstream.New(nc)
-	if err != nil {
-		t.Fatal(err)
-	}
+	_, js := connectJS(t, d.natsURL)
 
 	deep := strings.Repeat(`[`, 12000) + strings.Repeat("]", 12000) // under the size limit, past encoding/json's depth limit
 	hostile := map[string]string{

@@ -9,7 +9,6 @@ import (
 	"syscall"
 	"testing"
 
-	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
 	"trackd.dev/trackd/sdk/destinationtest"
@@ -26,15 +25,7 @@ func TestReload(t *testing.T) {
 		return fmt.Sprintf("[destinations.%s]\nplugin = %q\n[destinations.%s.settings]\npath = %q\n", id, fileBin, id, out)
 	}
 	d := startDaemon(t, fileDest("a", path("a.jsonl")))
-	nc, err := nats.Connect(d.natsURL)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer nc.Close()
-	js, err := jetstream.New(nc)
-	if err != nil {
-		t.Fatal(err)
-	}
+	_, js := connectJS(t, d.natsURL)
 	send := func(id string) {
 		t.Helper()
 		if _, err := js.Publish(t.Context(), "track", fmt.Appendf(nil, `{"event":"E","userId":"u","messageId":%q}`, id)); err != nil {

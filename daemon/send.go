@@ -6,7 +6,6 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
-	"flag"
 	"fmt"
 	"io"
 	"math"
@@ -53,8 +52,7 @@ func sendCommand(args []string, stdout, stderr io.Writer) error {
 			"object are reported and skipped. Prints how many events JetStream accepted, and exits\n"+
 			"non-zero if a line was skipped or an event was not stored.",
 		"trackd send events.jsonl\n  gzip -dc backfill.jsonl.gz | trackd send --nats nats://10.0.0.5:4222 --rate 500 -", stderr)
-	configPath := fs.String("config", "config.toml", "the configuration `file` saying where NATS is: nats.url, or nats.embedded.listen of a running trackd")
-	natsURL := fs.String("nats", "", "connect to NATS at this `url` instead of the configuration's")
+	target := addTargetFlags(fs)
 	subject := fs.String("subject", "", "publish to this `subject` (default: the first of the configuration's ingest.subjects, \"track\")")
 	perSecond := fs.Float64("rate", 0, "send at most `N` events per second; 0 is no limit")
 	if err := fs.Parse(args); err != nil {
@@ -66,15 +64,13 @@ func sendCommand(args []string, stdout, stderr io.Writer) error {
 	if *perSecond < 0 || math.IsNaN(*perSecond) || math.IsInf(*perSecond, 0) {
 		return fmt.Errorf("--rate %v is not a number of events per second; use 0 for no limit", *perSecond)
 	}
-	configSet := false
-	fs.Visit(func(f *flag.Flag) { configSet = configSet || f.Name == "config" })
 
 	in, err := openSendInput(fs.Arg(0))
 	if err != nil {
 		return err
 	}
 	defer in.Close()
-	t, err := resolveTarget(*natsURL, *configPath, configSet)
+	t, err := target.resolve()
 	if err != nil {
 		return err
 	}
@@ -82,7 +78,7 @@ func sendCommand(args []string, stdout, stderr io.Writer) error {
 	switch {
 	case *subject != "":
 	case t.cfg != nil:
-		*subject, subjectFrom = t.cfg.Ingest.Subjects[0], *configPath+" ingest.subjects"
+		*subject, subjectFrom = t.cfg.Ingest.Subjects[0], *target.configPath+" ingest.subjects"
 	default:
 		*subject, subjectFrom = config.Defaults().Ingest.Subjects[0], "the default ingest subject"
 	}

@@ -4,7 +4,6 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
-	"flag"
 	"fmt"
 	"io"
 	"os/signal"
@@ -31,8 +30,7 @@ func tapCommand(args []string, stdout, stderr io.Writer) error {
 			"filter: the destination's events/exclude_events globs); repeats and invalid events too.\n"+
 			"Text on a terminal, JSON Lines with --json. Runs until interrupted or --limit is reached.",
 		"trackd tap --destination mixpanel --event 'Order *'", stderr)
-	configPath := fs.String("config", "config.toml", "the configuration `file` saying where NATS is")
-	natsURL := fs.String("nats", "", "connect to NATS at this `url` instead of the configuration's")
+	target := addTargetFlags(fs)
 	destination := fs.String("destination", "", "only events this destination (its id) was considered for")
 	eventGlob := fs.String("event", "", "only events whose name matches this `glob`")
 	asJSON := fs.Bool("json", false, "print one JSON object per decision")
@@ -43,9 +41,7 @@ func tapCommand(args []string, stdout, stderr io.Writer) error {
 	if _, err := path.Match(*eventGlob, ""); err != nil {
 		return fmt.Errorf("--event %q is not a valid glob", *eventGlob)
 	}
-	configSet := false
-	fs.Visit(func(f *flag.Flag) { configSet = configSet || f.Name == "config" })
-	t, err := resolveTarget(*natsURL, *configPath, configSet)
+	t, err := target.resolve()
 	if err != nil {
 		return err
 	}

@@ -76,12 +76,21 @@ path = %[3]q
 	publishBody(t, d.natsURL, `{"event":"Signed Up"}`)
 
 	var got []tap.Decision
-	for l := range lines {
-		var dec tap.Decision
-		if err := json.Unmarshal([]byte(l), &dec); err != nil {
-			t.Fatalf("not JSON: %q", l)
+	for done := false; !done; {
+		select {
+		case l, ok := <-lines:
+			if !ok {
+				done = true
+				break
+			}
+			var dec tap.Decision
+			if err := json.Unmarshal([]byte(l), &dec); err != nil {
+				t.Fatalf("not JSON: %q", l)
+			}
+			got = append(got, dec)
+		case <-time.After(time.Minute):
+			t.Fatalf("tap printed only %d of 4 decisions in a minute: %+v", len(got), got)
 		}
-		got = append(got, dec)
 	}
 	if c := <-code; c != 0 {
 		t.Fatalf("tap exit code %d", c)

@@ -2,6 +2,7 @@ package main
 
 import (
 	"errors"
+	"flag"
 	"fmt"
 	"net"
 	"net/url"
@@ -22,6 +23,28 @@ type natsTarget struct {
 	embedded bool   // url is a running trackd's embedded server
 	opts     []nats.Option
 	cfg      *config.Config // nil when --nats alone chose the server
+}
+
+// targetFlags are the --config and --nats flags of the client commands.
+type targetFlags struct {
+	fs         *flag.FlagSet
+	configPath *string
+	natsURL    *string
+}
+
+func addTargetFlags(fs *flag.FlagSet) *targetFlags {
+	return &targetFlags{
+		fs:         fs,
+		configPath: fs.String("config", "config.toml", "the configuration `file` saying where NATS is: nats.url, or nats.embedded.listen of a running trackd"),
+		natsURL:    fs.String("nats", "", "connect to NATS at this `url` instead of the configuration's"),
+	}
+}
+
+// resolve returns the target the parsed flags name.
+func (f *targetFlags) resolve() (*natsTarget, error) {
+	configSet := false
+	f.fs.Visit(func(fl *flag.Flag) { configSet = configSet || fl.Name == "config" })
+	return resolveTarget(*f.natsURL, *f.configPath, configSet)
 }
 
 // resolveTarget applies the rules of --nats and --config. With --nats alone

@@ -49,16 +49,42 @@ func Key(messageID string) string {
 // sightings (true) and which are repeats (false). The claims are pipelined:
 // one asynchronous publish each, with no round trip per claim.
 func (c *Claimer) ClaimAll(ctx context.Context, claims []Claim) ([]bool, error) {
-	futures := make([]jetstream.PubAckFuture, len(claims))
+	p, err := c.Start(claims)
+	if err != nil {
+		return nil, err
+	}
+	return p.Wait(ctx)
+}
+
+// Pending is a set of claims sent and not yet answered.
+type Pending struct {
+	c       *Claimer
+	claims  []Claim
+	futures []jetstream.PubAckFuture
+}
+
+// Start sends the claims without waiting for their answers, so that the
+// caller can do other work, or send the next batch's claims, meanwhile.
+// Claims are settled in the order they are sent: a messageId claimed in an
+// earlier batch is a repeat in a later one even if that batch is sent before
+// the earlier one is answered.
+func (c *Claimer) Start(claims []Claim) (*Pending, error) {
+	p := &Pending{c: c, claims: claims, futures: make([]jetstream.PubAckFuture, len(claims))}
 	for i, cl := range claims {
 		f, err := c.js.PublishMsgAsync(c.claimMsg(cl))
 		if err != nil {
 			return nil, fmt.Errorf("dedupe claim: %w", err)
 		}
-		futures[i] = f
+		p.futures[i] = f
 	}
-	first := make([]bool, len(claims))
-	for i, f := range futures {
+	return p, nil
+}
+
+// Wait reports, in order, which claims are first sightings (true) and which
+// are repeats (false).
+func (p *Pending) Wait(ctx context.Context) ([]bool, error) {
+	first := make([]bool, len(p.claims))
+	for i, f := range p.futures {
 		select {
 		case <-f.Ok():
 			first[i] = true
@@ -70,7 +96,7 @@ func (c *Claimer) ClaimAll(ctx context.Context, claims []Claim) ([]bool, error) 
 		case <-ctx.Done():
 			return nil, ctx.Err()
 		}
-		own, err := c.resolve(ctx, claims[i])
+		own, err := p.c.resolve(ctx, p.claims[i])
 		if err != nil {
 			return nil, err
 		}
@@ -80,13 +106,16 @@ func (c *Claimer) ClaimAll(ctx context.Context, claims []Claim) ([]bool, error) 
 }
 
 func (c *Claimer) claimMsg(cl Claim) *nats.Msg {
-	m := nats.NewMsg(c.prefix + Key(cl.MessageID))
-	m.Data = strconv.AppendUint(nil, cl.Seq, 10)
-	// Expected last subject sequence 0 means "create only": it fails when the
-	// key holds a live value, and succeeds again once that value has expired.
-	m.Header.Set(jetstream.ExpectedLastSubjSeqHeader, "0")
-	return m
+	return &nats.Msg{
+		Subject: c.prefix + Key(cl.MessageID),
+		Data:    strconv.AppendUint(nil, cl.Seq, 10),
+		// Expected last subject sequence 0 means "create only": it fails when the
+		// key holds a live value, and succeeds again once that value has expired.
+		Header: nats.Header{jetstream.ExpectedLastSubjSeqHeader: createOnly},
+	}
 }
+
+var createOnly = []string{"0"}
 
 // resolve settles a claim whose key already exists: it is ours when the
 // stored sequence is the claimant's own.

@@ -5,7 +5,6 @@ package deliver
 
 import (
 	"context"
-	"encoding/json"
 	"fmt"
 	"log/slog"
 	"math/rand/v2"
@@ -64,16 +63,6 @@ func (d *Deliverer) Run(ctx context.Context) error {
 		defer cancel()
 		d.handle(bctx, msgs)
 	})
-}
-
-// routedEvent is the part of a normalized event a plugin gets besides the bytes.
-type routedEvent struct {
-	MessageID   string `json:"messageId"`
-	Event       string `json:"event"`
-	UserID      string `json:"userId"`
-	AnonymousID string `json:"anonymousId"`
-	Timestamp   string `json:"timestamp"`
-	ReceivedAt  string `json:"receivedAt"`
 }
 
 func (d *Deliverer) handle(ctx context.Context, msgs []jetstream.Msg) {
@@ -230,20 +219,12 @@ func addressedTo(header, id string) bool {
 
 // toEvent reads what a plugin gets besides the bytes, and when the event was received.
 func toEvent(body []byte) (sdk.Event, time.Time, error) {
-	var r routedEvent
-	if err := json.Unmarshal(body, &r); err != nil {
-		return sdk.Event{}, time.Time{}, err
-	}
-	ts, err := normalize.ParseTime(r.Timestamp)
-	if err != nil {
-		return sdk.Event{}, time.Time{}, err
-	}
-	received, err := time.Parse(time.RFC3339, r.ReceivedAt)
+	r, err := normalize.Summarize(body)
 	if err != nil {
 		return sdk.Event{}, time.Time{}, err
 	}
 	return sdk.Event{
-		JSON: body, MessageID: r.MessageID, Name: r.Event,
-		UserID: r.UserID, AnonymousID: r.AnonymousID, Timestamp: ts,
-	}, received, nil
+		JSON: body, MessageID: r.MessageID, Name: r.Name,
+		UserID: r.UserID, AnonymousID: r.AnonymousID, Timestamp: r.Timestamp,
+	}, r.ReceivedAt, nil
 }

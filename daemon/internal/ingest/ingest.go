@@ -45,14 +45,53 @@ type Router struct {
 // SetRoutes replaces the routing table; events in flight keep the old one.
 func (r *Router) SetRoutes(t *route.Table) { r.routes.Store(t) }
 
-// Run routes events until ctx is done.
+// Run routes events until ctx is done, then finishes the batches in hand.
+//
+// Batches go through three stages, each on its own goroutine: normalize and
+// send the dedupe claims; settle the claims, route, and send the hand-offs;
+// wait for the hand-offs and ack. The stages overlap, so while one batch's
+// claims are stored the next one is normalized, and JetStream stores one
+// batch's claims while it stores another's hand-offs. A stage holds one batch
+// and one waits between stages: with the consumer's MaxAckPending, that
+// bounds what the router holds.
 func (r *Router) Run(ctx context.Context) error {
-	return bus.ConsumeBatches(ctx, r.Consumer, r.BatchSize, func(msgs []jetstream.Msg) {
+	claimed := make(chan *batch, 1)
+	routed := make(chan *batch, 1)
+	done := make(chan struct{})
+	go func() {
+		defer close(routed)
+		for b := range claimed {
+			r.route(b)
+			routed <- b
+		}
+	}()
+	go func() {
+		defer close(done)
+		for b := range routed {
+			r.finish(b)
+		}
+	}()
+	err := bus.ConsumeBatches(ctx, r.Consumer, r.BatchSize, func(msgs []jetstream.Msg) {
 		// A batch in hand is finished even when the daemon is stopping.
 		bctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), batchTimeout)
-		defer cancel()
-		r.handle(bctx, msgs)
+		b := &batch{ctx: bctx, cancel: cancel}
+		r.claim(b, msgs)
+		claimed <- b
 	})
+	close(claimed)
+	<-done
+	return err
+}
+
+// batch is one batch of ingest messages on its way through the stages.
+type batch struct {
+	ctx    context.Context
+	cancel context.CancelFunc
+	items  []item
+	claims *dedupe.Pending
+	// pending are the items whose ack waits on a publish: dead letters from
+	// the first stage, hand-offs from the second.
+	pending []item
 }
 
 type item struct {
@@ -64,11 +103,12 @@ type item struct {
 	fut   jetstream.PubAckFuture
 }
 
-func (r *Router) handle(ctx context.Context, msgs []jetstream.Msg) {
-	items := make([]item, 0, len(msgs))
-	var pending []item // items whose ack waits on a publish
+// claim normalizes the messages, dead-letters the invalid ones and sends the
+// dedupe claims of the rest.
+func (r *Router) claim(b *batch, msgs []jetstream.Msg) {
+	r.Metrics.Received.Add(float64(len(msgs)))
+	b.items = make([]item, 0, len(msgs))
 	for _, m := range msgs {
-		r.Metrics.Received.Inc()
 		md, err := m.Metadata()
 		if err != nil {
 			r.Log.Error("ingest message without JetStream metadata", "err", err)
@@ -91,41 +131,60 @@ func (r *Router) handle(ctx context.Context, msgs []jetstream.Msg) {
 			}
 			r.Metrics.Invalid.WithLabelValues(field).Inc()
 			r.tapInvalid(md.Timestamp, err)
-			pending = append(pending, item{msg: m, fut: fut})
+			b.pending = append(b.pending, item{msg: m, fut: fut})
 			continue
 		}
-		items = append(items, item{msg: m, seq: md.Sequence.Stream, at: md.Timestamp, event: ev})
+		b.items = append(b.items, item{msg: m, seq: md.Sequence.Stream, at: md.Timestamp, event: ev})
 	}
-
-	claims := make([]dedupe.Claim, len(items))
-	for i, it := range items {
+	if len(b.items) == 0 {
+		return
+	}
+	claims := make([]dedupe.Claim, len(b.items))
+	for i, it := range b.items {
 		claims[i] = dedupe.Claim{MessageID: it.event.MessageID, Seq: it.seq}
 	}
-	first, err := r.Claimer.ClaimAll(ctx, claims)
+	p, err := r.Claimer.Start(claims)
 	if err != nil {
-		r.Log.Error("dedupe failed; the batch will be retried", "err", err)
-		for _, it := range items {
-			_ = it.msg.NakWithDelay(time.Second)
-		}
-		items = nil
+		r.dedupeFailed(b, err)
+		return
 	}
+	b.claims = p
+}
 
-	if len(items) > 0 {
-		crashAfterClaim()
+func (r *Router) dedupeFailed(b *batch, err error) {
+	r.Log.Error("dedupe failed; the batch will be retried", "err", err)
+	for _, it := range b.items {
+		_ = it.msg.NakWithDelay(time.Second)
 	}
+	b.items = nil
+}
+
+// route settles the claims, acks the repeats and hands the first sightings
+// on to the routed stream.
+func (r *Router) route(b *batch) {
+	if b.claims == nil {
+		return
+	}
+	first, err := b.claims.Wait(b.ctx)
+	if err != nil {
+		r.dedupeFailed(b, err)
+		return
+	}
+	crashAfterClaim()
 	routes := r.routes.Load()
-	for i := range items {
-		it := &items[i]
+	var repeats, unrouted int
+	for i := range b.items {
+		it := &b.items[i]
 		if !first[i] {
 			r.tapEvent(it.at, &it.event, tap.Duplicate, routes)
-			r.Metrics.Deduplicated.Inc()
+			repeats++
 			_ = it.msg.Ack()
 			continue
 		}
 		it.dests = routes.Route(nil, it.event.Name, it.event.Integrations)
 		if len(it.dests) == 0 {
 			r.tapEvent(it.at, &it.event, tap.Unrouted, routes)
-			r.Metrics.Unrouted.Inc()
+			unrouted++
 			_ = it.msg.Ack()
 			continue
 		}
@@ -136,34 +195,47 @@ func (r *Router) handle(ctx context.Context, msgs []jetstream.Msg) {
 			continue
 		}
 		it.fut = fut
-		pending = append(pending, *it)
+		b.pending = append(b.pending, *it)
 		r.tapEvent(it.at, &it.event, tap.Routed, routes)
 	}
+	r.Metrics.Deduplicated.Add(float64(repeats))
+	r.Metrics.Unrouted.Add(float64(unrouted))
+}
 
-	for _, it := range pending {
+// finish acks each message whose publish JetStream confirmed.
+func (r *Router) finish(b *batch) {
+	defer b.cancel()
+	routed := map[string]int{}
+	for _, it := range b.pending {
 		select {
 		case <-it.fut.Ok():
 			_ = it.msg.Ack()
 			for _, d := range it.dests {
-				r.Metrics.Routed.WithLabelValues(d).Inc()
+				routed[d]++
 			}
 		case err := <-it.fut.Err():
 			r.Log.Error("hand-off failed; the event will be retried", "messageId", it.event.MessageID, "err", err)
 			_ = it.msg.NakWithDelay(time.Second)
-		case <-ctx.Done():
+		case <-b.ctx.Done():
 			_ = it.msg.Nak()
 		}
+	}
+	for d, n := range routed {
+		r.Metrics.Routed.WithLabelValues(d).Add(float64(n))
 	}
 }
 
 func routedMsg(it *item) *nats.Msg {
-	m := nats.NewMsg(bus.RoutedSubject)
-	m.Data = it.event.JSON
-	m.Header.Set(bus.HeaderDestinations, strings.Join(it.dests, ","))
-	// Keyed by the ingest message, not the messageId: a redelivered router step
-	// is absorbed even when it assigned a fresh messageId, while the same
-	// messageId accepted again after the dedupe window is not. The store time
-	// tells apart the messages of a stream that was deleted and made again.
-	m.Header.Set(jetstream.MsgIDHeader, strconv.FormatUint(it.seq, 10)+"@"+strconv.FormatInt(it.at.UnixNano(), 10))
-	return m
+	return &nats.Msg{
+		Subject: bus.RoutedSubject,
+		Data:    it.event.JSON,
+		Header: nats.Header{
+			bus.HeaderDestinations: {strings.Join(it.dests, ",")},
+			// Keyed by the ingest message, not the messageId: a redelivered router step
+			// is absorbed even when it assigned a fresh messageId, while the same
+			// messageId accepted again after the dedupe window is not. The store time
+			// tells apart the messages of a stream that was deleted and made again.
+			jetstream.MsgIDHeader: {strconv.FormatUint(it.seq, 10) + "@" + strconv.FormatInt(it.at.UnixNano(), 10)},
+		},
+	}
 }

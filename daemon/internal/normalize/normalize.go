@@ -15,6 +15,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 	"unicode/utf8"
 
@@ -67,6 +68,109 @@ func invalid(field, format string, args ...any) error {
 	return &Error{Field: field, Reason: fmt.Sprintf(format, args...)}
 }
 
+// The top-level keys Normalize reads or writes. Other keys are carried through.
+const (
+	keyType = iota
+	keyEvent
+	keyUserID
+	keyAnonymousID
+	keyMessageID
+	keyProperties
+	keyContext
+	keyIntegrations
+	keyTimestamp
+	keySentAt
+	keyOriginalTimestamp
+	keyReceivedAt
+	keyVersion
+	numKeys
+)
+
+var keyNames = [numKeys]string{
+	"type", "event", "userId", "anonymousId", "messageId", "properties", "context",
+	"integrations", "timestamp", "sentAt", "originalTimestamp", "receivedAt", "version",
+}
+
+// field is one top-level member of the event.
+type field struct {
+	key   []byte // the key decoded; for the usual plain key, the bytes between its quotes
+	plain bool   // key is written as it reads: no escapes, valid UTF-8
+	value []byte // the raw JSON value, without surrounding space
+	known int    // which of keyNames key is, or -1
+}
+
+// object is an event split into its top-level members. Later duplicates of a key win, as
+// they do for every encoding/json consumer downstream.
+type object struct {
+	fields []field
+	last   [numKeys]int // index in fields of the last member with each known key, or -1
+	// gen holds the values Normalize writes (numeric ids as strings, times); members and
+	// lower are integrationsOf's. All are reused, through objects, from event to event.
+	gen     []byte
+	members []field
+	lower   []byte
+}
+
+// objects saves the router an allocation of each of object's slices per event.
+var objects = sync.Pool{New: func() any {
+	return &object{fields: make([]field, 0, 32), gen: make([]byte, 0, 256), members: make([]field, 0, 16)}
+}}
+
+// maxPooled keeps an object that a huge event grew out of the pool.
+const maxPooled = 1024
+
+func getObject() *object {
+	o := objects.Get().(*object)
+	for k := range o.last {
+		o.last[k] = -1
+	}
+	return o
+}
+
+func putObject(o *object) {
+	if cap(o.fields) > maxPooled || cap(o.members) > maxPooled || cap(o.gen) > 64*maxPooled {
+		return
+	}
+	// Drop the references into the event's body so the pool does not keep it alive.
+	clear(o.fields)
+	clear(o.members)
+	o.fields, o.members, o.gen, o.lower = o.fields[:0], o.members[:0], o.gen[:0], o.lower[:0]
+	objects.Put(o)
+}
+
+// keyBytes are keyNames as the keys of added fields.
+var keyBytes = func() (b [numKeys][]byte) {
+	for k, name := range keyNames {
+		b[k] = []byte(name)
+	}
+	return b
+}()
+
+// get returns the value of a known key, nil when it is absent.
+func (o *object) get(k int) json.RawMessage {
+	if i := o.last[k]; i >= 0 {
+		return o.fields[i].value
+	}
+	return nil
+}
+
+// set replaces the value of a known key, adding the key when it is absent.
+func (o *object) set(k int, value []byte) {
+	if i := o.last[k]; i >= 0 {
+		o.fields[i].value = value
+		return
+	}
+	o.last[k] = len(o.fields)
+	o.fields = append(o.fields, field{key: keyBytes[k], plain: true, value: value, known: k})
+}
+
+// setGenerated sets a known key to what was just appended to o.gen: gen is o.gen with
+// the value added at its end.
+func (o *object) setGenerated(k int, gen []byte) {
+	o.set(k, gen[len(o.gen):])
+	o.gen = gen
+}
+
 // Normalize validates body and returns the normalized event, or an *Error.
 // receivedAt is the time JetStream stored the message.
 func Normalize(body []byte, receivedAt time.Time, opts Options) (Event, error) {
@@ -77,61 +181,62 @@ func Normalize(body []byte, receivedAt time.Time, opts Options) (Event, error) {
 	if len(body) > limit {
 		return Event{}, invalid("", "event is %d bytes, over the limit of %d bytes (ingest.max_event_bytes)", len(body), limit)
 	}
-	fields, err := parseObject(body)
-	if err != nil {
+	o := getObject()
+	defer putObject(o)
+	if err := parseObject(body, o); err != nil {
 		return Event{}, err
 	}
 
-	if err := checkType(fields["type"]); err != nil {
+	if err := checkType(o.get(keyType)); err != nil {
 		return Event{}, err
 	}
-	name, err := eventName(fields["event"])
+	name, err := eventName(o.get(keyEvent))
 	if err != nil {
 		return Event{}, err
 	}
-	userID, err := identity(fields, "userId")
+	userID, err := identity(o, keyUserID)
 	if err != nil {
 		return Event{}, err
 	}
-	anonymousID, err := identity(fields, "anonymousId")
+	anonymousID, err := identity(o, keyAnonymousID)
 	if err != nil {
 		return Event{}, err
 	}
 	if userID == "" && anonymousID == "" {
 		return Event{}, invalid("userId", "userId or anonymousId is required; set at least one to a non-empty string")
 	}
-	messageID, err := messageIDOf(fields["messageId"])
+	messageID, err := messageIDOf(o.get(keyMessageID))
 	if err != nil {
 		return Event{}, err
 	}
-	for _, key := range [...]string{"properties", "context", "integrations"} {
-		if raw, ok := fields[key]; ok && raw[0] != '{' && raw[0] != 'n' {
-			return Event{}, invalid(key, "%s is %s; use an object or null", key, kindOf(raw))
+	for _, k := range [...]int{keyProperties, keyContext, keyIntegrations} {
+		if raw := o.get(k); raw != nil && raw[0] != '{' && raw[0] != 'n' {
+			return Event{}, invalid(keyNames[k], "%s is %s; use an object or null", keyNames[k], kindOf(raw))
 		}
 	}
-	integrations, err := integrationsOf(fields["integrations"])
+	integrations, err := integrationsOf(o, o.get(keyIntegrations))
 	if err != nil {
 		return Event{}, err
 	}
-	clientTimestamp, hasTimestamp, err := timeField(fields, "timestamp")
+	clientTimestamp, hasTimestamp, err := timeField(o, keyTimestamp)
 	if err != nil {
 		return Event{}, err
 	}
-	sentAt, hasSentAt, err := timeField(fields, "sentAt")
+	sentAt, hasSentAt, err := timeField(o, keySentAt)
 	if err != nil {
 		return Event{}, err
 	}
-	originalTimestamp, hasOriginal, err := timeField(fields, "originalTimestamp")
+	originalTimestamp, hasOriginal, err := timeField(o, keyOriginalTimestamp)
 	if err != nil {
 		return Event{}, err
 	}
 
 	if messageID == "" {
 		messageID = uuid.NewString()
-		fields["messageId"] = appendString(nil, messageID)
+		o.setGenerated(keyMessageID, appendString(o.gen, messageID))
 	}
 	received := receivedAt.UTC().Truncate(time.Millisecond)
-	fields["receivedAt"] = appendTime(nil, received)
+	o.setGenerated(keyReceivedAt, appendTime(o.gen, received))
 	var timestamp time.Time
 	switch {
 	case hasTimestamp:
@@ -148,16 +253,16 @@ func Normalize(body []byte, receivedAt time.Time, opts Options) (Event, error) {
 	}
 	if !hasTimestamp {
 		timestamp = timestamp.UTC().Truncate(time.Millisecond)
-		fields["timestamp"] = appendTime(nil, timestamp)
+		o.setGenerated(keyTimestamp, appendTime(o.gen, timestamp))
 	}
-	fields["type"] = json.RawMessage(`"track"`)
-	fields["version"] = json.RawMessage(`2`)
-	if raw, ok := fields["properties"]; !ok || raw[0] == 'n' {
-		fields["properties"] = json.RawMessage(`{}`)
+	o.set(keyType, trackJSON)
+	o.set(keyVersion, versionJSON)
+	if raw := o.get(keyProperties); raw == nil || raw[0] == 'n' {
+		o.set(keyProperties, emptyObjectJSON)
 	}
 
 	return Event{
-		JSON:         encode(fields, len(body)),
+		JSON:         encode(o.fields, len(body)),
 		MessageID:    messageID,
 		Name:         name,
 		UserID:       userID,
@@ -167,29 +272,66 @@ func Normalize(body []byte, receivedAt time.Time, opts Options) (Event, error) {
 	}, nil
 }
 
-// parseObject splits body into its top-level fields. Each value is the raw JSON the
-// producer sent, without surrounding space; later duplicates of a key win, as they do for
-// every encoding/json consumer downstream.
-func parseObject(body []byte) (map[string]json.RawMessage, error) {
-	i := 0
-	for i < len(body) && isSpace(body[i]) {
-		i++
-	}
+var (
+	trackJSON       = []byte(`"track"`)
+	versionJSON     = []byte(`2`)
+	emptyObjectJSON = []byte(`{}`)
+)
+
+// parseObject splits body into its top-level members, checking that the whole body is
+// valid JSON as encoding/json defines it. The scan is done here rather than by
+// encoding/json because it is the hot path of the router: one pass, and nothing copied.
+func parseObject(body []byte, o *object) error {
+	i := skipSpace(body, 0)
 	if i == len(body) {
-		return nil, invalid("", "event is empty; send one JSON object")
+		return invalid("", "event is empty; send one JSON object")
 	}
 	if body[i] != '{' {
 		var raw json.RawMessage
 		if err := json.Unmarshal(body, &raw); err != nil {
-			return nil, syntaxError(err)
+			return syntaxError(err)
 		}
-		return nil, invalid("", "event is %s, not a JSON object", kindOf(raw))
+		return invalid("", "event is %s, not a JSON object", kindOf(raw))
 	}
-	var fields map[string]json.RawMessage
-	if err := json.Unmarshal(body, &fields); err != nil {
-		return nil, syntaxError(err)
+	for k := range o.last {
+		o.last[k] = -1
 	}
-	return fields, nil
+	ok := eachMember(body[i:], func(key []byte, plain bool, value []byte) {
+		f := field{key: key, plain: plain, value: value, known: -1}
+		if !plain {
+			f.key = decodeKey(key)
+		}
+		for k, name := range keyNames {
+			if string(f.key) == name {
+				f.known = k
+				o.last[k] = len(o.fields)
+				break
+			}
+		}
+		o.fields = append(o.fields, f)
+	})
+	if !ok {
+		// The scanner only says where it stopped; encoding/json says why, in the words
+		// the reasons have always used.
+		var fields map[string]json.RawMessage
+		if err := json.Unmarshal(body, &fields); err != nil {
+			return syntaxError(err)
+		}
+		return invalid("", "event is not valid JSON")
+	}
+	return nil
+}
+
+// decodeKey decodes a key that has escapes or bytes that are not UTF-8, as encoding/json
+// would (invalid bytes become U+FFFD). key is the raw text between the quotes.
+func decodeKey(key []byte) []byte {
+	quoted := make([]byte, 0, len(key)+2)
+	quoted = append(append(append(quoted, '"'), key...), '"')
+	var s string
+	if err := json.Unmarshal(quoted, &s); err != nil {
+		panic("normalize: a key the scanner accepted does not decode: " + err.Error())
+	}
+	return []byte(s)
 }
 
 func syntaxError(err error) error {
@@ -198,8 +340,6 @@ func syntaxError(err error) error {
 	}
 	return invalid("", "event is not valid JSON: %v", err)
 }
-
-func isSpace(c byte) bool { return c == ' ' || c == '\t' || c == '\n' || c == '\r' }
 
 // kindOf names the JSON type of a valid, trimmed value for error messages.
 func kindOf(raw []byte) string {
@@ -273,12 +413,14 @@ func eventName(raw json.RawMessage) (string, error) {
 	return name, nil
 }
 
-// identity returns userId or anonymousId as a string. A numeric id is rewritten in fields
-// as a JSON string, so destinations need not guess whether 123 and "123" are one user.
-func identity(fields map[string]json.RawMessage, key string) (string, error) {
-	raw, ok := fields[key]
+// identity returns userId or anonymousId as a string. A numeric id is rewritten in the
+// event as a JSON string, so destinations need not guess whether 123 and
+// "123" are one user.
+func identity(o *object, k int) (string, error) {
+	raw := o.get(k)
+	key := keyNames[k]
 	switch {
-	case !ok || raw[0] == 'n':
+	case raw == nil || raw[0] == 'n':
 		return "", nil
 	case raw[0] == '"':
 		return unquote(raw), nil
@@ -287,7 +429,7 @@ func identity(fields map[string]json.RawMessage, key string) (string, error) {
 		if !ok {
 			return "", invalid(key, "%s %s is over %d digits written out; send it as a string", key, raw, maxNumericIDLen)
 		}
-		fields[key] = appendString(nil, id)
+		o.setGenerated(k, appendString(o.gen, id))
 		return id, nil
 	default:
 		return "", invalid(key, "%s is %s; use a string or a number", key, kindOf(raw))
@@ -367,56 +509,113 @@ func messageIDOf(raw json.RawMessage) (string, error) {
 }
 
 // integrationsOf reads an integrations object already known to be an object or null.
-func integrationsOf(raw json.RawMessage) (map[string]bool, error) {
+func integrationsOf(o *object, raw json.RawMessage) (map[string]bool, error) {
 	if raw == nil || raw[0] == 'n' {
 		return nil, nil
 	}
-	var values map[string]json.RawMessage
-	if err := json.Unmarshal(raw, &values); err != nil {
-		panic("normalize: integrations object encoding/json already accepted: " + err.Error())
-	}
-	var enabled map[string]bool
-	bad := ""
-	for key, v := range values {
-		var on bool
-		switch v[0] {
+	members := o.members[:0]
+	eachMember(raw, func(key []byte, plain bool, value []byte) {
+		if !plain {
+			key = decodeKey(key)
+		}
+		members = append(members, field{key: key, value: value})
+	})
+	// As in a map decoded by encoding/json, the last of two identical keys wins.
+	members = lastOfEach(members)
+	o.members = members
+	bad := -1
+	lower := o.lower[:0]
+	for i, m := range members {
+		switch m.value[0] {
 		case 'n':
-			continue
-		case 't', '{':
-			on = true
-		case 'f':
+		case 't', 'f', '{':
+			lower = appendLower(lower, m.key)
 		default:
-			// Map order is random; naming the first bad key in sort order keeps the
-			// reason the same on every redelivery.
-			if bad == "" || key < bad {
-				bad = key
+			// Naming the first bad key in sort order keeps the reason the same on every
+			// redelivery, whatever order the producer wrote the keys in.
+			if bad < 0 {
+				bad = i
 			}
+		}
+	}
+	o.lower = lower
+	if bad >= 0 {
+		field := "integrations." + string(members[bad].key)
+		return nil, invalid(field, "%s is %s; use true, false, null or an object", field, kindOf(members[bad].value))
+	}
+	if len(lower) == 0 {
+		return nil, nil
+	}
+	// One string holds every lower-cased key; the map's keys are slices of it.
+	keys := string(lower)
+	enabled := make(map[string]bool, len(members))
+	for _, m := range members {
+		if m.value[0] == 'n' {
 			continue
 		}
-		if enabled == nil {
-			enabled = make(map[string]bool, len(values))
-		}
-		lower := strings.ToLower(key)
-		if prev, seen := enabled[lower]; seen {
+		key := keys[:lowerLen(m.key)]
+		keys = keys[len(key):]
+		on := m.value[0] != 'f'
+		if prev, seen := enabled[key]; seen {
 			on = on && prev
 		}
-		enabled[lower] = on
-	}
-	if bad != "" {
-		field := "integrations." + bad
-		return nil, invalid(field, "%s is %s; use true, false, null or an object", field, kindOf(values[bad]))
+		enabled[key] = on
 	}
 	return enabled, nil
 }
 
+// appendLower appends strings.ToLower(string(key)) to dst.
+func appendLower(dst, key []byte) []byte {
+	for _, c := range key {
+		if c >= utf8.RuneSelf {
+			return append(dst, strings.ToLower(string(key))...)
+		}
+	}
+	for _, c := range key {
+		if 'A' <= c && c <= 'Z' {
+			c += 'a' - 'A'
+		}
+		dst = append(dst, c)
+	}
+	return dst
+}
+
+// lowerLen is the length appendLower gives key.
+func lowerLen(key []byte) int {
+	for _, c := range key {
+		if c >= utf8.RuneSelf {
+			return len(strings.ToLower(string(key)))
+		}
+	}
+	return len(key)
+}
+
+// lastOfEach sorts fields by key and keeps, of each key, the member written last.
+func lastOfEach(fields []field) []field {
+	// Stable: members with one key stay in the order written, so the last is the last.
+	slices.SortStableFunc(fields, func(a, b field) int { return bytes.Compare(a.key, b.key) })
+	out := fields[:0]
+	for i, f := range fields {
+		if i+1 < len(fields) && bytes.Equal(f.key, fields[i+1].key) {
+			continue
+		}
+		out = append(out, f)
+	}
+	return out
+}
+
 // timeField parses an optional RFC 3339 field; ok is false when it is absent or null.
-func timeField(fields map[string]json.RawMessage, key string) (t time.Time, ok bool, err error) {
-	raw, present := fields[key]
+func timeField(o *object, k int) (t time.Time, ok bool, err error) {
+	raw := o.get(k)
+	key := keyNames[k]
 	switch {
-	case !present || raw[0] == 'n':
+	case raw == nil || raw[0] == 'n':
 		return time.Time{}, false, nil
 	case raw[0] != '"':
 		return time.Time{}, false, invalid(key, "%s is %s; use an RFC 3339 string such as %s", key, kindOf(raw), timeExample)
+	}
+	if t, ok := parseUTC(raw[1 : len(raw)-1]); ok {
+		return t, true, nil
 	}
 	s := unquote(raw)
 	t, err = ParseTime(s)
@@ -467,22 +666,104 @@ func appendString(dst []byte, s string) []byte {
 
 // encode writes fields as one JSON object with sorted keys, so the same event always
 // yields the same bytes.
-func encode(fields map[string]json.RawMessage, sizeHint int) []byte {
-	keys := make([]string, 0, len(fields))
-	for k := range fields {
-		keys = append(keys, k)
-	}
-	slices.Sort(keys)
+func encode(fields []field, sizeHint int) []byte {
+	fields = lastOfEach(fields)
 	// Room for the fields this package adds: messageId, receivedAt, timestamp, version.
 	out := make([]byte, 0, sizeHint+160)
 	out = append(out, '{')
-	for i, k := range keys {
+	for i, f := range fields {
 		if i > 0 {
 			out = append(out, ',')
 		}
-		out = appendString(out, k)
+		if f.plain {
+			out = append(out, '"')
+			out = append(out, f.key...)
+			out = append(out, '"')
+		} else {
+			out = appendString(out, string(f.key))
+		}
 		out = append(out, ':')
-		out = append(out, fields[k]...)
+		out = append(out, f.value...)
 	}
 	return append(out, '}')
+}
+
+// Summary is what the delivery stage reads back from a normalized event.
+type Summary struct {
+	MessageID   string
+	Name        string
+	UserID      string
+	AnonymousID string
+	Timestamp   time.Time
+	ReceivedAt  time.Time
+}
+
+// Summarize reads the top-level fields of an event Normalize wrote, skipping over
+// properties, context and the rest without decoding them. It refuses anything that is
+// not a JSON object with string ids and valid timestamp and receivedAt.
+func Summarize(event []byte) (Summary, error) {
+	var (
+		s          Summary
+		fault      string
+		timestamp  []byte
+		receivedAt []byte
+	)
+	ok := eachMember(event, func(key []byte, plain bool, value []byte) {
+		var dst *string
+		switch string(key) {
+		case "messageId":
+			dst = &s.MessageID
+		case "event":
+			dst = &s.Name
+		case "userId":
+			dst = &s.UserID
+		case "anonymousId":
+			dst = &s.AnonymousID
+		case "timestamp":
+			timestamp = value
+			return
+		case "receivedAt":
+			receivedAt = value
+			return
+		default:
+			return
+		}
+		switch value[0] {
+		case '"':
+			*dst = unquote(value)
+		case 'n':
+		default:
+			if fault == "" {
+				fault = string(key) + " is " + kindOf(value) + ", not a string"
+			}
+		}
+	})
+	if !ok {
+		return Summary{}, errors.New("not a valid JSON object")
+	}
+	if fault != "" {
+		return Summary{}, errors.New(fault)
+	}
+	var err error
+	if s.Timestamp, err = summaryTime(timestamp, "timestamp"); err != nil {
+		return Summary{}, err
+	}
+	if s.ReceivedAt, err = summaryTime(receivedAt, "receivedAt"); err != nil {
+		return Summary{}, err
+	}
+	return s, nil
+}
+
+func summaryTime(raw []byte, key string) (time.Time, error) {
+	if len(raw) == 0 || raw[0] != '"' {
+		return time.Time{}, fmt.Errorf("%s is missing or not a string", key)
+	}
+	if t, ok := parseUTC(raw[1 : len(raw)-1]); ok {
+		return t, nil
+	}
+	t, err := ParseTime(unquote(raw))
+	if err != nil {
+		return time.Time{}, fmt.Errorf("%s: %w", key, err)
+	}
+	return t, nil
 }

@@ -551,3 +551,43 @@ func BenchmarkNormalize(b *testing.B) {
 		}
 	}
 }
+
+func TestSummarize(t *testing.T) {
+	ev, err := Normalize([]byte(orderCompleted), received, Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	s, err := Summarize(ev.JSON)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := Summary{MessageID: ev.MessageID, Name: ev.Name, UserID: ev.UserID, AnonymousID: ev.AnonymousID}
+	if s.MessageID != want.MessageID || s.Name != want.Name || s.UserID != want.UserID || s.AnonymousID != want.AnonymousID ||
+		!s.Timestamp.Equal(ev.Timestamp) || !s.ReceivedAt.Equal(received) {
+		t.Errorf("Summarize = %+v, want the event's %+v, timestamp %v, receivedAt %v", s, want, ev.Timestamp, received)
+	}
+	for _, bad := range []string{
+		`{"messageId":"m","timestamp":"2024-01-24T11:59:02Z"}`,
+		`{"messageId":5,"timestamp":"2024-01-24T11:59:02Z","receivedAt":"2024-01-24T11:59:02Z"}`,
+		`{"messageId":"m","timestamp":"yesterday","receivedAt":"2024-01-24T11:59:02Z"}`,
+		`{"messageId":"m",`,
+	} {
+		if _, err := Summarize([]byte(bad)); err == nil {
+			t.Errorf("Summarize(%s) accepted it", bad)
+		}
+	}
+}
+
+func BenchmarkSummarize(b *testing.B) {
+	ev, err := Normalize([]byte(orderCompleted), received, Options{})
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.SetBytes(int64(len(ev.JSON)))
+	b.ReportAllocs()
+	for b.Loop() {
+		if _, err := Summarize(ev.JSON); err != nil {
+			b.Fatal(err)
+		}
+	}
+}

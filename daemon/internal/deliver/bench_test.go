@@ -1,0 +1,156 @@
+package deliver
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"log/slog"
+	"os/exec"
+	"path/filepath"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats.go"
+
+	"trackd.dev/trackd/daemon/internal/bus"
+	"trackd.dev/trackd/daemon/internal/bus/bustest"
+	"trackd.dev/trackd/daemon/internal/config"
+	"trackd.dev/trackd/daemon/internal/metrics"
+	"trackd.dev/trackd/daemon/internal/normalize"
+	"trackd.dev/trackd/daemon/internal/pluginhost"
+	"trackd.dev/trackd/sdk"
+	"trackd.dev/trackd/sdk/destinationtest"
+)
+
+// benchEvent is a normalized Order Completed event of about 1 KB.
+func benchEvent(b *testing.B, i int) []byte {
+	body := fmt.Appendf(nil, `{"type":"track","event":"Order Completed","userId":"user_%06d","anonymousId":"507f191e810c19729de8%04x",`+
+		`"messageId":"ajs-next-1706097542403-%08x-9b1d-4c55-8a7e-0b6f2d9c1e44","timestamp":"2024-01-24T11:59:02.403Z","sentAt":"2024-01-24T11:59:02.410Z","originalTimestamp":"2024-01-24T11:59:02.403Z",`+
+		`"properties":{"checkout_id":"fksdjfsdjfisjf9sdfjsd9f","order_id":"50314b8e9bcf%012d","affiliation":"Google Store","total":%d.50,"subtotal":22.50,`+
+		`"revenue":%d.00,"shipping":3,"tax":2,"discount":2.5,"coupon":"hasbros","currency":"usd","products":[`+
+		`{"product_id":"507f1f77bcf86cd799439011","sku":"45790-32","name":"Monopoly: 3rd Edition","price":19,"quantity":1,"category":"Games"},`+
+		`{"product_id":"505bd76785ebb509fc183733","sku":"46493-32","name":"Uno Card Game","price":3,"quantity":2,"category":"Games"}]},`+
+		`"context":{"ip":"203.0.113.%d","locale":"en-US","library":{"name":"analytics.js","version":"next-1.64.0"},`+
+		`"page":{"path":"/checkout/complete","url":"https://shop.example.com/checkout/complete"},`+
+		`"userAgent":"Mozilla/5.0 (Macintosh; Intel Mac OS X 10_15_7) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/120.0 Safari/537.36"},`+
+		`"integrations":{"All":true,"Mixpanel":false,"Amplitude":{"session_id":1706097500000}}}`,
+		i%50000, i%65536, i, i, 20+i%80, 20+i%80, i%250)
+	ev, err := normalize.Normalize(body, time.Now(), normalize.Options{})
+	if err != nil {
+		b.Fatal(err)
+	}
+	return ev.JSON
+}
+
+// noopPlugin builds the no-op plugin without the race detector: the
+// benchmarks measure what ships.
+func noopPlugin(b *testing.B) string {
+	out := filepath.Join(b.TempDir(), "noopplugin")
+	if msg, err := exec.Command("go", "build", "-o", out, "trackd.dev/trackd/daemon/internal/noopplugin").CombinedOutput(); err != nil {
+		b.Fatalf("build the no-op plugin: %v\n%s", err, msg)
+	}
+	return out
+}
+
+// BenchmarkPluginDeliver is one Deliver round trip to a plugin process over
+// go-plugin's gRPC, at several batch sizes; ns/op is per event.
+func BenchmarkPluginDeliver(b *testing.B) {
+	c := destinationtest.Start(b, noopPlugin(b), nil)
+	for _, size := range []int{1, 100, 1000} {
+		b.Run(fmt.Sprintf("batch=%d", size), func(b *testing.B) {
+			batch := make([]sdk.Event, size)
+			for i := range batch {
+				body := benchEvent(b, i)
+				s, err := normalize.Summarize(body)
+				if err != nil {
+					b.Fatal(err)
+				}
+				batch[i] = sdk.Event{JSON: body, MessageID: s.MessageID, Name: s.Name, UserID: s.UserID, AnonymousID: s.AnonymousID, Timestamp: s.Timestamp}
+			}
+			b.SetBytes(int64(size * len(batch[0].JSON)))
+			b.ReportAllocs()
+			n := 0
+			for b.Loop() {
+				if _, err := c.Deliver(b.Context(), batch); err != nil {
+					b.Fatal(err)
+				}
+				n += size
+			}
+			b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(n), "ns/event")
+		})
+	}
+}
+
+// BenchmarkDeliverer is one destination's whole stage in this process: b.N
+// events waiting in the routed stream of an embedded server are read,
+// handed to the no-op plugin in batches and acked. ns/op is per event.
+func BenchmarkDeliverer(b *testing.B) {
+	bs, topo := bustest.Open(b, time.Hour)
+	ctx := b.Context()
+	cons, err := topo.Destination(ctx, "noop", 1000)
+	if err != nil {
+		b.Fatal(err)
+	}
+	bodies := make([][]byte, 64)
+	for i := range bodies {
+		bodies[i] = benchEvent(b, i)
+	}
+	for i := range b.N {
+		m := &nats.Msg{Subject: bus.RoutedSubject, Data: bodies[i%len(bodies)], Header: nats.Header{bus.HeaderDestinations: {"noop"}}}
+		if _, err := bs.JS.PublishMsgAsync(m); err != nil {
+			b.Fatal(err)
+		}
+	}
+	select {
+	case <-bs.JS.PublishAsyncComplete():
+	case <-time.After(5 * time.Minute):
+		b.Fatal("pre-load not acknowledged")
+	}
+	m := metrics.New()
+	log := slog.New(slog.NewTextHandler(io.Discard, nil))
+	host, err := pluginhost.New("noop", noopPlugin(b), b.TempDir(), nil, log, nil)
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer host.Close()
+	if err := host.Start(ctx); err != nil {
+		b.Fatal(err)
+	}
+	d := &Deliverer{
+		ID: "noop", JS: bs.JS, Consumer: cons, Host: host, BatchSize: 100, Metrics: m, Log: log,
+		Retry: config.Retry{Initial: config.Duration{Duration: time.Second}, Max: config.Duration{Duration: time.Second}, MaxAttempts: 3, MaxAge: config.Duration{Duration: time.Hour}},
+	}
+	b.ReportAllocs()
+	cpu0 := cpuTime()
+	b.ResetTimer()
+	runCtx, cancel := context.WithCancel(ctx)
+	done := make(chan struct{})
+	go func() { defer close(done); _ = d.Run(runCtx) }()
+	deadline := time.Now().Add(5 * time.Minute)
+	for {
+		info, err := topo.Routed.Info(ctx)
+		if err != nil {
+			b.Fatal(err)
+		}
+		if info.State.Msgs == 0 {
+			break
+		}
+		if time.Now().After(deadline) {
+			b.Fatal("the deliverer did not finish within 5 minutes")
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	b.StopTimer()
+	b.ReportMetric(float64((cpuTime()-cpu0).Microseconds())/float64(b.N), "cpu-µs/event")
+	cancel()
+	<-done
+}
+
+// cpuTime is the CPU time this process (deliverer and NATS server, not the
+// plugin) has used.
+func cpuTime() time.Duration {
+	var ru syscall.Rusage
+	_ = syscall.Getrusage(syscall.RUSAGE_SELF, &ru)
+	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
+}
