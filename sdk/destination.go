@@ -15,6 +15,7 @@ package sdk
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"time"
 )
@@ -43,6 +44,24 @@ type Event struct {
 	UserID      string
 	AnonymousID string
 	Timestamp   time.Time // the normalized timestamp; zero if unknown
+}
+
+// Properties decodes the event's "properties" object, each value left as
+// the raw JSON the producer sent, for a plugin to translate. An event without
+// properties, or with null, has an empty map; the map is the caller's to
+// change. The error, "event JSON is invalid: ...", is fit to be the reason of
+// a Drop.
+func (e Event) Properties() (map[string]json.RawMessage, error) {
+	var ev struct {
+		Properties map[string]json.RawMessage `json:"properties"`
+	}
+	if err := json.Unmarshal(e.JSON, &ev); err != nil {
+		return nil, fmt.Errorf("event JSON is invalid: %w", err)
+	}
+	if ev.Properties == nil {
+		ev.Properties = make(map[string]json.RawMessage)
+	}
+	return ev.Properties, nil
 }
 
 // Status is the outcome of delivering one event. Its zero value is not a

@@ -198,7 +198,7 @@ func (a *Amplitude) rejected(items []item, body []byte, results []sdk.Result) bo
 	if !named {
 		return false
 	}
-	msg := oneLine(r.Error)
+	msg := httpdest.OneLine(r.Error)
 	if msg == "" {
 		msg = "400 Bad Request"
 	}
@@ -211,10 +211,6 @@ func (a *Amplitude) rejected(items []item, body []byte, results []sdk.Result) bo
 	}
 	return true
 }
-
-// amountFields are the Segment properties that hold an amount of money in the
-// event's currency; with convert_to set, each is converted.
-var amountFields = []string{"revenue", "value", "total", "subtotal", "price", "tax", "shipping", "discount"}
 
 // revenueFields are the properties that go to the event's root when it has a
 // revenue, and so leave event_properties.
@@ -238,15 +234,9 @@ type event struct {
 // translate turns an event into an Amplitude event. An error is the reason
 // to drop it.
 func (a *Amplitude) translate(e sdk.Event) ([]byte, error) {
-	var ev struct {
-		Properties map[string]json.RawMessage `json:"properties"`
-	}
-	if err := json.Unmarshal(e.JSON, &ev); err != nil {
-		return nil, fmt.Errorf("event JSON is invalid: %v", err)
-	}
-	props := ev.Properties
-	if props == nil {
-		props = make(map[string]json.RawMessage)
+	props, err := e.Properties()
+	if err != nil {
+		return nil, err
 	}
 	if err := a.checkIDs(e); err != nil {
 		return nil, err
@@ -262,40 +252,20 @@ func (a *Amplitude) translate(e sdk.Event) ([]byte, error) {
 		InsertID:  e.MessageID,
 	}
 
-	hasCurrency := present(props, "currency")
+	hasCurrency := revenue.Present(props, "currency")
 	currency, err := revenue.Currency(props)
 	if err != nil {
+		return nil, err
+	}
+	if currency, err = a.cfg.ConvertAmounts(props, currency); err != nil {
 		return nil, err
 	}
 	amount, hasRevenue, err := revenue.Number(props, "revenue")
 	if err != nil {
 		return nil, err
 	}
-	if a.cfg.ConvertTo != "" {
-		converted := false
-		for _, f := range amountFields {
-			v, ok, err := revenue.Number(props, f)
-			if err != nil {
-				return nil, err
-			}
-			if !ok {
-				continue
-			}
-			if v, _, err = a.cfg.Convert(v, currency); err != nil {
-				return nil, err
-			}
-			props[f] = number(v)
-			if f == "revenue" {
-				amount = v
-			}
-			converted = true
-		}
-		if converted {
-			currency = a.cfg.ConvertTo
-		}
-	}
 	if hasCurrency || hasRevenue {
-		props["currency"] = str(currency)
+		props["currency"], _ = json.Marshal(currency)
 	}
 	if hasRevenue {
 		if err := moveRevenue(&out, props, amount); err != nil {
@@ -372,7 +342,7 @@ func text(props map[string]json.RawMessage, field string, numbers bool) (string,
 	if numbers {
 		want = "a string or a number"
 	}
-	return "", false, fmt.Errorf("properties.%s is %s; want %s", field, oneLine(string(raw[:min(len(raw), 40)])), want)
+	return "", false, fmt.Errorf("properties.%s is %s; want %s", field, httpdest.OneLine(string(raw[:min(len(raw), 40)])), want)
 }
 
 // checkIDs drops an event whose ids Amplitude would reject for being short:
@@ -393,29 +363,8 @@ func (a *Amplitude) checkIDs(e sdk.Event) error {
 	return nil
 }
 
-// present reports whether props has field with a non-null value.
-func present(props map[string]json.RawMessage, field string) bool {
-	v := bytes.TrimSpace(props[field])
-	return len(v) > 0 && string(v) != "null"
-}
-
-func number(v float64) json.RawMessage {
-	b, _ := json.Marshal(v) // a float from revenue.Number is finite
-	return b
-}
-
-func str(s string) json.RawMessage {
-	b, _ := json.Marshal(s)
-	return b
-}
-
 func setAll(results []sdk.Result, items []item, r sdk.Result) {
 	for _, it := range items {
 		results[it.index] = r
 	}
-}
-
-// oneLine keeps an API's message to one line: it ends up in a NATS header.
-func oneLine(s string) string {
-	return strings.Join(strings.Fields(strings.ToValidUTF8(s, "")), " ")
 }

@@ -7,8 +7,6 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/BurntSushi/toml"
-
 	"trackd.dev/trackd/sdk"
 	"trackd.dev/trackd/sdk/destinationtest"
 )
@@ -25,15 +23,6 @@ func events(jsons ...string) []sdk.Event {
 	return batch
 }
 
-func deliver(t *testing.T, c *sdk.Client, batch []sdk.Event) []sdk.Result {
-	t.Helper()
-	results, err := c.Deliver(t.Context(), batch)
-	if err != nil {
-		t.Fatalf("Deliver: %v", err)
-	}
-	return results
-}
-
 func TestAppendsJSONLines(t *testing.T) {
 	path := filepath.Join(t.TempDir(), "new", "dir", "events.jsonl")
 	c := destinationtest.Start(t, destinationtest.Build(t, pkg), map[string]any{"path": path})
@@ -43,7 +32,7 @@ func TestAppendsJSONLines(t *testing.T) {
 		events(`{"event":"C","messageId":"3","properties":{"name":"Zoë \u2603"}}`),
 	}
 	for _, b := range batches {
-		for i, r := range deliver(t, c, b) {
+		for i, r := range destinationtest.Deliver(t, c, b) {
 			if r.Status != sdk.StatusOK {
 				t.Errorf("event %d: %v (%s), want ok", i, r.Status, r.Reason)
 			}
@@ -68,7 +57,7 @@ func TestAppendsToExistingFile(t *testing.T) {
 		t.Fatal(err)
 	}
 	c := destinationtest.Start(t, destinationtest.Build(t, pkg), map[string]any{"path": path})
-	deliver(t, c, events(`{"event":"new"}`))
+	destinationtest.Deliver(t, c, events(`{"event":"new"}`))
 
 	got, _ := os.ReadFile(path)
 	if want := "{\"event\":\"old\"}\n{\"event\":\"new\"}\n"; string(got) != want {
@@ -79,7 +68,7 @@ func TestAppendsToExistingFile(t *testing.T) {
 func TestKeepsOneEventPerLine(t *testing.T) {
 	path := filepath.Join(t.TempDir(), "events.jsonl")
 	c := destinationtest.Start(t, destinationtest.Build(t, pkg), map[string]any{"path": path})
-	results := deliver(t, c, events("{\n  \"event\": \"Pretty\"\n}", "", "{\n oops", `{"event":"Fine"}`))
+	results := destinationtest.Deliver(t, c, events("{\n  \"event\": \"Pretty\"\n}", "", "{\n oops", `{"event":"Fine"}`))
 
 	want := []sdk.Status{sdk.StatusOK, sdk.StatusDrop, sdk.StatusDrop, sdk.StatusOK}
 	for i, r := range results {
@@ -105,7 +94,7 @@ func TestRelativePathFollowsWorkingDirectory(t *testing.T) {
 	if err := destinationtest.Configure(t, c, map[string]any{"path": "data/events.jsonl"}); err != nil {
 		t.Fatalf("Configure: %v", err)
 	}
-	deliver(t, c, events(`{"event":"A"}`))
+	destinationtest.Deliver(t, c, events(`{"event":"A"}`))
 
 	got, err := os.ReadFile(filepath.Join(dir, "data", "events.jsonl"))
 	if err != nil || string(got) != "{\"event\":\"A\"}\n" {
@@ -118,7 +107,7 @@ func TestWriteErrorRetriesBatch(t *testing.T) {
 		t.Skip("needs /dev/full, which fails every write")
 	}
 	c := destinationtest.Start(t, destinationtest.Build(t, pkg), map[string]any{"path": "/dev/full"})
-	for i, r := range deliver(t, c, events(`{"event":"A"}`, `{"event":"B"}`)) {
+	for i, r := range destinationtest.Deliver(t, c, events(`{"event":"A"}`, `{"event":"B"}`)) {
 		if r.Status != sdk.StatusRetry || !strings.Contains(r.Reason, "no space left on device") {
 			t.Errorf("event %d: %v (%s), want retry naming the write error", i, r.Status, r.Reason)
 		}
@@ -139,42 +128,12 @@ func TestConfigureErrors(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			err := destinationtest.Configure(t, destinationtest.Launch(t, bin), tt.settings)
-			if err == nil || !strings.Contains(err.Error(), tt.want) {
-				t.Errorf("Configure error = %v, want one containing %q", err, tt.want)
-			}
+			destinationtest.CheckConfigureError(t, bin, tt.settings, tt.want)
 		})
 	}
 }
 
 func TestSampleConfig(t *testing.T) {
-	out, err := exec.Command(destinationtest.Build(t, pkg), "--sample-config").Output()
-	if err != nil {
-		t.Fatal(err)
-	}
-	sample, _ := os.ReadFile("sample.toml")
-	if string(out) != string(sample) {
-		t.Errorf("--sample-config printed\n%s\nwant sample.toml:\n%s", out, sample)
-	}
-	readme, _ := os.ReadFile("README.md")
-	if !strings.Contains(string(readme), "```toml\n"+string(sample)+"```") {
-		t.Error("README.md does not include sample.toml verbatim in a toml code block")
-	}
-}
-
-func TestSampleConfigIsValid(t *testing.T) {
-	var settings map[string]any
-	if _, err := toml.DecodeFile("sample.toml", &settings); err != nil {
-		t.Fatal(err)
-	}
-	cmd := exec.Command(destinationtest.Build(t, pkg))
-	cmd.Dir = t.TempDir()
-	c, err := sdk.Start(cmd, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(c.Kill)
-	if err := destinationtest.Configure(t, c, settings); err != nil {
-		t.Errorf("Configure with sample.toml: %v", err)
-	}
+	// The sample's relative path lands in a temporary directory.
+	destinationtest.CheckSampleConfig(t, ".", destinationtest.Build(t, pkg))
 }

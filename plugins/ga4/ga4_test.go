@@ -4,19 +4,12 @@ import (
 	"bytes"
 	"encoding/json"
 	"fmt"
-	"io"
 	"net/http"
-	"net/http/httptest"
 	"net/url"
-	"os"
-	"os/exec"
 	"slices"
 	"strings"
-	"sync"
 	"testing"
 	"time"
-
-	"github.com/BurntSushi/toml"
 
 	"trackd.dev/trackd/sdk"
 	"trackd.dev/trackd/sdk/destinationtest"
@@ -36,50 +29,14 @@ const (
 // seconds later.
 var base = time.Date(2025, 3, 1, 12, 30, 0, 123_000_000, time.UTC)
 
-// track is a track event as a producer sends it.
-type track struct {
-	name        string
-	userID      string
-	anonymousID string
-	props       string // a JSON object; "" is {}
-}
-
-// batch normalizes tracks the way the daemon does.
-func batch(tracks ...track) []sdk.Event {
+// batch normalizes tracks the way the daemon does: event i has messageId
+// "m-i" and happened i seconds after base.
+func batch(t *testing.T, tracks ...destinationtest.Track) []sdk.Event {
 	out := make([]sdk.Event, len(tracks))
 	for i, tr := range tracks {
-		at := base.Add(time.Duration(i) * time.Second)
-		props := tr.props
-		if props == "" {
-			props = "{}"
-		}
-		fields := map[string]any{
-			"type":       "track",
-			"version":    2,
-			"messageId":  fmt.Sprintf("m-%d", i),
-			"event":      tr.name,
-			"timestamp":  at.Format("2006-01-02T15:04:05.000Z"),
-			"receivedAt": at.Add(400 * time.Millisecond).Format("2006-01-02T15:04:05.000Z"),
-			"properties": json.RawMessage(props),
-		}
-		if tr.userID != "" {
-			fields["userId"] = tr.userID
-		}
-		if tr.anonymousID != "" {
-			fields["anonymousId"] = tr.anonymousID
-		}
-		js, err := json.Marshal(fields)
-		if err != nil {
-			panic(fmt.Sprintf("track %q: %v", tr.name, err))
-		}
-		out[i] = sdk.Event{
-			JSON:        js,
-			MessageID:   fmt.Sprintf("m-%d", i),
-			Name:        tr.name,
-			UserID:      tr.userID,
-			AnonymousID: tr.anonymousID,
-			Timestamp:   at,
-		}
+		tr.MessageID = fmt.Sprintf("m-%d", i)
+		tr.Timestamp = base.Add(time.Duration(i) * time.Second)
+		out[i] = destinationtest.Event(t, tr)
 	}
 	return out
 }
@@ -87,14 +44,16 @@ func batch(tracks ...track) []sdk.Event {
 // micros is the timestamp_micros of event i of a batch.
 func micros(i int) int64 { return base.Add(time.Duration(i) * time.Second).UnixMicro() }
 
-// request is what the collector saw of one request.
+// request is a request to the collector, its body decoded.
 type request struct {
-	method string
-	path   string
-	query  url.Values
-	header http.Header
-	body   []byte
+	destinationtest.Request
 	parsed payload
+}
+
+func decode(r destinationtest.Request) (request, error) {
+	req := request{Request: r}
+	err := json.Unmarshal(r.Body, &req.parsed)
+	return req, err
 }
 
 // payload is a request body as GA4 reads it; raw parts keep their bytes for
@@ -111,40 +70,34 @@ type payload struct {
 }
 
 // collector plays /mp/collect. It answers 204, as GA4 does, unless answer
-// says otherwise for a client_id.
-type collector struct {
-	mu       sync.Mutex
-	requests []request
-	answer   func(w http.ResponseWriter, clientID string) bool
-}
+// returns another answer for a client_id.
+type collector struct{ *destinationtest.Server }
 
-func newCollector(t *testing.T, answer func(w http.ResponseWriter, clientID string) bool) (*collector, *httptest.Server) {
-	c := &collector{answer: answer}
-	srv := httptest.NewServer(c)
-	t.Cleanup(srv.Close)
-	return c, srv
-}
-
-func (c *collector) ServeHTTP(w http.ResponseWriter, r *http.Request) {
-	body, _ := io.ReadAll(r.Body)
-	req := request{method: r.Method, path: r.URL.Path, query: r.URL.Query(), header: r.Header.Clone(), body: body}
-	if err := json.Unmarshal(body, &req.parsed); err != nil {
-		http.Error(w, "not JSON: "+err.Error(), http.StatusBadRequest)
-	}
-	c.mu.Lock()
-	c.requests = append(c.requests, req)
-	c.mu.Unlock()
-	if c.answer == nil || !c.answer(w, req.parsed.ClientID) {
-		w.WriteHeader(http.StatusNoContent)
-	}
+func newCollector(t *testing.T, answer func(clientID string) destinationtest.Answer) collector {
+	return collector{destinationtest.NewServer(t, func(r destinationtest.Request) destinationtest.Answer {
+		req, err := decode(r)
+		if err != nil {
+			return destinationtest.Answer{Status: http.StatusBadRequest, Body: "not JSON: " + err.Error()}
+		}
+		var a destinationtest.Answer
+		if answer != nil {
+			a = answer(req.parsed.ClientID)
+		}
+		if a.Status == 0 {
+			a.Status = http.StatusNoContent
+		}
+		return a
+	})}
 }
 
 // all returns the requests, ordered by client_id and then by the time of
 // their first event, since requests for different users run concurrently.
-func (c *collector) all() []request {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	out := slices.Clone(c.requests)
+func (c collector) all() []request {
+	var out []request
+	for _, r := range c.Requests() {
+		req, _ := decode(r) // the collector answered 400 to a body that does not decode
+		out = append(out, req)
+	}
 	slices.SortStableFunc(out, func(a, b request) int {
 		if n := strings.Compare(a.parsed.ClientID, b.parsed.ClientID); n != 0 {
 			return n
@@ -154,12 +107,12 @@ func (c *collector) all() []request {
 	return out
 }
 
-func start(t *testing.T, srv *httptest.Server, extra map[string]any) *sdk.Client {
+func start(t *testing.T, endpoint string, extra map[string]any) *sdk.Client {
 	t.Helper()
 	settings := map[string]any{
 		"measurement_id": measurementID,
 		"api_secret":     apiSecret,
-		"endpoint":       srv.URL,
+		"endpoint":       endpoint,
 	}
 	for k, v := range extra {
 		settings[k] = v
@@ -169,10 +122,7 @@ func start(t *testing.T, srv *httptest.Server, extra map[string]any) *sdk.Client
 
 func deliver(t *testing.T, c *sdk.Client, events []sdk.Event) []sdk.Result {
 	t.Helper()
-	results, err := c.Deliver(t.Context(), events)
-	if err != nil {
-		t.Fatalf("Deliver: %v", err)
-	}
+	results := destinationtest.Deliver(t, c, events)
 	for i, r := range results {
 		if strings.Contains(r.Reason, apiSecret) || strings.Contains(r.Reason, url.QueryEscape(apiSecret)) {
 			t.Errorf("event %d: reason %q holds the API secret", i, r.Reason)
@@ -191,13 +141,13 @@ func compact(t *testing.T, js string) string {
 }
 
 func TestOrderCompleted(t *testing.T) {
-	col, srv := newCollector(t, nil)
-	c := start(t, srv, nil)
-	results := deliver(t, c, batch(track{
-		name:        "order completed",
-		userID:      "u-1",
-		anonymousID: "anon-1",
-		props:       `{"order_id":"T_12345","total":12.21,"currency":"usd","shipping":3.33,"tax":1.11}`,
+	col := newCollector(t, nil)
+	c := start(t, col.URL, nil)
+	results := deliver(t, c, batch(t, destinationtest.Track{
+		Name:        "order completed",
+		UserID:      "u-1",
+		AnonymousID: "anon-1",
+		Properties:  `{"order_id":"T_12345","total":12.21,"currency":"usd","shipping":3.33,"tax":1.11}`,
 	}))
 	if results[0] != sdk.OK() {
 		t.Fatalf("result %+v, want ok", results[0])
@@ -208,14 +158,14 @@ func TestOrderCompleted(t *testing.T) {
 		t.Fatalf("%d requests, want 1", len(reqs))
 	}
 	r := reqs[0]
-	if r.method != http.MethodPost || r.path != "/mp/collect" {
-		t.Errorf("request %s %s, want POST /mp/collect", r.method, r.path)
+	if r.Method != http.MethodPost || r.Path != "/mp/collect" {
+		t.Errorf("request %s %s, want POST /mp/collect", r.Method, r.Path)
 	}
 	wantQuery := url.Values{"measurement_id": {measurementID}, "api_secret": {apiSecret}}
-	if r.query.Encode() != wantQuery.Encode() {
-		t.Errorf("query %q, want %q", r.query.Encode(), wantQuery.Encode())
+	if r.Query.Encode() != wantQuery.Encode() {
+		t.Errorf("query %q, want %q", r.Query.Encode(), wantQuery.Encode())
 	}
-	if ct := r.header.Get("Content-Type"); ct != "application/json" {
+	if ct := r.Header.Get("Content-Type"); ct != "application/json" {
 		t.Errorf("Content-Type %q, want application/json", ct)
 	}
 	want := compact(t, fmt.Sprintf(`{
@@ -228,8 +178,8 @@ func TestOrderCompleted(t *testing.T) {
 			"timestamp_micros": %[1]d
 		}]
 	}`, micros(0)))
-	if string(r.body) != want {
-		t.Errorf("body\n%s\nwant\n%s", r.body, want)
+	if string(r.Body) != want {
+		t.Errorf("body\n%s\nwant\n%s", r.Body, want)
 	}
 }
 
@@ -271,13 +221,13 @@ func TestEventNames(t *testing.T) {
 		{segment: "user_engagement", reason: "reserved"},
 		{segment: "app_remove", reason: "reserved"},
 	}
-	col, srv := newCollector(t, nil)
-	c := start(t, srv, nil)
-	tracks := make([]track, len(tests))
+	col := newCollector(t, nil)
+	c := start(t, col.URL, nil)
+	tracks := make([]destinationtest.Track, len(tests))
 	for i, tt := range tests {
-		tracks[i] = track{name: tt.segment, anonymousID: "anon-1"}
+		tracks[i] = destinationtest.Track{Name: tt.segment, AnonymousID: "anon-1"}
 	}
-	results := deliver(t, c, batch(tracks...))
+	results := deliver(t, c, batch(t, tracks...))
 
 	var wantNames []string
 	for i, tt := range tests {
@@ -484,20 +434,20 @@ func TestParams(t *testing.T) {
 	bin := destinationtest.Build(t, pkg)
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			col, srv := newCollector(t, nil)
-			settings := map[string]any{"measurement_id": measurementID, "api_secret": apiSecret, "endpoint": srv.URL}
+			col := newCollector(t, nil)
+			settings := map[string]any{"measurement_id": measurementID, "api_secret": apiSecret, "endpoint": col.URL}
 			for k, v := range tt.settings {
 				settings[k] = v
 			}
 			c := destinationtest.Start(t, bin, settings)
-			results := deliver(t, c, batch(track{name: tt.event, userID: "u-1", props: tt.props}))
+			results := deliver(t, c, batch(t, destinationtest.Track{Name: tt.event, UserID: "u-1", Properties: tt.props}))
 			reqs := col.all()
 			if tt.reason != "" {
 				if results[0].Status != sdk.StatusDrop || !strings.Contains(results[0].Reason, tt.reason) {
 					t.Errorf("%v %q, want drop with a reason containing %q", results[0].Status, results[0].Reason, tt.reason)
 				}
 				if len(reqs) != 0 {
-					t.Errorf("a dropped event was sent: %s", reqs[0].body)
+					t.Errorf("a dropped event was sent: %s", reqs[0].Body)
 				}
 				return
 			}
@@ -515,21 +465,21 @@ func TestParams(t *testing.T) {
 }
 
 func TestBatching(t *testing.T) {
-	col, srv := newCollector(t, nil)
-	c := start(t, srv, nil)
+	col := newCollector(t, nil)
+	c := start(t, col.URL, nil)
 
 	// 30 events of one user, then an anonymous user and a known user
 	// without an anonymousId interleaved.
-	var tracks []track
+	var tracks []destinationtest.Track
 	for i := range 30 {
-		tracks = append(tracks, track{name: fmt.Sprintf("Step %d", i), userID: "u-1", anonymousID: "anon-1"})
+		tracks = append(tracks, destinationtest.Track{Name: fmt.Sprintf("Step %d", i), UserID: "u-1", AnonymousID: "anon-1"})
 	}
 	for i := range 3 {
 		tracks = append(tracks,
-			track{name: fmt.Sprintf("Anon %d", i), anonymousID: "anon-2"},
-			track{name: fmt.Sprintf("Known %d", i), userID: "u-3"})
+			destinationtest.Track{Name: fmt.Sprintf("Anon %d", i), AnonymousID: "anon-2"},
+			destinationtest.Track{Name: fmt.Sprintf("Known %d", i), UserID: "u-3"})
 	}
-	for i, r := range deliver(t, c, batch(tracks...)) {
+	for i, r := range deliver(t, c, batch(t, tracks...)) {
 		if r != sdk.OK() {
 			t.Errorf("event %d: %+v, want ok", i, r)
 		}
@@ -587,18 +537,18 @@ func TestBatching(t *testing.T) {
 }
 
 func TestLargeEventsSplitBySize(t *testing.T) {
-	col, srv := newCollector(t, nil)
-	c := start(t, srv, nil)
+	col := newCollector(t, nil)
+	c := start(t, col.URL, nil)
 	var products []string
 	for i := range 60 {
 		products = append(products, fmt.Sprintf(`{"product_id": "p%d", "name": "%s", "price": 1}`, i, strings.Repeat("n", 100)))
 	}
 	props := `{"products": [` + strings.Join(products, ",") + `]}`
-	var tracks []track
+	var tracks []destinationtest.Track
 	for range 25 {
-		tracks = append(tracks, track{name: "Cart Viewed", anonymousID: "anon-1", props: props})
+		tracks = append(tracks, destinationtest.Track{Name: "Cart Viewed", AnonymousID: "anon-1", Properties: props})
 	}
-	for i, r := range deliver(t, c, batch(tracks...)) {
+	for i, r := range deliver(t, c, batch(t, tracks...)) {
 		if r != sdk.OK() {
 			t.Errorf("event %d: %+v, want ok", i, r)
 		}
@@ -609,8 +559,8 @@ func TestLargeEventsSplitBySize(t *testing.T) {
 	}
 	total := 0
 	for _, r := range reqs {
-		if len(r.body) >= 130_000 {
-			t.Errorf("a request body is %d bytes, want under 130 kB", len(r.body))
+		if len(r.Body) >= 130_000 {
+			t.Errorf("a request body is %d bytes, want under 130 kB", len(r.Body))
 		}
 		total += len(r.parsed.Events)
 	}
@@ -620,62 +570,42 @@ func TestLargeEventsSplitBySize(t *testing.T) {
 }
 
 func TestResults(t *testing.T) {
-	col, srv := newCollector(t, func(w http.ResponseWriter, clientID string) bool {
+	col := newCollector(t, func(clientID string) destinationtest.Answer {
 		switch clientID {
 		case "limited":
-			w.Header().Set("Retry-After", "7")
-			w.WriteHeader(http.StatusTooManyRequests)
+			return destinationtest.Answer{Status: http.StatusTooManyRequests, Header: map[string]string{"Retry-After": "7"}}
 		case "broken":
-			w.WriteHeader(http.StatusInternalServerError)
+			return destinationtest.Answer{Status: http.StatusInternalServerError}
 		case "bad":
-			w.WriteHeader(http.StatusBadRequest)
-			io.WriteString(w, "bad thing in request ?api_secret="+url.QueryEscape(apiSecret)+" ("+apiSecret+")")
-		default:
-			return false
+			return destinationtest.Answer{Status: http.StatusBadRequest, Body: "bad thing in request ?api_secret=" + url.QueryEscape(apiSecret) + " (" + apiSecret + ")"}
 		}
-		return true
+		return destinationtest.Answer{}
 	})
-	c := start(t, srv, nil)
-	events := batch(
-		track{name: "Signed In", anonymousID: "limited"},
-		track{name: "Signed In", anonymousID: "broken"},
-		track{name: "Signed In", anonymousID: "bad"},
-		track{name: "Signed In", anonymousID: "fine"},
-		track{name: "Signed In", anonymousID: "limited"},
+	c := start(t, col.URL, nil)
+	events := batch(t,
+		destinationtest.Track{Name: "Signed In", AnonymousID: "limited"},
+		destinationtest.Track{Name: "Signed In", AnonymousID: "broken"},
+		destinationtest.Track{Name: "Signed In", AnonymousID: "bad"},
+		destinationtest.Track{Name: "Signed In", AnonymousID: "fine"},
+		destinationtest.Track{Name: "Signed In", AnonymousID: "limited"},
 	)
-	results := deliver(t, c, events)
-	want := []struct {
-		status     sdk.Status
-		retryAfter time.Duration
-		reason     []string
-	}{
-		{status: sdk.StatusRetry, retryAfter: 7 * time.Second, reason: []string{"429"}},
-		{status: sdk.StatusRetry, reason: []string{"500"}},
-		{status: sdk.StatusDrop, reason: []string{"400", "bad thing in request", "[api_secret]"}},
-		{status: sdk.StatusOK},
-		{status: sdk.StatusRetry, retryAfter: 7 * time.Second, reason: []string{"429"}},
-	}
-	for i, r := range results {
-		w := want[i]
-		if r.Status != w.status || r.RetryAfter != w.retryAfter {
-			t.Errorf("%s: %v after %v (%q), want %v after %v", events[i].AnonymousID, r.Status, r.RetryAfter, r.Reason, w.status, w.retryAfter)
-		}
-		for _, s := range w.reason {
-			if !strings.Contains(r.Reason, s) {
-				t.Errorf("%s: reason %q does not contain %q", events[i].AnonymousID, r.Reason, s)
-			}
-		}
-	}
+	destinationtest.CheckResults(t, deliver(t, c, events), []sdk.Result{
+		sdk.Retry(7*time.Second, "429"),
+		sdk.Retry(0, "500"),
+		sdk.Drop("400 Bad Request: bad thing in request ?api_secret=[api_secret] ([api_secret])"),
+		sdk.OK(),
+		sdk.Retry(7*time.Second, "429"),
+	})
 	if n := len(col.all()); n != 4 {
 		t.Errorf("%d requests, want 4: one per client_id", n)
 	}
 }
 
 func TestUnreachableRetries(t *testing.T) {
-	srv := httptest.NewServer(http.NotFoundHandler())
-	srv.Close()
-	c := start(t, srv, nil)
-	results := deliver(t, c, batch(track{name: "Signed Up", userID: "u-1"}))
+	srv := destinationtest.NewServer(t, nil)
+	srv.Close() // nothing listens at its address now
+	c := start(t, srv.URL, nil)
+	results := deliver(t, c, batch(t, destinationtest.Track{Name: "Signed Up", UserID: "u-1"}))
 	if results[0].Status != sdk.StatusRetry {
 		t.Errorf("unreachable endpoint: %v (%q), want retry", results[0].Status, results[0].Reason)
 	}
@@ -714,10 +644,7 @@ func TestConfigureErrors(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			err := destinationtest.Configure(t, destinationtest.Launch(t, bin), tt.settings)
-			if err == nil || !strings.Contains(err.Error(), tt.want) {
-				t.Errorf("Configure error = %v, want one containing %q", err, tt.want)
-			}
+			err := destinationtest.CheckConfigureError(t, bin, tt.settings, tt.want)
 			if err != nil && strings.Contains(err.Error(), apiSecret) {
 				t.Errorf("Configure error %q holds the API secret", err)
 			}
@@ -726,39 +653,21 @@ func TestConfigureErrors(t *testing.T) {
 }
 
 func TestEndpointTrailingSlash(t *testing.T) {
-	col, srv := newCollector(t, nil)
+	col := newCollector(t, nil)
 	c := destinationtest.Start(t, destinationtest.Build(t, pkg), map[string]any{
-		"measurement_id": measurementID, "api_secret": apiSecret, "endpoint": srv.URL + "/",
+		"measurement_id": measurementID, "api_secret": apiSecret, "endpoint": col.URL + "/",
 	})
-	deliver(t, c, batch(track{name: "Signed Up", userID: "u-1"}))
-	if reqs := col.all(); len(reqs) != 1 || reqs[0].path != "/mp/collect" {
+	deliver(t, c, batch(t, destinationtest.Track{Name: "Signed Up", UserID: "u-1"}))
+	if reqs := col.all(); len(reqs) != 1 || reqs[0].Path != "/mp/collect" {
 		t.Errorf("requests %+v, want one to /mp/collect", reqs)
 	}
 }
 
 func TestSampleConfig(t *testing.T) {
-	bin := destinationtest.Build(t, pkg)
-	out, err := exec.Command(bin, "--sample-config").Output()
-	if err != nil {
-		t.Fatal(err)
-	}
-	sample, _ := os.ReadFile("sample.toml")
-	if string(out) != string(sample) {
-		t.Errorf("--sample-config printed\n%s\nwant sample.toml:\n%s", out, sample)
-	}
-	readme, _ := os.ReadFile("README.md")
-	if !strings.Contains(string(readme), "```toml\n"+string(sample)+"```") {
-		t.Error("README.md does not include sample.toml verbatim in a toml code block")
-	}
-
-	var settings map[string]any
-	if _, err := toml.DecodeFile("sample.toml", &settings); err != nil {
-		t.Fatal(err)
-	}
 	// Configure makes no network calls, so Google is never contacted; the
 	// placeholder "${GA4_API_SECRET}" stands for the secret the daemon
 	// would substitute.
-	if err := destinationtest.Configure(t, destinationtest.Launch(t, bin), settings); err != nil {
-		t.Errorf("Configure with sample.toml: %v", err)
-	}
+	destinationtest.CheckSampleConfig(t, ".", destinationtest.Build(t, pkg),
+		// The commented-out rates are valid with a convert_to.
+		strings.NewReplacer(`convert_to = ""`, `convert_to = "USD"`, "# rates", "rates").Replace)
 }

@@ -186,7 +186,7 @@ func (m *Mixpanel) importRecords(ctx context.Context, recs []record, results []s
 				if f.Field != "" && !strings.Contains(msg, f.Field) {
 					msg = f.Field + ": " + msg
 				}
-				results[recs[f.Index].index] = sdk.Drop(fmt.Sprintf("POST %s/import: Mixpanel rejected the event: %s", m.cfg.Endpoint, oneLine(msg)))
+				results[recs[f.Index].index] = sdk.Drop(fmt.Sprintf("POST %s/import: Mixpanel rejected the event: %s", m.cfg.Endpoint, httpdest.OneLine(msg)))
 			}
 			return
 		}
@@ -235,9 +235,9 @@ func engageResult(body []byte) sdk.Result {
 	}
 	msg := v.Error
 	if msg == "" {
-		msg = "unexpected answer " + strconv.Quote(oneLine(string(body[:min(len(body), 200)])))
+		msg = "unexpected answer " + strconv.Quote(httpdest.OneLine(string(body[:min(len(body), 200)])))
 	}
-	return sdk.Drop("POST /engage: Mixpanel rejected the update: " + oneLine(msg))
+	return sdk.Drop("POST /engage: Mixpanel rejected the update: " + httpdest.OneLine(msg))
 }
 
 // charge is the /engage update that appends r's revenue to its user's
@@ -282,22 +282,12 @@ func (m *Mixpanel) request(ctx context.Context, u string, recs []record, item fu
 	return req, nil
 }
 
-// amountFields are the Segment properties that hold an amount of money in the
-// event's currency; with convert_to set, each is converted.
-var amountFields = []string{"revenue", "value", "total", "subtotal", "price", "tax", "shipping", "discount"}
-
 // translate turns an event into a Mixpanel event. An error is the reason to
 // drop it.
 func (m *Mixpanel) translate(e sdk.Event) (record, error) {
-	var ev struct {
-		Properties map[string]json.RawMessage `json:"properties"`
-	}
-	if err := json.Unmarshal(e.JSON, &ev); err != nil {
-		return record{}, fmt.Errorf("event JSON is invalid: %v", err)
-	}
-	props := ev.Properties
-	if props == nil {
-		props = make(map[string]json.RawMessage)
+	props, err := e.Properties()
+	if err != nil {
+		return record{}, err
 	}
 	distinctID := e.UserID
 	if distinctID == "" {
@@ -310,40 +300,20 @@ func (m *Mixpanel) translate(e sdk.Event) (record, error) {
 		return record{}, errors.New("event has no timestamp; Mixpanel needs one as time")
 	}
 
-	hasCurrency := present(props, "currency")
+	hasCurrency := revenue.Present(props, "currency")
 	currency, err := revenue.Currency(props)
 	if err != nil {
+		return record{}, err
+	}
+	if currency, err = m.cfg.ConvertAmounts(props, currency); err != nil {
 		return record{}, err
 	}
 	amount, hasRevenue, err := revenue.Number(props, "revenue")
 	if err != nil {
 		return record{}, err
 	}
-	if m.cfg.ConvertTo != "" {
-		converted := false
-		for _, f := range amountFields {
-			v, ok, err := revenue.Number(props, f)
-			if err != nil {
-				return record{}, err
-			}
-			if !ok {
-				continue
-			}
-			if v, _, err = m.cfg.Convert(v, currency); err != nil {
-				return record{}, err
-			}
-			props[f] = number(v)
-			if f == "revenue" {
-				amount = v
-			}
-			converted = true
-		}
-		if converted {
-			currency = m.cfg.ConvertTo
-		}
-	}
 	if hasRevenue {
-		props["revenue"] = number(amount) // a numeric string becomes a number
+		props["revenue"], _ = json.Marshal(amount) // a numeric string becomes a number
 	}
 	if hasCurrency || hasRevenue {
 		props["currency"] = str(currency)
@@ -402,17 +372,6 @@ func validInsertID(id string) bool {
 	return true
 }
 
-// present reports whether props has field with a non-null value.
-func present(props map[string]json.RawMessage, field string) bool {
-	v := bytes.TrimSpace(props[field])
-	return len(v) > 0 && string(v) != "null"
-}
-
-func number(v float64) json.RawMessage {
-	b, _ := json.Marshal(v) // a float from revenue.Number is finite
-	return b
-}
-
 func str(s string) json.RawMessage {
 	b, _ := json.Marshal(s)
 	return b
@@ -422,9 +381,4 @@ func setAll(results []sdk.Result, recs []record, r sdk.Result) {
 	for _, rec := range recs {
 		results[rec.index] = r
 	}
-}
-
-// oneLine keeps an API's message to one line: it ends up in a NATS header.
-func oneLine(s string) string {
-	return strings.Join(strings.Fields(strings.ToValidUTF8(s, "")), " ")
 }

@@ -1,23 +1,14 @@
 package main
 
 import (
-	"bytes"
-	"compress/gzip"
 	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
 	"fmt"
-	"io"
 	"net/http"
-	"net/http/httptest"
-	"os"
-	"os/exec"
 	"strings"
-	"sync"
 	"testing"
 	"time"
-
-	"github.com/BurntSushi/toml"
 
 	"trackd.dev/trackd/sdk"
 	"trackd.dev/trackd/sdk/destinationtest"
@@ -27,141 +18,76 @@ func TestMain(m *testing.M) { destinationtest.Main(m) }
 
 const pkg = "trackd.dev/trackd/plugins/mixpanel"
 
-// request is what the fake Mixpanel saw of one request.
+// request is a request to the fake Mixpanel, its body decoded.
 type request struct {
-	path   string
-	query  map[string]string
-	header http.Header
-	items  []json.RawMessage // the JSON array of the body, decompressed
+	destinationtest.Request
+	items []json.RawMessage // the JSON array of the body
 }
 
-// answer is how the fake Mixpanel responds to a request.
-type answer struct {
-	status int
-	header map[string]string
-	body   string
+func decode(r destinationtest.Request) (request, error) {
+	req := request{Request: r}
+	err := json.Unmarshal(r.Body, &req.items)
+	return req, err
 }
 
-// fakeMixpanel plays Mixpanel's /import and /engage. By default it accepts
+type answer = destinationtest.Answer
+
+// fake plays Mixpanel's /import and /engage. By default it accepts
 // everything, as Mixpanel does: /import with a strict 200, /engage with
 // verbose=1's {"status":1}.
-type fakeMixpanel struct {
-	t      *testing.T
-	mu     sync.Mutex
-	reqs   []request
-	onPost func(r request) answer // nil: accept
-}
+type fake struct{ *destinationtest.Server }
 
-func newFake(t *testing.T, onPost func(request) answer) (*fakeMixpanel, *httptest.Server) {
-	f := &fakeMixpanel{t: t, onPost: onPost}
-	srv := httptest.NewServer(f)
-	t.Cleanup(srv.Close)
-	return f, srv
-}
-
-func (f *fakeMixpanel) ServeHTTP(w http.ResponseWriter, r *http.Request) {
-	var body io.Reader = r.Body
-	if r.Header.Get("Content-Encoding") == "gzip" {
-		zr, err := gzip.NewReader(r.Body)
+func newFake(t *testing.T, onPost func(request) answer) fake {
+	return fake{destinationtest.NewServer(t, func(r destinationtest.Request) answer {
+		req, err := decode(r)
 		if err != nil {
-			f.t.Errorf("%s: Content-Encoding gzip but %v", r.URL.Path, err)
-			w.WriteHeader(http.StatusBadRequest)
-			return
+			t.Errorf("%s: body is not a JSON array: %v: %s", r.Path, err, r.Body)
 		}
-		body = zr
-	}
-	raw, _ := io.ReadAll(body)
-	req := request{path: r.URL.Path, query: map[string]string{}, header: r.Header.Clone()}
-	for k := range r.URL.Query() {
-		req.query[k] = r.URL.Query().Get(k)
-	}
-	if err := json.Unmarshal(raw, &req.items); err != nil {
-		f.t.Errorf("%s: body is not a JSON array: %v: %s", r.URL.Path, err, raw)
-	}
-	f.mu.Lock()
-	f.reqs = append(f.reqs, req)
-	f.mu.Unlock()
-
-	a := answer{status: http.StatusOK}
-	if f.onPost != nil {
-		a = f.onPost(req)
-	}
-	if a.status == 0 {
-		a.status = http.StatusOK
-	}
-	if a.body == "" && a.status == http.StatusOK {
-		a.body = `{"code":200,"num_records_imported":` + fmt.Sprint(len(req.items)) + `,"status":"OK"}`
-		if req.path == "/engage" {
-			a.body = `{"status":1,"error":null}`
+		var a answer
+		if onPost != nil {
+			a = onPost(req)
 		}
-	}
-	for k, v := range a.header {
-		w.Header().Set(k, v)
-	}
-	w.WriteHeader(a.status)
-	io.WriteString(w, a.body)
+		if a.Body == "" && (a.Status == 0 || a.Status == http.StatusOK) {
+			a.Body = `{"code":200,"num_records_imported":` + fmt.Sprint(len(req.items)) + `,"status":"OK"}`
+			if req.Path == "/engage" {
+				a.Body = `{"status":1,"error":null}`
+			}
+		}
+		return a
+	})}
 }
 
 // requests returns the requests to path, in order.
-func (f *fakeMixpanel) requests(path string) []request {
-	f.mu.Lock()
-	defer f.mu.Unlock()
+func (f fake) requests(path string) []request {
 	var out []request
-	for _, r := range f.reqs {
-		if r.path == path {
-			out = append(out, r)
+	for _, r := range f.Requests() {
+		if r.Path == path {
+			req, _ := decode(r) // newFake reported a body that does not decode
+			out = append(out, req)
 		}
 	}
 	return out
 }
 
 // event builds a normalized event the way the daemon does.
-func event(t *testing.T, messageID, userID, anonymousID, timestamp, props string) sdk.Event {
-	t.Helper()
-	ts, err := time.Parse(time.RFC3339Nano, timestamp)
-	if err != nil {
-		t.Fatal(err)
-	}
-	m := map[string]any{
-		"type":         "track",
-		"version":      2,
-		"messageId":    messageID,
-		"event":        "Order Completed",
-		"timestamp":    timestamp,
-		"receivedAt":   "2020-01-24T06:29:03.000Z",
-		"properties":   json.RawMessage(props),
-		"context":      map[string]any{"library": map[string]any{"name": "analytics-go"}},
-		"integrations": map[string]any{},
-	}
-	if userID != "" {
-		m["userId"] = userID
-	}
-	if anonymousID != "" {
-		m["anonymousId"] = anonymousID
-	}
-	b, err := json.Marshal(m)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return sdk.Event{JSON: b, MessageID: messageID, Name: "Order Completed", UserID: userID, AnonymousID: anonymousID, Timestamp: ts}
+func event(t *testing.T, messageID, userID, anonymousID string, at time.Time, props string) sdk.Event {
+	return destinationtest.Event(t, destinationtest.Track{
+		Name:        "Order Completed",
+		MessageID:   messageID,
+		UserID:      userID,
+		AnonymousID: anonymousID,
+		Timestamp:   at,
+		Properties:  props,
+		Context:     `{"library":{"name":"analytics-go"}}`,
+	})
 }
 
-// simple is an event of user u with properties props.
+// at is when the events of most tests happened.
+var at = time.Date(2020, 1, 24, 6, 29, 2, 403_000_000, time.UTC)
+
+// simple is an event of user n with properties props.
 func simple(t *testing.T, n int, props string) sdk.Event {
-	return event(t, fmt.Sprintf("m-%04d", n), fmt.Sprintf("user-%d", n), "", "2020-01-24T06:29:02.403Z", props)
-}
-
-// canonical re-encodes JSON with sorted keys and numbers as written.
-func canonical(t *testing.T, b []byte) string {
-	t.Helper()
-	d := json.NewDecoder(bytes.NewReader(b))
-	d.UseNumber()
-	var v any
-	if err := d.Decode(&v); err != nil {
-		t.Fatalf("invalid JSON %s: %v", b, err)
-	}
-	out, _ := json.Marshal(v)
-	return string(out)
+	return event(t, fmt.Sprintf("m-%04d", n), fmt.Sprintf("user-%d", n), "", at, props)
 }
 
 func config(endpoint string, extra ...any) map[string]any {
@@ -182,24 +108,13 @@ func config(endpoint string, extra ...any) map[string]any {
 	return s
 }
 
-func deliver(t *testing.T, c *sdk.Client, batch []sdk.Event) []sdk.Result {
-	t.Helper()
-	results, err := c.Deliver(t.Context(), batch)
-	if err != nil {
-		t.Fatalf("Deliver: %v", err)
-	}
-	if len(results) != len(batch) {
-		t.Fatalf("%d results for %d events", len(results), len(batch))
-	}
-	return results
-}
-
 func TestImportAndTrackCharges(t *testing.T) {
-	f, srv := newFake(t, nil)
-	c := destinationtest.Start(t, destinationtest.Build(t, pkg), config(srv.URL))
-	e := event(t, "a6a0ad5a-bd26-4f19-8f75-38484e580fc7", "userId01", "anon-1",
-		"2020-01-24T11:59:02.403+05:30", `{"currency":"USD","revenue":18.9}`)
-	if r := deliver(t, c, []sdk.Event{e})[0]; r.Status != sdk.StatusOK {
+	f := newFake(t, nil)
+	c := destinationtest.Start(t, destinationtest.Build(t, pkg), config(f.URL))
+	// The same time as at, as a producer in India writes it.
+	ist := at.In(time.FixedZone("IST", 5*60*60+30*60))
+	e := event(t, "a6a0ad5a-bd26-4f19-8f75-38484e580fc7", "userId01", "anon-1", ist, `{"currency":"USD","revenue":18.9}`)
+	if r := destinationtest.Deliver(t, c, []sdk.Event{e})[0]; r.Status != sdk.StatusOK {
 		t.Fatalf("result %v (%q), want ok", r.Status, r.Reason)
 	}
 
@@ -210,18 +125,18 @@ func TestImportAndTrackCharges(t *testing.T) {
 	imp := imports[0]
 	wantImport := `{"event":"Order Completed","properties":{"$insert_id":"a6a0ad5a-bd26-4f19-8f75-38484e580fc7",` +
 		`"currency":"USD","distinct_id":"userId01","revenue":18.9,"time":1579847342403,"token":"tok"}}`
-	if got := canonical(t, imp.items[0]); got != wantImport {
+	if got := destinationtest.CanonicalJSON(t, imp.items[0]); got != wantImport {
 		t.Errorf("/import event\n got %s\nwant %s", got, wantImport)
 	}
-	if imp.query["strict"] != "1" || imp.query["project_id"] != "12345" {
-		t.Errorf("/import query %v, want strict=1 and project_id=12345", imp.query)
+	if imp.Query.Get("strict") != "1" || imp.Query.Get("project_id") != "12345" {
+		t.Errorf("/import query %v, want strict=1 and project_id=12345", imp.Query)
 	}
-	if u, p, ok := (&http.Request{Header: imp.header}).BasicAuth(); !ok || u != "sa.user" || p != "sa-secret" {
+	if u, p, ok := (&http.Request{Header: imp.Header}).BasicAuth(); !ok || u != "sa.user" || p != "sa-secret" {
 		t.Errorf("/import basic auth %q:%q, want the service account", u, p)
 	}
 	for k, v := range map[string]string{"Content-Type": "application/json", "Content-Encoding": "gzip", "User-Agent": "trackd-mixpanel"} {
-		if imp.header.Get(k) != v {
-			t.Errorf("/import %s = %q, want %q", k, imp.header.Get(k), v)
+		if imp.Header.Get(k) != v {
+			t.Errorf("/import %s = %q, want %q", k, imp.Header.Get(k), v)
 		}
 	}
 
@@ -231,12 +146,12 @@ func TestImportAndTrackCharges(t *testing.T) {
 	}
 	eng := engages[0]
 	wantEngage := `{"$append":{"$transactions":{"$amount":18.9,"$time":"2020-01-24T06:29:02.403Z"}},"$distinct_id":"userId01","$token":"tok"}`
-	if got := canonical(t, eng.items[0]); got != wantEngage {
+	if got := destinationtest.CanonicalJSON(t, eng.items[0]); got != wantEngage {
 		t.Errorf("/engage update\n got %s\nwant %s", got, wantEngage)
 	}
-	if eng.query["verbose"] != "1" || eng.header.Get("Content-Encoding") != "" || eng.header.Get("Content-Type") != "application/json" {
+	if eng.Query.Get("verbose") != "1" || eng.Header.Get("Content-Encoding") != "" || eng.Header.Get("Content-Type") != "application/json" {
 		t.Errorf("/engage query %v, Content-Encoding %q, Content-Type %q; want verbose=1, no gzip, JSON",
-			eng.query, eng.header.Get("Content-Encoding"), eng.header.Get("Content-Type"))
+			eng.Query, eng.Header.Get("Content-Encoding"), eng.Header.Get("Content-Type"))
 	}
 }
 
@@ -268,15 +183,15 @@ func TestRevenue(t *testing.T) {
 	bin := destinationtest.Build(t, pkg)
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			f, srv := newFake(t, nil)
-			c := destinationtest.Start(t, bin, config(srv.URL, tt.settings...))
-			e := event(t, "m-1", "user-1", "", "2020-01-24T06:29:02.403Z", tt.props)
+			f := newFake(t, nil)
+			c := destinationtest.Start(t, bin, config(f.URL, tt.settings...))
+			e := event(t, "m-1", "user-1", "", at, tt.props)
 			distinct := "user-1"
 			if tt.anonymous {
-				e = event(t, "m-1", "", "anon-1", "2020-01-24T06:29:02.403Z", tt.props)
+				e = event(t, "m-1", "", "anon-1", at, tt.props)
 				distinct = "anon-1"
 			}
-			if r := deliver(t, c, []sdk.Event{e})[0]; r.Status != sdk.StatusOK {
+			if r := destinationtest.Deliver(t, c, []sdk.Event{e})[0]; r.Status != sdk.StatusOK {
 				t.Fatalf("result %v (%q), want ok", r.Status, r.Reason)
 			}
 			imports := f.requests("/import")
@@ -294,8 +209,8 @@ func TestRevenue(t *testing.T) {
 				delete(rec.Properties, k)
 			}
 			got, _ := json.Marshal(rec.Properties)
-			if canonical(t, got) != canonical(t, []byte(tt.wantProps)) {
-				t.Errorf("properties %s, want %s", canonical(t, got), canonical(t, []byte(tt.wantProps)))
+			if destinationtest.CanonicalJSON(t, got) != destinationtest.CanonicalJSON(t, []byte(tt.wantProps)) {
+				t.Errorf("properties %s, want %s", destinationtest.CanonicalJSON(t, got), destinationtest.CanonicalJSON(t, []byte(tt.wantProps)))
 			}
 
 			engages := f.requests("/engage")
@@ -309,7 +224,7 @@ func TestRevenue(t *testing.T) {
 				t.Fatalf("%d /engage requests, want 1", len(engages))
 			}
 			want := `{"$append":{"$transactions":{"$amount":` + tt.wantAmount + `,"$time":"2020-01-24T06:29:02.403Z"}},"$distinct_id":"` + distinct + `","$token":"tok"}`
-			if got := canonical(t, engages[0].items[0]); got != want {
+			if got := destinationtest.CanonicalJSON(t, engages[0].items[0]); got != want {
 				t.Errorf("/engage update\n got %s\nwant %s", got, want)
 			}
 		})
@@ -317,9 +232,9 @@ func TestRevenue(t *testing.T) {
 }
 
 func TestMalformedEventsAreDropped(t *testing.T) {
-	f, srv := newFake(t, nil)
+	f := newFake(t, nil)
 	c := destinationtest.Start(t, destinationtest.Build(t, pkg),
-		config(srv.URL, "convert_to", "USD", "rates", map[string]any{"EUR": 1.08}))
+		config(f.URL, "convert_to", "USD", "rates", map[string]any{"EUR": 1.08}))
 	batch := []sdk.Event{
 		simple(t, 0, `{"revenue":"abc"}`),
 		simple(t, 1, `{"revenue":5,"currency":"US$"}`),
@@ -327,32 +242,26 @@ func TestMalformedEventsAreDropped(t *testing.T) {
 		simple(t, 3, `{"revenue":5,"price":true}`),
 		simple(t, 4, `{"revenue":5}`),
 	}
-	want := []string{`properties.revenue is "abc"`, `properties.currency "US$"`, "currency GBP has no rate", "properties.price is true", ""}
-	results := deliver(t, c, batch)
-	for i, r := range results {
-		if want[i] == "" {
-			if r.Status != sdk.StatusOK {
-				t.Errorf("event %d: %v (%q), want ok", i, r.Status, r.Reason)
-			}
-			continue
-		}
-		if r.Status != sdk.StatusDrop || !strings.Contains(r.Reason, want[i]) {
-			t.Errorf("event %d: %v (%q), want a drop naming %q", i, r.Status, r.Reason, want[i])
-		}
-	}
+	destinationtest.CheckResults(t, destinationtest.Deliver(t, c, batch), []sdk.Result{
+		sdk.Drop(`properties.revenue is "abc"`),
+		sdk.Drop(`properties.currency "US$"`),
+		sdk.Drop("currency GBP has no rate"),
+		sdk.Drop("properties.price is true"),
+		sdk.OK(),
+	})
 	if imports := f.requests("/import"); len(imports) != 1 || len(imports[0].items) != 1 {
 		t.Errorf("/import requests %v, want one with the one good event", imports)
 	}
 }
 
 func TestBatchesAreSplit(t *testing.T) {
-	f, srv := newFake(t, nil)
-	c := destinationtest.Start(t, destinationtest.Build(t, pkg), config(srv.URL))
+	f := newFake(t, nil)
+	c := destinationtest.Start(t, destinationtest.Build(t, pkg), config(f.URL))
 	batch := make([]sdk.Event, 2500)
 	for i := range batch {
 		batch[i] = simple(t, i, `{"n":`+fmt.Sprint(i)+`}`)
 	}
-	for i, r := range deliver(t, c, batch) {
+	for i, r := range destinationtest.Deliver(t, c, batch) {
 		if r.Status != sdk.StatusOK {
 			t.Fatalf("event %d: %v (%q), want ok", i, r.Status, r.Reason)
 		}
@@ -375,68 +284,58 @@ func TestBatchesAreSplit(t *testing.T) {
 }
 
 func TestResults(t *testing.T) {
-	type want struct {
-		status     sdk.Status
-		retryAfter time.Duration
-		reason     string // substring
-	}
-	ok := want{status: sdk.StatusOK}
+	ok := sdk.OK()
 	tests := []struct {
 		name    string
 		import_ func(r request) answer
 		engage  func(r request) answer
-		want    []want // for events 0 (revenue 10), 1 and 2
-		imports int    // /import requests expected
+		want    []sdk.Result // for events 0 (revenue 10), 1 and 2
+		imports int          // /import requests expected
 	}{
 		{name: "429 Retry-After", import_: func(request) answer {
-			return answer{status: 429, header: map[string]string{"Retry-After": "7"}, body: `{"error":"Project exceeded rate limits."}`}
-		}, want: []want{{sdk.StatusRetry, 7 * time.Second, "429"}, {sdk.StatusRetry, 7 * time.Second, "rate limits"}, {sdk.StatusRetry, 7 * time.Second, "429"}}, imports: 1},
-		{name: "500", import_: func(request) answer { return answer{status: 500} },
-			want: []want{{sdk.StatusRetry, 0, "500"}, {sdk.StatusRetry, 0, "500"}, {sdk.StatusRetry, 0, "500"}}, imports: 1},
+			return answer{Status: 429, Header: map[string]string{"Retry-After": "7"}, Body: `{"error":"Project exceeded rate limits."}`}
+		}, want: []sdk.Result{sdk.Retry(7*time.Second, "429"), sdk.Retry(7*time.Second, "rate limits"), sdk.Retry(7*time.Second, "429")}, imports: 1},
+		{name: "500", import_: func(request) answer { return answer{Status: 500} },
+			want: []sdk.Result{sdk.Retry(0, "500"), sdk.Retry(0, "500"), sdk.Retry(0, "500")}, imports: 1},
 		{name: "400 failed records", import_: func(request) answer {
-			return answer{status: 400, body: `{"code":400,"error":"some data points in the request failed validation","status":"Bad Request","num_records_imported":2,` +
+			return answer{Status: 400, Body: `{"code":400,"error":"some data points in the request failed validation","status":"Bad Request","num_records_imported":2,` +
 				`"failed_records":[{"index":1,"insert_id":"m-0001","field":"properties.time","message":"'properties.time' is invalid: must be specified as seconds since epoch"}]}`}
-		}, want: []want{ok, {sdk.StatusDrop, 0, "Mixpanel rejected the event: 'properties.time' is invalid: must be specified as seconds since epoch"}, ok}, imports: 1},
+		}, want: []sdk.Result{ok, sdk.Drop("Mixpanel rejected the event: 'properties.time' is invalid: must be specified as seconds since epoch"), ok}, imports: 1},
 		{name: "400 without records", import_: func(request) answer {
-			return answer{status: 400, body: `{"error":"project_id is not valid","status":"Bad Request"}`}
-		}, want: []want{{sdk.StatusDrop, 0, "project_id is not valid"}, {sdk.StatusDrop, 0, "400"}, {sdk.StatusDrop, 0, "400"}}, imports: 1},
-		{name: "401", import_: func(request) answer { return answer{status: 401, body: `{"error":"Invalid credentials"}`} },
-			want: []want{{sdk.StatusDrop, 0, "Invalid credentials"}, {sdk.StatusDrop, 0, "401"}, {sdk.StatusDrop, 0, "401"}}, imports: 1},
+			return answer{Status: 400, Body: `{"error":"project_id is not valid","status":"Bad Request"}`}
+		}, want: []sdk.Result{sdk.Drop("project_id is not valid"), sdk.Drop("400"), sdk.Drop("400")}, imports: 1},
+		{name: "401", import_: func(request) answer { return answer{Status: 401, Body: `{"error":"Invalid credentials"}`} },
+			want: []sdk.Result{sdk.Drop("Invalid credentials"), sdk.Drop("401"), sdk.Drop("401")}, imports: 1},
 		{name: "413 halves", import_: func(r request) answer {
 			if len(r.items) > 1 {
-				return answer{status: 413, body: `{"error":"request exceeds max limit of 2097152 bytes"}`}
+				return answer{Status: 413, Body: `{"error":"request exceeds max limit of 2097152 bytes"}`}
 			}
 			return answer{}
-		}, want: []want{ok, ok, ok}, imports: 5},
-		{name: "engage fails after import", engage: func(request) answer { return answer{status: 503, header: map[string]string{"Retry-After": "3"}} },
-			want: []want{{sdk.StatusRetry, 3 * time.Second, "imported but its revenue was not recorded"}, ok, ok}, imports: 1},
-		{name: "engage rejects", engage: func(request) answer { return answer{body: `{"status":0,"error":"$distinct_id is invalid"}`} },
-			want: []want{{sdk.StatusDrop, 0, "$distinct_id is invalid"}, ok, ok}, imports: 1},
+		}, want: []sdk.Result{ok, ok, ok}, imports: 5},
+		{name: "engage fails after import", engage: func(request) answer { return answer{Status: 503, Header: map[string]string{"Retry-After": "3"}} },
+			want: []sdk.Result{sdk.Retry(3*time.Second, "imported but its revenue was not recorded"), ok, ok}, imports: 1},
+		{name: "engage rejects", engage: func(request) answer { return answer{Body: `{"status":0,"error":"$distinct_id is invalid"}`} },
+			want: []sdk.Result{sdk.Drop("$distinct_id is invalid"), ok, ok}, imports: 1},
 	}
 	bin := destinationtest.Build(t, pkg)
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			f, srv := newFake(t, func(r request) answer {
-				if r.path == "/engage" && tt.engage != nil {
+			f := newFake(t, func(r request) answer {
+				if r.Path == "/engage" && tt.engage != nil {
 					return tt.engage(r)
 				}
-				if r.path == "/import" && tt.import_ != nil {
+				if r.Path == "/import" && tt.import_ != nil {
 					return tt.import_(r)
 				}
 				return answer{}
 			})
-			c := destinationtest.Start(t, bin, config(srv.URL))
+			c := destinationtest.Start(t, bin, config(f.URL))
 			batch := []sdk.Event{simple(t, 0, `{"revenue":10}`), simple(t, 1, `{}`), simple(t, 2, `{}`)}
-			for i, r := range deliver(t, c, batch) {
-				w := tt.want[i]
-				if r.Status != w.status || r.RetryAfter != w.retryAfter || !strings.Contains(r.Reason, w.reason) {
-					t.Errorf("event %d: %v after %v (%q), want %v after %v with %q", i, r.Status, r.RetryAfter, r.Reason, w.status, w.retryAfter, w.reason)
-				}
-			}
+			destinationtest.CheckResults(t, destinationtest.Deliver(t, c, batch), tt.want)
 			if n := len(f.requests("/import")); n != tt.imports {
 				t.Errorf("%d /import requests, want %d", n, tt.imports)
 			}
-			engageWanted := tt.want[0].status == sdk.StatusOK || tt.engage != nil
+			engageWanted := tt.want[0].Status == sdk.StatusOK || tt.engage != nil
 			if n := len(f.requests("/engage")); (n == 1) != engageWanted {
 				t.Errorf("%d /engage requests, want 1: %v", n, engageWanted)
 			}
@@ -459,14 +358,14 @@ func TestInsertID(t *testing.T) {
 		{"null", hash("null")},
 		{"évènement", hash("évènement")},
 	}
-	f, srv := newFake(t, nil)
-	c := destinationtest.Start(t, destinationtest.Build(t, pkg), config(srv.URL))
+	f := newFake(t, nil)
+	c := destinationtest.Start(t, destinationtest.Build(t, pkg), config(f.URL))
 	batch := make([]sdk.Event, len(tests))
 	for i, tt := range tests {
-		batch[i] = event(t, tt.messageID, "u-1", "", "2020-01-24T06:29:02.403Z", `{}`)
+		batch[i] = event(t, tt.messageID, "u-1", "", at, `{}`)
 	}
-	deliver(t, c, batch)
-	deliver(t, c, batch) // a retry sends the same ids
+	destinationtest.Deliver(t, c, batch)
+	destinationtest.Deliver(t, c, batch) // a retry sends the same ids
 	imports := f.requests("/import")
 	if len(imports) != 2 {
 		t.Fatalf("%d /import requests, want 2", len(imports))
@@ -487,32 +386,32 @@ func TestInsertID(t *testing.T) {
 }
 
 func TestAPISecretAndNoGzip(t *testing.T) {
-	f, srv := newFake(t, nil)
-	c := destinationtest.Start(t, destinationtest.Build(t, pkg), config(srv.URL+"/",
+	f := newFake(t, nil)
+	c := destinationtest.Start(t, destinationtest.Build(t, pkg), config(f.URL+"/",
 		"service_account_username", nil, "service_account_secret", nil, "project_id", nil,
 		"api_secret", "s3cret", "gzip", false))
-	deliver(t, c, []sdk.Event{simple(t, 0, `{}`)})
+	destinationtest.Deliver(t, c, []sdk.Event{simple(t, 0, `{}`)})
 	imports := f.requests("/import")
 	if len(imports) != 1 {
 		t.Fatalf("%d /import requests, want 1 (a trailing / on endpoint must not matter)", len(imports))
 	}
 	imp := imports[0]
-	if u, p, ok := (&http.Request{Header: imp.header}).BasicAuth(); !ok || u != "s3cret" || p != "" {
+	if u, p, ok := (&http.Request{Header: imp.Header}).BasicAuth(); !ok || u != "s3cret" || p != "" {
 		t.Errorf("basic auth %q:%q, want the API secret as user name", u, p)
 	}
-	if _, ok := imp.query["project_id"]; ok || imp.query["strict"] != "1" {
-		t.Errorf("query %v, want strict=1 and no project_id", imp.query)
+	if imp.Query.Has("project_id") || imp.Query.Get("strict") != "1" {
+		t.Errorf("query %v, want strict=1 and no project_id", imp.Query)
 	}
-	if ce := imp.header.Get("Content-Encoding"); ce != "" {
+	if ce := imp.Header.Get("Content-Encoding"); ce != "" {
 		t.Errorf("Content-Encoding %q with gzip = false", ce)
 	}
 }
 
 func TestUnreachableRetries(t *testing.T) {
-	srv := httptest.NewServer(http.NotFoundHandler())
-	srv.Close()
+	srv := destinationtest.NewServer(t, nil)
+	srv.Close() // nothing listens at its address now
 	c := destinationtest.Start(t, destinationtest.Build(t, pkg), config(srv.URL))
-	if r := deliver(t, c, []sdk.Event{simple(t, 0, `{}`)})[0]; r.Status != sdk.StatusRetry {
+	if r := destinationtest.Deliver(t, c, []sdk.Event{simple(t, 0, `{}`)})[0]; r.Status != sdk.StatusRetry {
 		t.Errorf("unreachable Mixpanel: %v (%q), want retry", r.Status, r.Reason)
 	}
 }
@@ -541,47 +440,22 @@ func TestConfigureErrors(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			err := destinationtest.Configure(t, destinationtest.Launch(t, bin), tt.settings)
-			if err == nil || !strings.Contains(err.Error(), tt.want) {
-				t.Errorf("Configure error = %v, want one containing %q", err, tt.want)
-			}
+			destinationtest.CheckConfigureError(t, bin, tt.settings, tt.want)
 		})
 	}
 }
 
 func TestSampleConfig(t *testing.T) {
-	bin := destinationtest.Build(t, pkg)
-	out, err := exec.Command(bin, "--sample-config").Output()
-	if err != nil {
-		t.Fatal(err)
-	}
-	sample, _ := os.ReadFile("sample.toml")
-	if string(out) != string(sample) {
-		t.Errorf("--sample-config printed\n%s\nwant sample.toml:\n%s", out, sample)
-	}
-	readme, _ := os.ReadFile("README.md")
-	if !strings.Contains(string(readme), "```toml\n"+string(sample)+"```") {
-		t.Error("README.md does not include sample.toml verbatim in a toml code block")
-	}
-
-	var s map[string]any
-	if _, err := toml.Decode(string(sample), &s); err != nil {
-		t.Fatal(err)
-	}
 	// Configure makes no network calls, so api.mixpanel.com is never contacted.
-	if err := destinationtest.Configure(t, destinationtest.Launch(t, bin), s); err != nil {
-		t.Errorf("Configure with sample.toml: %v", err)
-	}
-	// The commented-out settings are valid too.
-	uncommented := strings.NewReplacer("# api_secret", "api_secret", "# convert_to", "convert_to", "# [rates]", "[rates]", "# EUR", "EUR", "# GBP", "GBP").Replace(string(sample))
-	s = nil
-	if _, err := toml.Decode(uncommented, &s); err != nil {
-		t.Fatal(err)
-	}
-	for _, k := range []string{"service_account_username", "service_account_secret", "project_id"} {
-		delete(s, k)
-	}
-	if err := destinationtest.Configure(t, destinationtest.Launch(t, bin), s); err != nil {
-		t.Errorf("Configure with the commented-out settings of sample.toml: %v", err)
-	}
+	destinationtest.CheckSampleConfig(t, ".", destinationtest.Build(t, pkg),
+		// The commented-out settings are valid too; api_secret replaces the
+		// service account.
+		strings.NewReplacer(
+			"# api_secret", "api_secret",
+			"\nservice_account_username =", "\n# service_account_username =",
+			"\nservice_account_secret =", "\n# service_account_secret =",
+			"\nproject_id =", "\n# project_id =",
+			"# convert_to", "convert_to",
+			"# rates", "rates",
+		).Replace)
 }

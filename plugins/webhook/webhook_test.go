@@ -4,17 +4,11 @@ import (
 	"crypto/hmac"
 	"crypto/sha256"
 	"encoding/hex"
-	"io"
 	"net/http"
-	"net/http/httptest"
-	"os"
-	"os/exec"
 	"strings"
 	"sync"
 	"testing"
 	"time"
-
-	"github.com/BurntSushi/toml"
 
 	"trackd.dev/trackd/sdk"
 	"trackd.dev/trackd/sdk/destinationtest"
@@ -24,160 +18,123 @@ func TestMain(m *testing.M) { destinationtest.Main(m) }
 
 const pkg = "trackd.dev/trackd/plugins/webhook"
 
-// request is what the receiver saw of one request.
-type request struct {
-	method string
-	header http.Header
-	body   []byte
+// names are the events the receiver knows how to answer.
+var names = []string{"ok", "unavailable", "limited", "bad", "broken"}
+
+// newReceiver starts a webhook receiver that answers according to the
+// event's "event" field, so one batch can exercise every answer.
+func newReceiver(t *testing.T) *destinationtest.Server {
+	return destinationtest.NewServer(t, func(r destinationtest.Request) destinationtest.Answer {
+		switch nameOf(r) {
+		case "ok":
+			return destinationtest.Answer{}
+		case "unavailable":
+			return destinationtest.Answer{Status: http.StatusServiceUnavailable, Header: map[string]string{"Retry-After": "7"}}
+		case "limited":
+			return destinationtest.Answer{Status: http.StatusTooManyRequests}
+		case "bad":
+			return destinationtest.Answer{Status: http.StatusBadRequest, Body: "bad thing"}
+		}
+		return destinationtest.Answer{Status: http.StatusInternalServerError}
+	})
 }
 
-// receiver is a webhook receiver that answers according to the event's
-// "event" field, so one batch can exercise every answer.
-type receiver struct {
-	mu       sync.Mutex
-	requests map[string]request // by event name
-}
-
-func newReceiver(t *testing.T) (*receiver, *httptest.Server) {
-	rc := &receiver{requests: make(map[string]request)}
-	srv := httptest.NewServer(rc)
-	t.Cleanup(srv.Close)
-	return rc, srv
-}
-
-func (rc *receiver) ServeHTTP(w http.ResponseWriter, r *http.Request) {
-	body, _ := io.ReadAll(r.Body)
-	var name string
-	for _, n := range []string{"ok", "unavailable", "limited", "bad", "broken"} {
-		if strings.Contains(string(body), `"event":"`+n+`"`) {
-			name = n
+// nameOf is the name of the event r carries, one of names or "".
+func nameOf(r destinationtest.Request) string {
+	for _, n := range names {
+		if strings.Contains(string(r.Body), `"event":"`+n+`"`) {
+			return n
 		}
 	}
-	rc.mu.Lock()
-	rc.requests[name] = request{method: r.Method, header: r.Header.Clone(), body: body}
-	rc.mu.Unlock()
-
-	switch name {
-	case "ok":
-		w.WriteHeader(http.StatusOK)
-	case "unavailable":
-		w.Header().Set("Retry-After", "7")
-		w.WriteHeader(http.StatusServiceUnavailable)
-	case "limited":
-		w.WriteHeader(http.StatusTooManyRequests)
-	case "bad":
-		w.WriteHeader(http.StatusBadRequest)
-		io.WriteString(w, "bad thing")
-	default:
-		w.WriteHeader(http.StatusInternalServerError)
-	}
+	return ""
 }
 
-func (rc *receiver) get(name string) request {
-	rc.mu.Lock()
-	defer rc.mu.Unlock()
-	return rc.requests[name]
+// last returns the last request the receiver got for the event name.
+func last(rc *destinationtest.Server, name string) destinationtest.Request {
+	var got destinationtest.Request
+	for _, r := range rc.Requests() {
+		if nameOf(r) == name {
+			got = r
+		}
+	}
+	return got
 }
 
-func event(name string) sdk.Event {
-	// Spacing and key order the plugin must not touch.
-	return sdk.Event{
-		JSON:      []byte(`{"event":"` + name + `", "messageId":"m-` + name + `","properties":{"revenue":19.99, "currency":"EUR"},"type":"track"}`),
-		MessageID: "m-" + name,
-		Name:      name,
-	}
+func event(t *testing.T, name string) sdk.Event {
+	// The properties keep the producer's spacing, which the plugin must
+	// not touch.
+	return destinationtest.Event(t, destinationtest.Track{
+		Name:       name,
+		MessageID:  "m-" + name,
+		UserID:     "u-1",
+		Properties: `{"revenue":19.99, "currency":"EUR"}`,
+	})
 }
 
 func TestDeliver(t *testing.T) {
-	rc, srv := newReceiver(t)
+	rc := newReceiver(t)
 	const secret = "s3cret"
 	c := destinationtest.Start(t, destinationtest.Build(t, pkg), map[string]any{
-		"url":     srv.URL + "/hook",
+		"url":     rc.URL + "/hook",
 		"secret":  secret,
 		"headers": map[string]any{"Authorization": "Bearer tok"},
 	})
 
-	names := []string{"ok", "unavailable", "limited", "bad", "broken"}
 	batch := make([]sdk.Event, len(names))
 	for i, n := range names {
-		batch[i] = event(n)
+		batch[i] = event(t, n)
 	}
-	results, err := c.Deliver(t.Context(), batch)
-	if err != nil {
-		t.Fatalf("Deliver: %v", err)
-	}
-
-	want := []struct {
-		status     sdk.Status
-		retryAfter time.Duration
-		reason     []string
-	}{
-		{status: sdk.StatusOK},
-		{status: sdk.StatusRetry, retryAfter: 7 * time.Second, reason: []string{"503"}},
-		{status: sdk.StatusRetry, reason: []string{"429"}},
-		{status: sdk.StatusDrop, reason: []string{"400", "bad thing"}},
-		{status: sdk.StatusRetry, reason: []string{"500"}},
-	}
-	for i, r := range results {
-		w := want[i]
-		if r.Status != w.status || r.RetryAfter != w.retryAfter {
-			t.Errorf("%s: %v after %v (%q), want %v after %v", names[i], r.Status, r.RetryAfter, r.Reason, w.status, w.retryAfter)
-		}
-		for _, s := range w.reason {
-			if !strings.Contains(r.Reason, s) {
-				t.Errorf("%s: reason %q does not contain %q", names[i], r.Reason, s)
-			}
-		}
-	}
+	destinationtest.CheckResults(t, destinationtest.Deliver(t, c, batch), []sdk.Result{
+		sdk.OK(),
+		sdk.Retry(7*time.Second, "503"),
+		sdk.Retry(0, "429"),
+		sdk.Drop("400 Bad Request: bad thing"),
+		sdk.Retry(0, "500"),
+	})
 
 	for _, e := range batch {
-		got := rc.get(e.Name)
-		if string(got.body) != string(e.JSON) {
-			t.Errorf("%s: body %q, want the event unchanged: %q", e.Name, got.body, e.JSON)
+		got := last(rc, e.Name)
+		if string(got.Body) != string(e.JSON) {
+			t.Errorf("%s: body %q, want the event unchanged: %q", e.Name, got.Body, e.JSON)
 		}
-		if got.method != "POST" {
-			t.Errorf("%s: method %s, want POST", e.Name, got.method)
+		if got.Method != "POST" {
+			t.Errorf("%s: method %s, want POST", e.Name, got.Method)
 		}
 		for k, v := range map[string]string{
 			"Content-Type":  "application/json",
 			"User-Agent":    "trackd-webhook",
 			"Authorization": "Bearer tok",
 		} {
-			if got.header.Get(k) != v {
-				t.Errorf("%s: %s = %q, want %q", e.Name, k, got.header.Get(k), v)
+			if got.Header.Get(k) != v {
+				t.Errorf("%s: %s = %q, want %q", e.Name, k, got.Header.Get(k), v)
 			}
 		}
 		mac := hmac.New(sha256.New, []byte(secret))
-		mac.Write(got.body)
-		if sig, want := got.header.Get("X-Signature"), "sha256="+hex.EncodeToString(mac.Sum(nil)); sig != want {
+		mac.Write(got.Body)
+		if sig, want := got.Header.Get("X-Signature"), "sha256="+hex.EncodeToString(mac.Sum(nil)); sig != want {
 			t.Errorf("%s: X-Signature %q, want %q", e.Name, sig, want)
 		}
 	}
 }
 
 func TestMethodAndNoSignature(t *testing.T) {
-	rc, srv := newReceiver(t)
-	c := destinationtest.Start(t, destinationtest.Build(t, pkg), map[string]any{"url": srv.URL, "method": "put"})
-	if _, err := c.Deliver(t.Context(), []sdk.Event{event("ok")}); err != nil {
-		t.Fatal(err)
+	rc := newReceiver(t)
+	c := destinationtest.Start(t, destinationtest.Build(t, pkg), map[string]any{"url": rc.URL, "method": "put"})
+	destinationtest.Deliver(t, c, []sdk.Event{event(t, "ok")})
+	got := last(rc, "ok")
+	if got.Method != "PUT" {
+		t.Errorf("method %s, want PUT", got.Method)
 	}
-	got := rc.get("ok")
-	if got.method != "PUT" {
-		t.Errorf("method %s, want PUT", got.method)
-	}
-	if sig := got.header.Get("X-Signature"); sig != "" {
+	if sig := got.Header.Get("X-Signature"); sig != "" {
 		t.Errorf("X-Signature %q without a secret, want none", sig)
 	}
 }
 
 func TestUnreachableRetries(t *testing.T) {
-	srv := httptest.NewServer(http.NotFoundHandler())
-	srv.Close()
+	srv := destinationtest.NewServer(t, nil)
+	srv.Close() // nothing listens at its address now
 	c := destinationtest.Start(t, destinationtest.Build(t, pkg), map[string]any{"url": srv.URL})
-	results, err := c.Deliver(t.Context(), []sdk.Event{event("ok")})
-	if err != nil {
-		t.Fatal(err)
-	}
+	results := destinationtest.Deliver(t, c, []sdk.Event{event(t, "ok")})
 	if results[0].Status != sdk.StatusRetry {
 		t.Errorf("unreachable receiver: %v (%q), want retry", results[0].Status, results[0].Reason)
 	}
@@ -191,7 +148,7 @@ func TestConcurrencyIsBounded(t *testing.T) {
 		most     int
 		full     = make(chan struct{}) // closed once limit requests are in flight together
 	)
-	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+	srv := destinationtest.NewServer(t, func(destinationtest.Request) destinationtest.Answer {
 		mu.Lock()
 		inFlight++
 		most = max(most, inFlight)
@@ -208,19 +165,15 @@ func TestConcurrencyIsBounded(t *testing.T) {
 		mu.Lock()
 		inFlight--
 		mu.Unlock()
-	}))
-	defer srv.Close()
+		return destinationtest.Answer{}
+	})
 
 	c := destinationtest.Start(t, destinationtest.Build(t, pkg), map[string]any{"url": srv.URL, "concurrency": int64(limit)})
 	batch := make([]sdk.Event, events)
 	for i := range batch {
-		batch[i] = event("ok")
+		batch[i] = event(t, "ok")
 	}
-	results, err := c.Deliver(t.Context(), batch)
-	if err != nil {
-		t.Fatal(err)
-	}
-	for i, r := range results {
+	for i, r := range destinationtest.Deliver(t, c, batch) {
 		if r.Status != sdk.StatusOK {
 			t.Errorf("event %d: %v (%q), want ok", i, r.Status, r.Reason)
 		}
@@ -252,35 +205,12 @@ func TestConfigureErrors(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			err := destinationtest.Configure(t, destinationtest.Launch(t, bin), tt.settings)
-			if err == nil || !strings.Contains(err.Error(), tt.want) {
-				t.Errorf("Configure error = %v, want one containing %q", err, tt.want)
-			}
+			destinationtest.CheckConfigureError(t, bin, tt.settings, tt.want)
 		})
 	}
 }
 
 func TestSampleConfig(t *testing.T) {
-	bin := destinationtest.Build(t, pkg)
-	out, err := exec.Command(bin, "--sample-config").Output()
-	if err != nil {
-		t.Fatal(err)
-	}
-	sample, _ := os.ReadFile("sample.toml")
-	if string(out) != string(sample) {
-		t.Errorf("--sample-config printed\n%s\nwant sample.toml:\n%s", out, sample)
-	}
-	readme, _ := os.ReadFile("README.md")
-	if !strings.Contains(string(readme), "```toml\n"+string(sample)+"```") {
-		t.Error("README.md does not include sample.toml verbatim in a toml code block")
-	}
-
-	var settings map[string]any
-	if _, err := toml.DecodeFile("sample.toml", &settings); err != nil {
-		t.Fatal(err)
-	}
 	// Configure makes no network calls, so example.com is never contacted.
-	if err := destinationtest.Configure(t, destinationtest.Launch(t, bin), settings); err != nil {
-		t.Errorf("Configure with sample.toml: %v", err)
-	}
+	destinationtest.CheckSampleConfig(t, ".", destinationtest.Build(t, pkg))
 }

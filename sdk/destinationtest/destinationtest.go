@@ -1,13 +1,28 @@
 // Package destinationtest runs a destination plugin binary in a test, through
-// the same handshake and gRPC service the daemon uses.
+// the same handshake and gRPC service the daemon uses, and has the pieces
+// most plugin tests need: events as the daemon normalizes them ([Event]), a
+// server playing the destination's API ([NewServer]), and checks of results
+// ([CheckResults]), of Configure's errors ([CheckConfigureError]) and of the
+// plugin's sample.toml ([CheckSampleConfig]).
 //
 //	func TestMain(m *testing.M) { destinationtest.Main(m) }
 //
 //	func TestDeliver(t *testing.T) {
+//		srv := destinationtest.NewServer(t, func(r destinationtest.Request) destinationtest.Answer {
+//			return destinationtest.Answer{Status: http.StatusTooManyRequests, Header: map[string]string{"Retry-After": "7"}}
+//		})
 //		bin := destinationtest.Build(t, "trackd.dev/trackd/plugins/webhook")
 //		c := destinationtest.Start(t, bin, map[string]any{"url": srv.URL})
-//		results, err := c.Deliver(t.Context(), batch)
-//		...
+//		e := destinationtest.Event(t, destinationtest.Track{Name: "Order Completed", UserID: "u-1", Properties: `{"revenue":9.99}`})
+//		results := destinationtest.Deliver(t, c, []sdk.Event{e})
+//		destinationtest.CheckResults(t, results, []sdk.Result{sdk.Retry(7*time.Second, "429")})
+//		if got := srv.Requests(); len(got) != 1 || string(got[0].Body) != string(e.JSON) {
+//			t.Errorf("requests %+v, want one with the event", got)
+//		}
+//	}
+//
+//	func TestSampleConfig(t *testing.T) {
+//		destinationtest.CheckSampleConfig(t, ".", destinationtest.Build(t, "trackd.dev/trackd/plugins/webhook"))
 //	}
 package destinationtest
 
@@ -131,20 +146,31 @@ func Start(t testing.TB, binary string, settings map[string]any) *sdk.Client {
 // test's working directory; its output goes to the test log.
 func Launch(t testing.TB, binary string) *sdk.Client {
 	t.Helper()
-	log := &testLog{t: t, prefix: filepath.Base(binary) + ": "}
+	return launch(t, command(binary))
+}
+
+// launch is Launch for a command made by command.
+func launch(t testing.TB, cmd *exec.Cmd) *sdk.Client {
+	t.Helper()
+	log := &testLog{t: t, prefix: filepath.Base(cmd.Path) + ": "}
 	t.Cleanup(log.stop) // registered first so it runs after Kill
-	cmd := exec.Command(binary)
-	if race && os.Getenv("GORACE") == "" {
-		// The race runtime waits a second before exiting, and Kill waits
-		// for the exit.
-		cmd.Env = []string{"GORACE=atexit_sleep_ms=0"}
-	}
 	c, err := sdk.Start(cmd, log)
 	if err != nil {
 		t.Fatalf("start plugin: %v", err)
 	}
 	t.Cleanup(c.Kill)
 	return c
+}
+
+// command runs the plugin binary with args.
+func command(binary string, args ...string) *exec.Cmd {
+	cmd := exec.Command(binary, args...)
+	if race && os.Getenv("GORACE") == "" {
+		// The race runtime waits a second before exiting, and Kill waits
+		// for the exit.
+		cmd.Env = []string{"GORACE=atexit_sleep_ms=0"}
+	}
+	return cmd
 }
 
 // Configure encodes settings and calls the plugin's Configure, returning its

@@ -109,17 +109,25 @@ func (c *Client) prepare(req *http.Request) (*http.Request, error) {
 // maxReasonBody is how much of a response body a reason quotes.
 const maxReasonBody = 200
 
-// snippet makes the start of a response body fit a one-line reason, which
-// ends up in logs and NATS headers.
+// OneLine makes a message from an API, such as the error text of a JSON
+// response, fit a one-line reason, which ends up in logs and NATS headers:
+// it drops invalid UTF-8 and folds each run of white space, line breaks
+// included, into one space, trimming both ends.
+func OneLine(s string) string {
+	return strings.Join(strings.Fields(strings.ToValidUTF8(s, "")), " ")
+}
+
+// snippet makes the start of a response body fit a one-line reason; unlike
+// OneLine it also blanks out control characters, which a body may hold
+// anywhere.
 func snippet(b []byte) string {
-	s := strings.ToValidUTF8(string(b), "")
-	s = strings.Map(func(r rune) rune {
+	s := strings.Map(func(r rune) rune {
 		if unicode.IsControl(r) {
 			return ' '
 		}
 		return r
-	}, s)
-	return strings.Join(strings.Fields(s), " ")
+	}, strings.ToValidUTF8(string(b), ""))
+	return OneLine(s)
 }
 
 // redact drops the query and password of u: they often hold API keys.

@@ -212,3 +212,18 @@ func TestSplit(t *testing.T) {
 		})
 	}
 }
+
+func TestOneLine(t *testing.T) {
+	tests := []struct{ in, want string }{
+		{"", ""},
+		{"Invalid API key", "Invalid API key"},
+		{"  missing\n\tfield  time\r\n", "missing field time"},
+		{"bad \xff byte", "bad byte"},
+		{"bad\xffbyte", "badbyte"},
+	}
+	for _, tt := range tests {
+		if got := OneLine(tt.in); got != tt.want {
+			t.Errorf("OneLine(%q) = %q, want %q", tt.in, got, tt.want)
+		}
+	}
+}

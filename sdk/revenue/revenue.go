@@ -43,6 +43,13 @@ func Number(props map[string]json.RawMessage, field string) (v float64, ok bool,
 	return v, true, nil
 }
 
+// Present reports whether props has field with a value other than null:
+// whether the producer set it.
+func Present(props map[string]json.RawMessage, field string) bool {
+	raw := bytes.TrimSpace(props[field])
+	return len(raw) > 0 && string(raw) != "null"
+}
+
 // Currency reads properties.currency as an upper-cased ISO 4217 code (three
 // letters A–Z after upper-casing); absent, null or "" means "USD"; anything
 // else is an error naming currency and quoting the value.
@@ -137,6 +144,45 @@ func (c Conversion) Convert(amount float64, currency string) (float64, string, e
 		return 0, "", fmt.Errorf("currency %s has no rate to %s; add %s to the destination's rates setting", currency, c.ConvertTo, currency)
 	}
 	return math.Round(amount*rate*1e6) / 1e6, c.ConvertTo, nil
+}
+
+// amountFields are the Segment properties that hold an amount of money in the
+// event's currency.
+var amountFields = [...]string{"revenue", "value", "total", "subtotal", "price", "tax", "shipping", "discount"}
+
+// ConvertAmounts converts, in place, each of the Segment properties that hold
+// an amount of money in the event's currency (revenue, value, total,
+// subtotal, price, tax, shipping and discount) from currency to ConvertTo,
+// and returns the currency they are now in: ConvertTo if props has any of
+// them, else currency. A converted property is written back as a JSON number,
+// even where the producer sent a string.
+//
+// It changes nothing when ConvertTo is empty. The error of a property that is
+// not an amount, or of a currency without a rate, is the first one found,
+// checking the properties in the order above.
+func (c Conversion) ConvertAmounts(props map[string]json.RawMessage, currency string) (string, error) {
+	if c.ConvertTo == "" {
+		return currency, nil
+	}
+	converted := false
+	for _, f := range amountFields {
+		v, ok, err := Number(props, f)
+		if err != nil {
+			return "", err
+		}
+		if !ok {
+			continue
+		}
+		if v, _, err = c.Convert(v, currency); err != nil {
+			return "", err
+		}
+		props[f], _ = json.Marshal(v) // Number and Convert return finite numbers
+		converted = true
+	}
+	if converted {
+		return c.ConvertTo, nil
+	}
+	return currency, nil
 }
 
 // isDecimal reports whether s is written in decimal: ParseFloat also accepts

@@ -99,6 +99,15 @@ func TestCurrency(t *testing.T) {
 	}
 }
 
+func TestPresent(t *testing.T) {
+	p := props(t, `{"a":1,"b":"","c":null,"d":false,"e":{}}`)
+	for field, want := range map[string]bool{"a": true, "b": true, "c": false, "d": true, "e": true, "f": false} {
+		if got := revenue.Present(p, field); got != want {
+			t.Errorf("Present(%s) = %v, want %v", field, got, want)
+		}
+	}
+}
+
 func TestCheck(t *testing.T) {
 	tests := []struct {
 		name string
@@ -155,6 +164,47 @@ func TestConvert(t *testing.T) {
 			}
 			if err != nil || got != tt.want || cur != tt.wantCur {
 				t.Errorf("Convert = %v, %q, %v; want %v, %q", got, cur, err, tt.want, tt.wantCur)
+			}
+		})
+	}
+}
+
+func TestConvertAmounts(t *testing.T) {
+	c := revenue.Conversion{ConvertTo: "USD", Rates: map[string]float64{"EUR": 1.08}}
+	tests := []struct {
+		name     string
+		c        revenue.Conversion
+		props    string
+		currency string
+		want     string // the properties after
+		wantCur  string
+		err      string
+	}{
+		{name: "off", props: `{"revenue":"10","price":5}`, currency: "EUR",
+			want: `{"revenue":"10","price":5}`, wantCur: "EUR"},
+		{name: "every amount", c: c, props: `{"revenue":18.9,"value":"10","total":1,"subtotal":1,"price":1,"tax":1,"shipping":1,"discount":1,"quantity":2,"name":"x"}`, currency: "EUR",
+			want: `{"revenue":20.412,"value":10.8,"total":1.08,"subtotal":1.08,"price":1.08,"tax":1.08,"shipping":1.08,"discount":1.08,"quantity":2,"name":"x"}`, wantCur: "USD"},
+		{name: "same currency makes numbers", c: c, props: `{"revenue":"5","value":null}`, currency: "USD",
+			want: `{"revenue":5,"value":null}`, wantCur: "USD"},
+		{name: "no amounts keeps the currency", c: c, props: `{"quantity":2}`, currency: "GBP",
+			want: `{"quantity":2}`, wantCur: "GBP"},
+		{name: "no rate", c: c, props: `{"tax":1}`, currency: "GBP", err: "currency GBP has no rate to USD"},
+		{name: "first bad amount", c: c, props: `{"price":"free","tax":true}`, currency: "EUR", err: `properties.price is "free"`},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			p := props(t, tt.props)
+			cur, err := tt.c.ConvertAmounts(p, tt.currency)
+			if tt.err != "" {
+				if err == nil || !strings.Contains(err.Error(), tt.err) {
+					t.Fatalf("ConvertAmounts = %q, %v; want an error containing %q", cur, err, tt.err)
+				}
+				return
+			}
+			got, _ := json.Marshal(p)
+			want, _ := json.Marshal(props(t, tt.want))
+			if err != nil || cur != tt.wantCur || string(got) != string(want) {
+				t.Errorf("ConvertAmounts = %q, %v with properties %s; want %q with %s", cur, err, got, tt.wantCur, want)
 			}
 		})
 	}

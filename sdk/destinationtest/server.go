@@ -1,0 +1,90 @@
+package destinationtest
+
+import (
+	"compress/gzip"
+	"io"
+	"net/http"
+	"net/http/httptest"
+	"net/url"
+	"slices"
+	"sync"
+	"testing"
+)
+
+// Request is what a [Server] received of one request.
+type Request struct {
+	Method string
+	Path   string
+	Query  url.Values
+	Header http.Header
+	// Body is the request body, decompressed when Content-Encoding is gzip
+	// (httpdest.Options.Gzip); Header still says gzip.
+	Body []byte
+}
+
+// Answer is how a [Server] responds to a request.
+type Answer struct {
+	Status int               // 0 means 200
+	Header map[string]string // set on the response
+	Body   string
+}
+
+// Server plays a destination's API in a test: it records every request and
+// answers it. It is an httptest.Server, so its URL is the endpoint to
+// configure the plugin with.
+type Server struct {
+	*httptest.Server
+	mu       sync.Mutex
+	requests []Request
+}
+
+// NewServer starts a Server that answers each request with answer(r), called
+// after r is recorded; a nil answer, or a zero Answer, is 200 OK with no body.
+// answer runs on the server's goroutines, concurrently when the plugin sends
+// requests concurrently, and may block to hold a request in flight. A gzip
+// body that does not decompress fails the test and is answered 400 without
+// being recorded. The server is closed when the test ends.
+func NewServer(t testing.TB, answer func(r Request) Answer) *Server {
+	s := &Server{}
+	s.Server = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		var body io.Reader = r.Body
+		if r.Header.Get("Content-Encoding") == "gzip" {
+			zr, err := gzip.NewReader(r.Body)
+			if err != nil {
+				t.Errorf("%s %s: Content-Encoding gzip but %v", r.Method, r.URL.Path, err)
+				w.WriteHeader(http.StatusBadRequest)
+				return
+			}
+			body = zr
+		}
+		// A body cut short (the plugin gave up on the request) is recorded
+		// as far as it came.
+		b, _ := io.ReadAll(body)
+		req := Request{Method: r.Method, Path: r.URL.Path, Query: r.URL.Query(), Header: r.Header.Clone(), Body: b}
+		s.mu.Lock()
+		s.requests = append(s.requests, req)
+		s.mu.Unlock()
+
+		var a Answer
+		if answer != nil {
+			a = answer(req)
+		}
+		for k, v := range a.Header {
+			w.Header().Set(k, v)
+		}
+		if a.Status == 0 {
+			a.Status = http.StatusOK
+		}
+		w.WriteHeader(a.Status)
+		_, _ = io.WriteString(w, a.Body)
+	}))
+	t.Cleanup(s.Close)
+	return s
+}
+
+// Requests returns the requests received so far, in the order they arrived.
+func (s *Server) Requests() []Request {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return slices.Clone(s.requests)
+}
