@@ -20,9 +20,13 @@ run: build
 test:
 	$(GO) test -race -count=1 ./...
 
-## bench: the micro-benchmarks
+## bench: micro-benchmarks, then the end-to-end ones (about 3 minutes, never with -race);
+## the summary lines for BENCHMARKS.md come last
 bench:
-	$(GO) test -run '^$$' -bench . -benchmem ./...
+	@out=$$(mktemp); \
+	$(GO) test -run '^$$' -bench . -benchmem $$($(GO) list ./... | grep -vx trackd.dev/trackd/daemon) 2>&1 | tee $$out; \
+	$(GO) test -run '^$$' -bench . -benchtime 1x -timeout 30m ./daemon 2>&1 | tee -a $$out; \
+	echo; grep '^bench:' $$out; ! grep -q '^FAIL' $$out; status=$$?; rm -f $$out; exit $$status
 
 ## fuzz: fuzz validate+normalize for FUZZTIME (default 2m); make test runs its seeds
 FUZZTIME ?= 2m

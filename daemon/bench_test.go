@@ -265,7 +265,7 @@ func benchLatency(b *testing.B, d *benchDaemon, js jetstream.JetStream, rate flo
 		due := min(total, int(rate*time.Since(start).Seconds()))
 		for ; sent < due; sent++ {
 			id := "lat-" + strconv.FormatInt(time.Now().UnixNano(), 10) + "-" + strconv.Itoa(sent)
-			if _, err := js.PublishAsync("track", []byte(benchEvent(sent, id))); err != nil {
+			if _, err := js.PublishAsync("track", []byte(benchEvent(sent, id)), benchStall); err != nil {
 				b.Fatal(err)
 			}
 		}
@@ -292,10 +292,14 @@ func benchLatency(b *testing.B, d *benchDaemon, js jetstream.JetStream, rate flo
 	return lat[len(lat)/2], lat[len(lat)*99/100], len(lat)
 }
 
+// benchStall lets a publish wait for room in the async window: a busy
+// machine may take longer than the default 200 ms to make it.
+var benchStall = jetstream.WithStallWait(time.Minute)
+
 // benchPublish publishes n events asynchronously and waits for every ack.
 func benchPublish(b *testing.B, js jetstream.JetStream, subject string, n int, id func(int) string) {
 	for i := range n {
-		if _, err := js.PublishAsync(subject, []byte(benchEvent(i, id(i)))); err != nil {
+		if _, err := js.PublishAsync(subject, []byte(benchEvent(i, id(i))), benchStall); err != nil {
 			b.Fatal(err)
 		}
 	}

@@ -181,8 +181,10 @@ func (b *Bus) Setup(ctx context.Context, cfg *config.Config) (*Topology, error) 
 		return nil, fmt.Errorf("cannot create stream %s (ingest.stream): %w", cfg.Ingest.Stream, err)
 	}
 	// The routed stream's duplicate window absorbs a router step that published
-	// and then crashed before acking; it must not outlive the dedupe window.
-	dup := min(2*time.Minute, cfg.Dedupe.Window.Duration)
+	// and then crashed before acking, which is redelivered after AckWait. The
+	// server keeps every id of the window in memory (about a million at 9k
+	// events/s over the default 2 minutes), so it is kept just past AckWait.
+	dup := min(AckWait+15*time.Second, cfg.Dedupe.Window.Duration)
 	t.Routed, err = b.JS.CreateOrUpdateStream(ctx, jetstream.StreamConfig{
 		Name:        RoutedStream,
 		Description: "normalized events waiting for their destinations",

@@ -2,9 +2,13 @@ package bus
 
 import (
 	"context"
+	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
 )
+
+// pullExpiry is how long one pull request waits on the server.
+const pullExpiry = 5 * time.Second
 
 // ConsumeBatches pulls from cons and calls handle with batches of at most max
 // messages. A batch is whatever is waiting — it never waits to fill — so a
@@ -21,7 +25,10 @@ func ConsumeBatches(ctx context.Context, cons jetstream.Consumer, max int, handl
 		case <-ctx.Done():
 			_ = m.Nak()
 		}
-	}, jetstream.PullMaxMessages(2*max))
+	}, jetstream.PullMaxMessages(2*max),
+		// Under load a pull request was seen to go unserved until it expired,
+		// stalling one destination; short pulls bound such a stall.
+		jetstream.PullExpiry(pullExpiry), jetstream.PullHeartbeat(pullExpiry/2))
 	if err != nil {
 		return err
 	}

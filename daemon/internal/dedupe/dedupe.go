@@ -13,6 +13,7 @@ import (
 	"errors"
 	"fmt"
 	"strconv"
+	"sync"
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
@@ -84,23 +85,30 @@ func (c *Claimer) Start(claims []Claim) (*Pending, error) {
 // are repeats (false).
 func (p *Pending) Wait(ctx context.Context) ([]bool, error) {
 	first := make([]bool, len(p.claims))
+	var conflicts []int
 	for i, f := range p.futures {
 		select {
 		case <-f.Ok():
 			first[i] = true
-			continue
 		case err := <-f.Err():
 			if !bus.IsWrongLastSequence(err) {
 				return nil, fmt.Errorf("dedupe claim: %w", err)
 			}
+			conflicts = append(conflicts, i)
 		case <-ctx.Done():
 			return nil, ctx.Err()
 		}
-		own, err := p.c.resolve(ctx, p.claims[i])
-		if err != nil {
-			return nil, err
-		}
-		first[i] = own
+	}
+	// Each existing key needs a lookup; they go out together rather than
+	// one round trip after another.
+	errs := make([]error, len(conflicts))
+	var wg sync.WaitGroup
+	for n, i := range conflicts {
+		wg.Go(func() { first[i], errs[n] = p.c.resolve(ctx, p.claims[i]) })
+	}
+	wg.Wait()
+	if err := errors.Join(errs...); err != nil {
+		return nil, err
 	}
 	return first, nil
 }

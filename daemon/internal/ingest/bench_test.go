@@ -14,7 +14,6 @@ import (
 	"trackd.dev/trackd/daemon/internal/bus/bustest"
 	"trackd.dev/trackd/daemon/internal/dedupe"
 	"trackd.dev/trackd/daemon/internal/metrics"
-	"trackd.dev/trackd/daemon/internal/normalize"
 	"trackd.dev/trackd/daemon/internal/route"
 )
 
@@ -31,29 +30,6 @@ func benchEvent(i int) []byte {
 		`"userAgent":"Mozilla/5.0 (Macintosh; Intel Mac OS X 10_15_7) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/120.0 Safari/537.36"},`+
 		`"integrations":{"All":true,"Mixpanel":false,"Amplitude":{"session_id":1706097500000}}}`,
 		i%50000, i%65536, i, i, 20+i%80, 20+i%80, i%250)
-}
-
-// BenchmarkRoute is the routing decision for one event among five destinations.
-func BenchmarkRoute(b *testing.B) {
-	t := route.NewTable([]route.Destination{
-		{ID: "mixpanel", Name: "Mixpanel"},
-		{ID: "amplitude", Name: "Amplitude", Aliases: []string{"amp"}},
-		{ID: "ga4", Name: "Google Analytics 4", Events: []string{"Order *", "Product *"}},
-		{ID: "hook", Name: "Webhook", ExcludeEvents: []string{"Page *"}},
-		{ID: "file", Name: "File"},
-	})
-	ev, err := normalize.Normalize(benchEvent(1), time.Now(), normalize.Options{})
-	if err != nil {
-		b.Fatal(err)
-	}
-	var dst []string
-	b.ReportAllocs()
-	for b.Loop() {
-		dst = t.Route(dst[:0], ev.Name, ev.Integrations)
-	}
-	if len(dst) != 4 {
-		b.Fatalf("routed to %v", dst)
-	}
 }
 
 // BenchmarkRouter is the whole router stage in this process: b.N events

@@ -96,7 +96,6 @@ type field struct {
 	key   []byte // the key decoded; for the usual plain key, the bytes between its quotes
 	plain bool   // key is written as it reads: no escapes, valid UTF-8
 	value []byte // the raw JSON value, without surrounding space
-	known int    // which of keyNames key is, or -1
 }
 
 // object is an event split into its top-level members. Later duplicates of a key win, as
@@ -161,7 +160,7 @@ func (o *object) set(k int, value []byte) {
 		return
 	}
 	o.last[k] = len(o.fields)
-	o.fields = append(o.fields, field{key: keyBytes[k], plain: true, value: value, known: k})
+	o.fields = append(o.fields, field{key: keyBytes[k], plain: true, value: value})
 }
 
 // setGenerated sets a known key to what was just appended to o.gen: gen is o.gen with
@@ -293,17 +292,13 @@ func parseObject(body []byte, o *object) error {
 		}
 		return invalid("", "event is %s, not a JSON object", kindOf(raw))
 	}
-	for k := range o.last {
-		o.last[k] = -1
-	}
 	ok := eachMember(body[i:], func(key []byte, plain bool, value []byte) {
-		f := field{key: key, plain: plain, value: value, known: -1}
+		f := field{key: key, plain: plain, value: value}
 		if !plain {
 			f.key = decodeKey(key)
 		}
 		for k, name := range keyNames {
 			if string(f.key) == name {
-				f.known = k
 				o.last[k] = len(o.fields)
 				break
 			}

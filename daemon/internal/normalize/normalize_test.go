@@ -109,6 +109,7 @@ func TestInvalid(t *testing.T) {
 		{"integration string", `{"event":"x","userId":"u","integrations":{"All":true,"Mixpanel":"yes"}}`, "integrations.Mixpanel", "a string; use true, false, null or an object"},
 		{"integration number", `{"event":"x","userId":"u","integrations":{"Amplitude":1}}`, "integrations.Amplitude", "a number"},
 		{"integration array", `{"event":"x","userId":"u","integrations":{"GA4":[]}}`, "integrations.GA4", "an array"},
+		{"integration with an empty key", `{"event":"x","userId":"u","integrations":{"":"yes","B":true}}`, "integrations.", "a string"},
 
 		{"messageId number", `{"event":"x","userId":"u","messageId":5}`, "messageId", "a number"},
 		{"messageId 101 runes", `{"event":"x","userId":"u","messageId":"` + strings.Repeat("é", 101) + `"}`, "messageId", "101 characters"},
