@@ -7,7 +7,6 @@ import (
 	"log/slog"
 	"os/exec"
 	"path/filepath"
-	"syscall"
 	"testing"
 	"time"
 
@@ -122,7 +121,7 @@ func BenchmarkDeliverer(b *testing.B) {
 		Retry: config.Retry{Initial: config.Duration{Duration: time.Second}, Max: config.Duration{Duration: time.Second}, MaxAttempts: 3, MaxAge: config.Duration{Duration: time.Hour}},
 	}
 	b.ReportAllocs()
-	cpu0 := cpuTime()
+	cpu0 := bustest.CPUTime()
 	b.ResetTimer()
 	runCtx, cancel := context.WithCancel(ctx)
 	done := make(chan struct{})
@@ -142,15 +141,7 @@ func BenchmarkDeliverer(b *testing.B) {
 		time.Sleep(5 * time.Millisecond)
 	}
 	b.StopTimer()
-	b.ReportMetric(float64((cpuTime()-cpu0).Microseconds())/float64(b.N), "cpu-µs/event")
+	b.ReportMetric(float64((bustest.CPUTime()-cpu0).Microseconds())/float64(b.N), "cpu-µs/event")
 	cancel()
 	<-done
-}
-
-// cpuTime is the CPU time this process (deliverer and NATS server, not the
-// plugin) has used.
-func cpuTime() time.Duration {
-	var ru syscall.Rusage
-	_ = syscall.Getrusage(syscall.RUSAGE_SELF, &ru)
-	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
 }

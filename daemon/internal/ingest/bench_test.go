@@ -5,7 +5,6 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
-	"syscall"
 	"testing"
 	"time"
 
@@ -64,7 +63,7 @@ func BenchmarkRouter(b *testing.B) {
 	}
 	r.SetRoutes(route.NewTable([]route.Destination{{ID: "d1", Name: "D1"}, {ID: "d2", Name: "D2"}, {ID: "d3", Name: "D3"}}))
 	b.ReportAllocs()
-	cpu0 := cpuTime()
+	cpu0 := bustest.CPUTime()
 	b.ResetTimer()
 	runCtx, cancel := context.WithCancel(ctx)
 	done := make(chan struct{})
@@ -77,16 +76,9 @@ func BenchmarkRouter(b *testing.B) {
 		time.Sleep(5 * time.Millisecond)
 	}
 	b.StopTimer()
-	b.ReportMetric(float64((cpuTime()-cpu0).Microseconds())/float64(b.N), "cpu-µs/event")
+	b.ReportMetric(float64((bustest.CPUTime()-cpu0).Microseconds())/float64(b.N), "cpu-µs/event")
 	cancel()
 	<-done
-}
-
-// cpuTime is the CPU time this process (router and NATS server) has used.
-func cpuTime() time.Duration {
-	var ru syscall.Rusage
-	_ = syscall.Getrusage(syscall.RUSAGE_SELF, &ru)
-	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
 }
 
 func ingestLeft(b *testing.B, s jetstream.Stream) uint64 {

@@ -3,6 +3,7 @@ package bustest
 
 import (
 	"context"
+	"syscall"
 	"testing"
 	"time"
 
@@ -31,4 +32,12 @@ func Open(t testing.TB, window time.Duration) (*bus.Bus, *bus.Topology) {
 		t.Fatal(err)
 	}
 	return b, topo
+}
+
+// CPUTime is the CPU time this process has used, the embedded server's
+// included: what a stage benchmark charges per event.
+func CPUTime() time.Duration {
+	var ru syscall.Rusage
+	_ = syscall.Getrusage(syscall.RUSAGE_SELF, &ru)
+	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
 }
