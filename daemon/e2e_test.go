@@ -73,7 +73,8 @@ func (h *hook) event(id string) map[string]any {
 type daemon struct {
 	bin      string
 	config   string
-	header   string // the config's NATS, admin and log tables
+	header   string   // the config's NATS, admin and log tables
+	args     []string // more flags for trackd run
 	natsURL  string
 	adminURL string
 	cmd      *exec.Cmd
@@ -137,7 +138,7 @@ func startDaemon(t *testing.T, destinations string) *daemon {
 // the admin endpoint path answers 200.
 func (d *daemon) start(t *testing.T, path string, env ...string) {
 	t.Helper()
-	d.cmd = exec.Command(d.bin, "run", "--config", d.config)
+	d.cmd = exec.Command(d.bin, append([]string{"run", "--config", d.config}, d.args...)...)
 	d.cmd.Env = append(os.Environ(), env...)
 	d.cmd.Stderr = d.logs
 	if err := d.cmd.Start(); err != nil {

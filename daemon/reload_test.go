@@ -87,3 +87,19 @@ func TestReload(t *testing.T) {
 		t.Errorf("a refused configuration delivered %v", got)
 	}
 }
+
+// run --watch reloads when the file changes, as SIGHUP does.
+func TestWatchReloads(t *testing.T) {
+	fileBin := destinationtest.Build(t, "trackd.dev/trackd/plugins/file")
+	dir := t.TempDir()
+	dest := func(out string) string {
+		return fmt.Sprintf("[destinations.f]\nplugin = %q\n[destinations.f.settings]\npath = %q\n", fileBin, filepath.Join(dir, out))
+	}
+	d := newDaemon(t, destinationtest.Build(t, "trackd.dev/trackd/daemon"), dest("before.jsonl"))
+	d.args = []string{"--watch"}
+	d.start(t, "/readyz")
+	d.writeConfig(t, dest("after.jsonl"))
+	waitFor(t, "the watcher to reload", func() bool { return strings.Contains(d.logs.String(), "configuration reloaded") })
+	publishBody(t, d.natsURL, `{"event":"E","userId":"u","messageId":"w1"}`)
+	waitFor(t, "the event in after.jsonl", func() bool { return len(fileLines(t, filepath.Join(dir, "after.jsonl"))) == 1 })
+}
