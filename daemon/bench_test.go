@@ -5,10 +5,8 @@ package main
 // latencies and memory, and assert only that every event arrived.
 
 import (
-	"bufio"
 	"context"
 	"fmt"
-	"net"
 	"net/http"
 	"os"
 	"os/exec"
@@ -23,6 +21,8 @@ import (
 	"github.com/nats-io/nats-server/v2/server"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
+
+	"trackd.dev/trackd/daemon/internal/eventtest"
 )
 
 const (
@@ -265,7 +265,7 @@ func benchLatency(b *testing.B, d *benchDaemon, js jetstream.JetStream, rate flo
 		due := min(total, int(rate*time.Since(start).Seconds()))
 		for ; sent < due; sent++ {
 			id := "lat-" + strconv.FormatInt(time.Now().UnixNano(), 10) + "-" + strconv.Itoa(sent)
-			if _, err := js.PublishAsync("track", []byte(benchEvent(sent, id)), benchStall); err != nil {
+			if _, err := js.PublishAsync("track", eventtest.OrderCompleted(sent, id), benchStall); err != nil {
 				b.Fatal(err)
 			}
 		}
@@ -299,7 +299,7 @@ var benchStall = jetstream.WithStallWait(time.Minute)
 // benchPublish publishes n events asynchronously and waits for every ack.
 func benchPublish(b *testing.B, js jetstream.JetStream, subject string, n int, id func(int) string) {
 	for i := range n {
-		if _, err := js.PublishAsync(subject, []byte(benchEvent(i, id(i))), benchStall); err != nil {
+		if _, err := js.PublishAsync(subject, eventtest.OrderCompleted(i, id(i)), benchStall); err != nil {
 			b.Fatal(err)
 		}
 	}
@@ -316,22 +316,7 @@ func benchMessageID(i int) string {
 	if i%benchRepeatEvery == benchRepeatEvery-1 {
 		i -= benchRepeatEvery / 2
 	}
-	return fmt.Sprintf("ajs-next-1706097542403-%08x-9b1d-4c55-8a7e-0b6f2d9c1e44", i)
-}
-
-// benchEvent is an Order Completed event of about 1 KB, as analytics.js sends it.
-func benchEvent(i int, messageID string) string {
-	return fmt.Sprintf(`{"type":"track","event":"Order Completed","userId":"user_%06d","anonymousId":"507f191e810c19729de8%04x",`+
-		`"messageId":%q,"timestamp":"2024-01-24T11:59:02.403Z","sentAt":"2024-01-24T11:59:02.410Z","originalTimestamp":"2024-01-24T11:59:02.403Z",`+
-		`"properties":{"checkout_id":"fksdjfsdjfisjf9sdfjsd9f","order_id":"50314b8e9bcf%012d","affiliation":"Google Store","total":%d.50,"subtotal":22.50,`+
-		`"revenue":%d.00,"shipping":3,"tax":2,"discount":2.5,"coupon":"hasbros","currency":"usd","products":[`+
-		`{"product_id":"507f1f77bcf86cd799439011","sku":"45790-32","name":"Monopoly: 3rd Edition","price":19,"quantity":1,"category":"Games"},`+
-		`{"product_id":"505bd76785ebb509fc183733","sku":"46493-32","name":"Uno Card Game","price":3,"quantity":2,"category":"Games"}]},`+
-		`"context":{"ip":"203.0.113.%d","locale":"en-US","library":{"name":"analytics.js","version":"next-1.64.0"},`+
-		`"page":{"path":"/checkout/complete","url":"https://shop.example.com/checkout/complete"},`+
-		`"userAgent":"Mozilla/5.0 (Macintosh; Intel Mac OS X 10_15_7) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/120.0 Safari/537.36"},`+
-		`"integrations":{"All":true,"Mixpanel":false,"Amplitude":{"session_id":1706097500000}}}`,
-		i%50000, i%65536, messageID, i, 20+i%80, 20+i%80, i%250)
+	return eventtest.MessageID(i)
 }
 
 func benchConnect(b *testing.B, url string) (*nats.Conn, jetstream.JetStream) {
@@ -409,7 +394,7 @@ type benchDaemon struct {
 }
 
 func newBenchDaemon(b *testing.B, dir, destinations string) *benchDaemon {
-	natsAddr, adminAddr := benchFreePort(b), benchFreePort(b)
+	natsAddr, adminAddr := freePort(b), freePort(b)
 	d := &benchDaemon{
 		bin: benchBuild(b, "trackd.dev/trackd/daemon"), dir: dir, config: filepath.Join(dir, "config.toml"),
 		natsURL: "nats://" + natsAddr, adminURL: "http://" + adminAddr, logs: &lockedBuffer{},
@@ -433,15 +418,6 @@ level = "info"
 		}
 	})
 	return d
-}
-
-func benchFreePort(b *testing.B) string {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		b.Fatal(err)
-	}
-	defer ln.Close()
-	return ln.Addr().String()
 }
 
 func (d *benchDaemon) storeDir() string { return filepath.Join(d.dir, "nats") }
@@ -500,19 +476,8 @@ func (d *benchDaemon) stop(b *testing.B) {
 }
 
 func (d *benchDaemon) metric(b *testing.B, name string) float64 {
-	resp, err := http.Get(d.adminURL + "/metrics")
-	if err != nil {
-		b.Fatal(err)
-	}
-	defer resp.Body.Close()
-	sc := bufio.NewScanner(resp.Body)
-	for sc.Scan() {
-		if rest, ok := strings.CutPrefix(sc.Text(), name+" "); ok {
-			v, _ := strconv.ParseFloat(rest, 64)
-			return v
-		}
-	}
-	return 0
+	v, _ := scrapeMetric(b, d.adminURL, name)
+	return v
 }
 
 // peakRSS is the daemon's VmHWM in MiB.

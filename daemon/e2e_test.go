@@ -13,6 +13,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"syscall"
@@ -82,7 +83,7 @@ type daemon struct {
 	logs     *lockedBuffer
 }
 
-func freePort(t *testing.T) string {
+func freePort(t testing.TB) string {
 	t.Helper()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
@@ -225,17 +226,22 @@ func (d *daemon) metric(t *testing.T, name string) float64 {
 // metricOK reads one sample from /metrics and says whether it was there.
 func (d *daemon) metricOK(t *testing.T, name string) (float64, bool) {
 	t.Helper()
-	resp, err := http.Get(d.adminURL + "/metrics")
+	return scrapeMetric(t, d.adminURL, name)
+}
+
+// scrapeMetric reads one unlabelled or labelled sample from a daemon's /metrics.
+func scrapeMetric(t testing.TB, adminURL, name string) (float64, bool) {
+	t.Helper()
+	resp, err := http.Get(adminURL + "/metrics")
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer resp.Body.Close()
 	sc := bufio.NewScanner(resp.Body)
 	for sc.Scan() {
-		var v float64
 		if rest, ok := strings.CutPrefix(sc.Text(), name+" "); ok {
-			fmt.Sscan(rest, &v)
-			return v, true
+			v, err := strconv.ParseFloat(rest, 64)
+			return v, err == nil
 		}
 	}
 	return 0, false
