@@ -181,10 +181,10 @@ func (b *Bus) Setup(ctx context.Context, cfg *config.Config) (*Topology, error) 
 		return nil, fmt.Errorf("cannot create stream %s (ingest.stream): %w", cfg.Ingest.Stream, err)
 	}
 	// The routed stream's duplicate window absorbs a router step that published
-	// and then crashed before acking, which is redelivered after AckWait. The
-	// server keeps every id of the window in memory (about a million at 9k
-	// events/s over the default 2 minutes), so it is kept just past AckWait.
-	dup := min(AckWait+15*time.Second, cfg.Dedupe.Window.Duration)
+	// and then crashed before acking, which is redelivered after RouterAckWait.
+	// The server keeps every id of the window in memory (about 90 bytes each),
+	// so the window is kept just past RouterAckWait.
+	dup := min(RouterAckWait+10*time.Second, cfg.Dedupe.Window.Duration)
 	t.Routed, err = b.JS.CreateOrUpdateStream(ctx, jetstream.StreamConfig{
 		Name:        RoutedStream,
 		Description: "normalized events waiting for their destinations",
@@ -234,13 +234,18 @@ func IsWrongLastSequence(err error) bool {
 // another worker; long batches report progress to keep it.
 const AckWait = 30 * time.Second
 
+// RouterAckWait is the router's AckWait. A router batch is handed on in well
+// under a second, so it is short, and so is the routed stream's duplicate
+// window, which must outlast it.
+const RouterAckWait = 10 * time.Second
+
 // Router creates or updates the durable consumer every daemon shares on the ingest stream.
 func (t *Topology) Router(ctx context.Context, maxAckPending int) (jetstream.Consumer, error) {
 	c, err := t.Ingest.CreateOrUpdateConsumer(ctx, jetstream.ConsumerConfig{
 		Durable:       RouterConsumer,
 		Description:   "trackd router: validate, dedupe, route",
 		AckPolicy:     jetstream.AckExplicitPolicy,
-		AckWait:       AckWait,
+		AckWait:       RouterAckWait,
 		MaxDeliver:    -1,
 		MaxAckPending: maxAckPending,
 	})

@@ -40,11 +40,16 @@ func New(js jetstream.JetStream, kv jetstream.KeyValue) *Claimer {
 }
 
 // Key is the bucket key of a messageId: KV keys allow few characters, and a
-// messageId may hold any, so it is hashed.
+// messageId may hold any, so it is hashed. NATS keeps an index entry per key
+// in memory, and its size grows with the key's, so the key is the first 128
+// bits of the SHA-256 (22 characters): two ids in the window sharing one is
+// as likely as guessing a random UUID.
 func Key(messageID string) string {
 	sum := sha256.Sum256([]byte(messageID))
-	return base64.RawURLEncoding.EncodeToString(sum[:])
+	return base64.RawURLEncoding.EncodeToString(sum[:keyBytes])
 }
+
+const keyBytes = 16
 
 // ClaimAll claims every messageId and reports, in order, which claims are first
 // sightings (true) and which are repeats (false). The claims are pipelined:

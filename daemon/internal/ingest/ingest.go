@@ -25,7 +25,8 @@ import (
 
 // How long one batch may take to hand on before its messages are nak'ed;
 // it also bounds how long a stopping daemon waits for the batch in hand.
-const batchTimeout = 30 * time.Second
+// Past the consumer's AckWait, NATS would hand the batch to another worker.
+const batchTimeout = bus.RouterAckWait
 
 // Router runs the ingest stage.
 type Router struct {
