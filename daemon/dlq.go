@@ -235,7 +235,7 @@ func dlqReplay(args []string, stdout, stderr io.Writer) error {
 		subject = s.target.cfg.Ingest.Subjects[0]
 	}
 	if dest != "invalid" {
-		subject = bus.RoutedSubject
+		subject = bus.RoutedSubjectFor(dest)
 		if _, err := s.js.Consumer(ctx, bus.RoutedStream, bus.ConsumerName(dest)); err != nil {
 			return fmt.Errorf("destination %q has no consumer %s on %s (%v); is it enabled in the running trackd?", dest, bus.ConsumerName(dest), bus.RoutedStream, err)
 		}

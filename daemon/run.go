@@ -78,7 +78,7 @@ func run(ctx context.Context, cfg *config.Config, log *slog.Logger, level *slog.
 		defer cancel()
 		return topo.Backlog(bctx)
 	}))
-	routerCons, err := topo.Router(ctx, 4*routerBatch)
+	routerCons, err := topo.Router(ctx, 8*routerBatch)
 	if err != nil {
 		return err
 	}
@@ -93,6 +93,7 @@ func run(ctx context.Context, cfg *config.Config, log *slog.Logger, level *slog.
 		Metrics:   m, Log: log, BatchSize: routerBatch, Tap: taps,
 	}
 	dests := fleet.New(b, topo, m, log)
+	router.Deliverer = dests.Deliverer
 	if cfg.Admin.Listen != "" {
 		srv, err := admin.Start(cfg.Admin.Listen, m.Registry, func() error { return readiness(b, dests) })
 		if err != nil {

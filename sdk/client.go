@@ -54,10 +54,14 @@ func Start(cmd *exec.Cmd, stderr io.Writer) (*Client, error) {
 		SyncStderr: &lineWriter{out: out},
 		SyncStdout: &lineWriter{out: out},
 		Logger:     hostLogger{quietLogger(&lineWriter{out: out})},
-		GRPCDialOptions: []grpc.DialOption{grpc.WithDefaultCallOptions(
-			grpc.MaxCallRecvMsgSize(maxMessageSize),
-			grpc.MaxCallSendMsgSize(maxMessageSize),
-		)},
+		GRPCDialOptions: []grpc.DialOption{
+			grpc.WithDefaultCallOptions(
+				grpc.MaxCallRecvMsgSize(maxMessageSize),
+				grpc.MaxCallSendMsgSize(maxMessageSize),
+			),
+			grpc.WithInitialWindowSize(flowWindow),
+			grpc.WithInitialConnWindowSize(flowWindow),
+		},
 	})
 	rpc, err := pc.Client()
 	if err == nil {

@@ -37,6 +37,12 @@ const pluginName = "destination"
 // default of 4 MiB is too small for large batches.
 const maxMessageSize = 64 << 20
 
+// flowWindow is gRPC's flow-control window, per call and per connection,
+// on both sides. The default (64 KiB, grown by probing) makes a batch of a
+// hundred 1 KB events wait for window updates from the other process
+// mid-call; host and plugin share one machine, so a batch may go in one go.
+const flowWindow = 16 << 20
+
 // pluginSet is the go-plugin wiring for both sides: impl is nil on the host.
 func pluginSet(impl Destination) map[int]plugin.PluginSet {
 	return map[int]plugin.PluginSet{
@@ -131,7 +137,9 @@ func Serve(d Destination, sampleConfig string) {
 		GRPCServer: func(opts []grpc.ServerOption) *grpc.Server {
 			return grpc.NewServer(append(opts,
 				grpc.MaxRecvMsgSize(maxMessageSize),
-				grpc.MaxSendMsgSize(maxMessageSize))...)
+				grpc.MaxSendMsgSize(maxMessageSize),
+				grpc.InitialWindowSize(flowWindow),
+				grpc.InitialConnWindowSize(flowWindow))...)
 		},
 		// go-plugin's own messages go to stderr, which the host logs line
 		// by line; below Warn they are noise.

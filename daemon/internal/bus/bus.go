@@ -36,10 +36,18 @@ const (
 	HeaderDestination  = "Trackd-Destination"
 	HeaderAttempts     = "Trackd-Attempts"
 	HeaderStage        = "Trackd-Stage"
+	// HeaderRetryAt, on a routed message, says its destination already had
+	// one attempt (on the router's direct path) and when to try again.
+	HeaderRetryAt = "Trackd-Retry-At"
 )
 
 // ConsumerName is the durable consumer of a destination on the routed stream.
 func ConsumerName(destinationID string) string { return "dest_" + destinationID }
+
+// RoutedSubjectFor is the routed stream's subject for one destination's events.
+// (Messages on RoutedSubject itself, from earlier versions, name their
+// destinations in HeaderDestinations.)
+func RoutedSubjectFor(destinationID string) string { return RoutedSubject + "." + destinationID }
 
 // Bus is an open connection, and the embedded server when there is one.
 type Bus struct {
@@ -188,7 +196,7 @@ func (b *Bus) Setup(ctx context.Context, cfg *config.Config) (*Topology, error) 
 	t.Routed, err = b.JS.CreateOrUpdateStream(ctx, jetstream.StreamConfig{
 		Name:        RoutedStream,
 		Description: "normalized events waiting for their destinations",
-		Subjects:    []string{RoutedSubject},
+		Subjects:    []string{RoutedSubject, RoutedSubject + ".>"},
 		Storage:     jetstream.FileStorage,
 		// A message lives until every destination consumer has acked it.
 		Retention:  jetstream.InterestPolicy,
@@ -260,14 +268,14 @@ func (t *Topology) Router(ctx context.Context, maxAckPending int) (jetstream.Con
 func (t *Topology) Destination(ctx context.Context, id string, maxAckPending int) (jetstream.Consumer, error) {
 	name := ConsumerName(id)
 	c, err := t.Routed.CreateOrUpdateConsumer(ctx, jetstream.ConsumerConfig{
-		Durable:       name,
-		Description:   "trackd destination " + id,
-		FilterSubject: RoutedSubject,
-		DeliverPolicy: jetstream.DeliverNewPolicy,
-		AckPolicy:     jetstream.AckExplicitPolicy,
-		AckWait:       AckWait,
-		MaxDeliver:    -1,
-		MaxAckPending: maxAckPending,
+		Durable:        name,
+		Description:    "trackd destination " + id,
+		FilterSubjects: []string{RoutedSubject, RoutedSubjectFor(id)},
+		DeliverPolicy:  jetstream.DeliverNewPolicy,
+		AckPolicy:      jetstream.AckExplicitPolicy,
+		AckWait:        AckWait,
+		MaxDeliver:     -1,
+		MaxAckPending:  maxAckPending,
 	})
 	if err != nil {
 		return nil, fmt.Errorf("cannot create consumer %s on stream %s: %w", name, RoutedStream, err)

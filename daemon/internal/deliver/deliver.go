@@ -9,6 +9,7 @@ import (
 	"log/slog"
 	"math/rand/v2"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
@@ -40,6 +41,11 @@ type Deliverer struct {
 	BatchSize int
 	Metrics   *metrics.Metrics
 	Log       *slog.Logger
+
+	direct   atomic.Bool // the router may Offer events to the plugin
+	offers   chan offerReq
+	offering atomic.Bool // an offer's plugin call is under way
+	healthy  atomic.Bool // the last batch from the consumer was delivered whole
 }
 
 // Run delivers until ctx is done. A plugin that cannot start holds up only
@@ -58,6 +64,9 @@ func (d *Deliverer) Run(ctx context.Context) error {
 		case <-time.After(wait):
 		}
 	}
+	d.offers = make(chan offerReq, directQueue) // before the direct path opens
+	go d.serveOffers(ctx)
+	go d.watchDirect(ctx)
 	// One batch at a time: while the plugin has one, the next gathers in the
 	// consumer, so batches grow with load. (Preparing the next batch during
 	// the call was measured: smaller batches, more calls, no gain.)
@@ -83,6 +92,12 @@ func (d *Deliverer) prepare(msgs []jetstream.Msg) *batch {
 	for _, m := range msgs {
 		if !addressedTo(m.Headers().Get(bus.HeaderDestinations), d.ID) {
 			_ = m.Ack()
+			continue
+		}
+		if wait := firstTryWait(m); wait > 0 {
+			// The direct path tried it already; that was attempt 1, and this
+			// delivery stands for it.
+			_ = m.NakWithDelay(wait)
 			continue
 		}
 		ev, at, err := toEvent(m.Data())
@@ -128,6 +143,7 @@ func (d *Deliverer) deliver(ctx context.Context, b *batch, letters []pendingLett
 	d.Metrics.BatchSeconds.WithLabelValues(d.ID).Observe(time.Since(start).Seconds())
 	stop()
 	if err != nil {
+		d.healthy.Store(false)
 		d.Log.Error("batch not delivered", "destination", d.ID, "events", len(b.mine), "err", err)
 		for _, m := range b.mine {
 			letters = d.retry(letters, m, err.Error(), 0)
@@ -137,6 +153,7 @@ func (d *Deliverer) deliver(ctx context.Context, b *batch, letters []pendingLett
 	delay := d.Metrics.DelaySeconds.WithLabelValues(d.ID)
 	now := time.Now()
 	var delivered float64
+	healthy := true
 	for i, res := range results {
 		m := b.mine[i]
 		switch res.Status {
@@ -145,6 +162,7 @@ func (d *Deliverer) deliver(ctx context.Context, b *batch, letters []pendingLett
 			delivered++
 			delay.Observe(now.Sub(b.received[i]).Seconds())
 		case sdk.StatusRetry:
+			healthy = false
 			letters = d.retry(letters, m, res.Reason, res.RetryAfter)
 		default:
 			letters = d.deadLetter(letters, m, "dropped by the destination: "+res.Reason)
@@ -153,6 +171,7 @@ func (d *Deliverer) deliver(ctx context.Context, b *batch, letters []pendingLett
 	if delivered > 0 {
 		d.Metrics.Delivered.WithLabelValues(d.ID).Add(delivered)
 	}
+	d.healthy.Store(healthy)
 	return letters
 }
 
@@ -228,6 +247,24 @@ func keepInProgress(msgs []jetstream.Msg) (stop func()) {
 		}
 	}()
 	return func() { close(done) }
+}
+
+// firstTryWait is how long to wait before trying a message that the direct
+// path tried and was asked to retry; 0 to try it now.
+func firstTryWait(m jetstream.Msg) time.Duration {
+	h := m.Headers().Get(bus.HeaderRetryAt)
+	if h == "" {
+		return 0
+	}
+	md, err := m.Metadata()
+	if err != nil || md.NumDelivered > 1 {
+		return 0
+	}
+	at, err := time.Parse(time.RFC3339Nano, h)
+	if err != nil {
+		return 0
+	}
+	return time.Until(at)
 }
 
 func addressedTo(header, id string) bool {

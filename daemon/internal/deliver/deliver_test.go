@@ -21,6 +21,7 @@ import (
 	"trackd.dev/trackd/daemon/internal/config"
 	"trackd.dev/trackd/daemon/internal/metrics"
 	"trackd.dev/trackd/daemon/internal/pluginhost"
+	"trackd.dev/trackd/sdk"
 	"trackd.dev/trackd/sdk/destinationtest"
 )
 
@@ -54,6 +55,7 @@ type endpoint struct {
 	mu       sync.Mutex
 	accepted []string
 	tries    map[string]int
+	last     map[string]time.Time // when each messageId was last tried
 }
 
 func (e *endpoint) ServeHTTP(w http.ResponseWriter, r *http.Request) {
@@ -64,6 +66,9 @@ func (e *endpoint) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	e.mu.Lock()
 	defer e.mu.Unlock()
 	e.tries[ev.MessageID]++
+	if e.last != nil {
+		e.last[ev.MessageID] = time.Now()
+	}
 	switch id := ev.MessageID; {
 	case id == "bad-1":
 		http.Error(w, "unknown project", http.StatusBadRequest)
@@ -185,5 +190,103 @@ func waitFor(t *testing.T, cond func() bool) {
 			t.Fatal("condition never held")
 		}
 		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// TestDirectPath offers events straight to the plugin, as the router does
+// while the destination keeps up: the accepted one is done, the dropped one
+// is dead-lettered as attempt 1, and the retried one is not done and says when
+// to try again. Handed to the destination's consumer with that time, as the
+// router does, it is not tried before then, and the direct attempt counts
+// towards max_attempts.
+func TestDirectPath(t *testing.T) {
+	b, topo := bustest.Open(t, time.Hour)
+	ctx := t.Context()
+	ep := &endpoint{tries: map[string]int{}, last: map[string]time.Time{}}
+	srv := httptest.NewServer(ep)
+	defer srv.Close()
+	cons, err := topo.Destination(ctx, "hook", 100)
+	if err != nil {
+		t.Fatal(err)
+	}
+	m := metrics.New()
+	log := slog.New(slog.NewTextHandler(io.Discard, nil))
+	host, err := pluginhost.New("hook", destinationtest.Build(t, "trackd.dev/trackd/plugins/webhook"), t.TempDir(),
+		map[string]any{"url": srv.URL}, log, m.PluginRestarts.WithLabelValues("hook"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer host.Close()
+	d := &Deliverer{
+		ID: "hook", JS: b.JS, Consumer: cons, Host: host, BatchSize: 2, Metrics: m, Log: log,
+		Retry: config.Retry{
+			Initial: config.Duration{Duration: 300 * time.Millisecond}, Max: config.Duration{Duration: time.Second},
+			MaxAttempts: 2, MaxAge: config.Duration{Duration: time.Hour},
+		},
+	}
+	runCtx, cancel := context.WithCancel(ctx)
+	done := make(chan struct{})
+	go func() { defer close(done); _ = d.Run(runCtx) }()
+	defer func() { cancel(); <-done }()
+
+	var events []sdk.Event
+	for _, id := range []string{"ok-1", "bad-1", "down-1"} {
+		events = append(events, sdk.Event{
+			JSON: []byte(`{"event":"Order Completed","messageId":"` + id + `","userId":"u1","timestamp":"2026-01-02T03:04:05.000Z",` +
+				`"receivedAt":"2026-01-02T03:04:05.000Z","type":"track","version":2}`),
+			MessageID: id, Name: "Order Completed", UserID: "u1",
+		})
+	}
+	var answer <-chan []Outcome
+	waitFor(t, func() bool {
+		answer = d.Offer(events, make([]time.Time, len(events)))
+		return answer != nil
+	})
+	out := d.Await(answer, time.Now())
+	if len(out) != 3 || !out[0].Done || !out[1].Done || out[2].Done || out[2].RetryAt.IsZero() {
+		t.Fatalf("outcomes %+v; want ok-1 and bad-1 done, down-1 to retry at a time", out)
+	}
+	if got := ep.got(); !slices.Equal(got, []string{"ok-1"}) {
+		t.Errorf("accepted %v, want ok-1", got)
+	}
+
+	msg := nats.NewMsg(bus.RoutedSubjectFor("hook"))
+	msg.Header.Set(bus.HeaderDestinations, "hook")
+	msg.Header.Set(bus.HeaderRetryAt, out[2].RetryAt.Format(time.RFC3339Nano))
+	msg.Data = events[2].JSON
+	if _, err := b.JS.PublishMsg(ctx, msg); err != nil {
+		t.Fatal(err)
+	}
+	dlq, err := b.JS.OrderedConsumer(ctx, bus.DLQStream, jetstream.OrderedConsumerConfig{FilterSubjects: []string{bus.DLQPrefix + "hook"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	letters := map[string]nats.Header{}
+	for len(letters) < 2 {
+		msg, err := dlq.Next(jetstream.FetchMaxWait(30 * time.Second))
+		if err != nil {
+			t.Fatalf("dead letters so far %v: %v", letters, err)
+		}
+		var ev struct {
+			MessageID string `json:"messageId"`
+		}
+		if err := json.Unmarshal(msg.Data(), &ev); err != nil {
+			t.Fatalf("dead letter body %q: %v", msg.Data(), err)
+		}
+		letters[ev.MessageID] = msg.Headers()
+	}
+	if got := letters["bad-1"].Get(bus.HeaderAttempts); got != "1" {
+		t.Errorf("dropped event attempts = %q, want 1", got)
+	}
+	if got := letters["down-1"].Get(bus.HeaderAttempts); got != "2" {
+		t.Errorf("exhausted event attempts = %q, want 2 (the direct one and one from the consumer)", got)
+	}
+	ep.mu.Lock()
+	defer ep.mu.Unlock()
+	if ep.tries["down-1"] != 2 {
+		t.Errorf("down-1 tried %d times, want 2 (dead letter: %s)", ep.tries["down-1"], letters["down-1"].Get(bus.HeaderError))
+	}
+	if ep.last["down-1"].Before(out[2].RetryAt) {
+		t.Errorf("down-1 tried again at %v, before its retry time %v", ep.last["down-1"], out[2].RetryAt)
 	}
 }

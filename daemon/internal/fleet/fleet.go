@@ -12,6 +12,7 @@ import (
 	"reflect"
 	"sort"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"trackd.dev/trackd/daemon/internal/bus"
@@ -31,6 +32,26 @@ type Fleet struct {
 
 	mu      sync.Mutex
 	members map[string]*member
+	// running is members' deliverers by id, for Deliverer to read without mu,
+	// which a reload holds while plugins start.
+	running atomic.Pointer[map[string]*deliver.Deliverer]
+}
+
+// Deliverer returns the running deliverer of a destination, or nil.
+func (f *Fleet) Deliverer(id string) *deliver.Deliverer {
+	if m := f.running.Load(); m != nil {
+		return (*m)[id]
+	}
+	return nil
+}
+
+// publish makes Deliverer see the members; f.mu is held.
+func (f *Fleet) publish() {
+	m := make(map[string]*deliver.Deliverer, len(f.members))
+	for id, mb := range f.members {
+		m[id] = mb.deliverer
+	}
+	f.running.Store(&m)
 }
 
 type member struct {
@@ -107,6 +128,7 @@ func (f *Fleet) apply(ctx context.Context, cfg *config.Config, setRoutes func(*r
 		f.members[m.dest.ID] = m
 		m.run(ctx, f)
 	}
+	f.publish()
 	setRoutes(route.NewTable(routes))
 	for _, id := range sortedIDs(f.members) {
 		if _, ok := want[id]; ok {
@@ -114,6 +136,7 @@ func (f *Fleet) apply(ctx context.Context, cfg *config.Config, setRoutes func(*r
 		}
 		m := f.members[id]
 		delete(f.members, id)
+		f.publish()
 		f.remove(id, m, drainTimeout)
 	}
 	return nil

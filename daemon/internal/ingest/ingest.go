@@ -7,7 +7,6 @@ import (
 	"context"
 	"log/slog"
 	"strconv"
-	"strings"
 	"sync/atomic"
 	"time"
 
@@ -16,11 +15,13 @@ import (
 
 	"trackd.dev/trackd/daemon/internal/bus"
 	"trackd.dev/trackd/daemon/internal/dedupe"
+	"trackd.dev/trackd/daemon/internal/deliver"
 	"trackd.dev/trackd/daemon/internal/dlq"
 	"trackd.dev/trackd/daemon/internal/metrics"
 	"trackd.dev/trackd/daemon/internal/normalize"
 	"trackd.dev/trackd/daemon/internal/route"
 	"trackd.dev/trackd/daemon/internal/tap"
+	"trackd.dev/trackd/sdk"
 )
 
 // How long one batch may take to hand on before its messages are nak'ed;
@@ -39,6 +40,9 @@ type Router struct {
 	BatchSize int
 	// Tap, when not nil, hears about each decision while a `trackd tap` listens.
 	Tap *tap.Publisher
+	// Deliverer, when not nil, returns a destination's deliverer, to which
+	// routed events are offered directly before they take the routed stream.
+	Deliverer func(id string) *deliver.Deliverer
 
 	routes atomic.Pointer[route.Table]
 }
@@ -48,16 +52,19 @@ func (r *Router) SetRoutes(t *route.Table) { r.routes.Store(t) }
 
 // Run routes events until ctx is done, then finishes the batches in hand.
 //
-// Batches go through three stages, each on its own goroutine: normalize and
-// send the dedupe claims; settle the claims, route, and send the hand-offs;
-// wait for the hand-offs and ack. The stages overlap, so while one batch's
-// claims are stored the next one is normalized, and JetStream stores one
-// batch's claims while it stores another's hand-offs. A stage holds one batch
-// and one waits between stages: with the consumer's MaxAckPending, that
-// bounds what the router holds.
+// Batches go through four stages, each on its own goroutine: normalize and
+// send the dedupe claims; settle the claims, route, and offer the events to
+// the destinations on the direct path; take the destinations' answers and
+// send the hand-offs of what they did not take; wait for the hand-offs and
+// ack. The stages overlap, so while one batch's claims are stored the next
+// one is normalized, the plugins work on one batch while the next is
+// claimed, and JetStream stores one batch's claims while it stores another's
+// hand-offs. A stage holds one batch and one waits between stages: with the
+// consumer's MaxAckPending, that bounds what the router holds.
 func (r *Router) Run(ctx context.Context) error {
 	claimed := make(chan *batch, 1)
 	routed := make(chan *batch, 1)
+	handed := make(chan *batch, 1)
 	done := make(chan struct{})
 	go func() {
 		defer close(routed)
@@ -67,8 +74,15 @@ func (r *Router) Run(ctx context.Context) error {
 		}
 	}()
 	go func() {
-		defer close(done)
+		defer close(handed)
 		for b := range routed {
+			r.handOn(b)
+			handed <- b
+		}
+	}()
+	go func() {
+		defer close(done)
+		for b := range handed {
 			r.finish(b)
 		}
 	}()
@@ -90,18 +104,23 @@ type batch struct {
 	cancel context.CancelFunc
 	items  []item
 	claims *dedupe.Pending
+	// routed are the items on their way to destinations, and offers what the
+	// direct path was given of them.
+	routed []*item
+	offers []offer
 	// pending are the items whose ack waits on a publish: dead letters from
-	// the first stage, hand-offs from the second.
+	// the first stage, hand-offs from the third.
 	pending []item
 }
 
 type item struct {
-	msg   jetstream.Msg
-	seq   uint64
-	at    time.Time // when JetStream stored the ingest message
-	event normalize.Event
-	dests []string
-	fut   jetstream.PubAckFuture
+	msg      jetstream.Msg
+	seq      uint64
+	at       time.Time // when JetStream stored the ingest message
+	event    normalize.Event
+	dests    []string
+	outcomes []deliver.Outcome // of the direct path, by dests; nil when none was offered
+	futs     []jetstream.PubAckFuture
 }
 
 // claim normalizes the messages, dead-letters the invalid ones and sends the
@@ -132,7 +151,7 @@ func (r *Router) claim(b *batch, msgs []jetstream.Msg) {
 			}
 			r.Metrics.Invalid.WithLabelValues(field).Inc()
 			r.tapInvalid(md.Timestamp, err)
-			b.pending = append(b.pending, item{msg: m, fut: fut})
+			b.pending = append(b.pending, item{msg: m, futs: []jetstream.PubAckFuture{fut}})
 			continue
 		}
 		b.items = append(b.items, item{msg: m, seq: md.Sequence.Stream, at: md.Timestamp, event: ev})
@@ -160,8 +179,8 @@ func (r *Router) dedupeFailed(b *batch, err error) {
 	b.items = nil
 }
 
-// route settles the claims, acks the repeats and hands the first sightings
-// on to the routed stream.
+// route settles the claims, acks the repeats and offers the first sightings
+// to those of their destinations that are on the direct path.
 func (r *Router) route(b *batch) {
 	if b.claims == nil {
 		return
@@ -174,6 +193,7 @@ func (r *Router) route(b *batch) {
 	crashAfterClaim()
 	routes := r.routes.Load()
 	var repeats, unrouted int
+	var out []*item
 	for i := range b.items {
 		it := &b.items[i]
 		if !first[i] {
@@ -189,36 +209,117 @@ func (r *Router) route(b *batch) {
 			_ = it.msg.Ack()
 			continue
 		}
-		fut, err := r.JS.PublishMsgAsync(routedMsg(it))
-		if err != nil {
-			r.Log.Error("cannot publish to the routed stream", "err", err)
-			_ = it.msg.NakWithDelay(time.Second)
-			continue
-		}
-		it.fut = fut
-		b.pending = append(b.pending, *it)
 		r.tapEvent(it.at, &it.event, tap.Routed, routes)
+		out = append(out, it)
 	}
 	r.Metrics.Deduplicated.Add(float64(repeats))
 	r.Metrics.Unrouted.Add(float64(unrouted))
+	b.routed = out
+	b.offers = r.offer(out)
 }
 
-// finish acks each message whose publish JetStream confirmed.
+// offer is one destination's share of a batch, offered on the direct path.
+type offer struct {
+	deliverer *deliver.Deliverer
+	answer    <-chan []deliver.Outcome
+	at        time.Time
+	items     []int // each event's item in batch.routed,
+	dpos      []int // and the destination's position in the item's dests
+}
+
+// offer gives each destination on the direct path its share of the items;
+// the answers come later.
+func (r *Router) offer(items []*item) []offer {
+	if r.Deliverer == nil || len(items) == 0 {
+		return nil
+	}
+	type share struct {
+		offer
+		events   []sdk.Event
+		received []time.Time
+	}
+	shares := map[string]*share{}
+	var order []string
+	for i, it := range items {
+		it.outcomes = make([]deliver.Outcome, len(it.dests))
+		for k, d := range it.dests {
+			s := shares[d]
+			if s == nil {
+				s = &share{}
+				shares[d] = s
+				order = append(order, d)
+			}
+			s.items, s.dpos = append(s.items, i), append(s.dpos, k)
+			s.events = append(s.events, sdk.Event{
+				JSON: it.event.JSON, MessageID: it.event.MessageID, Name: it.event.Name,
+				UserID: it.event.UserID, AnonymousID: it.event.AnonymousID, Timestamp: it.event.Timestamp,
+			})
+			s.received = append(s.received, it.at)
+		}
+	}
+	var offers []offer
+	for _, d := range order {
+		s := shares[d]
+		if s.deliverer = r.Deliverer(d); s.deliverer == nil {
+			continue
+		}
+		if s.answer = s.deliverer.Offer(s.events, s.received); s.answer == nil {
+			continue
+		}
+		s.at = time.Now()
+		offers = append(offers, s.offer)
+	}
+	return offers
+}
+
+// handOn takes the direct path's answers and publishes each item to the
+// routed stream for every destination that did not take it.
+func (r *Router) handOn(b *batch) {
+	for _, o := range b.offers {
+		for n, out := range o.deliverer.Await(o.answer, o.at) {
+			b.routed[o.items[n]].outcomes[o.dpos[n]] = out
+		}
+	}
+	for _, it := range b.routed {
+		if !r.publish(it) {
+			_ = it.msg.NakWithDelay(time.Second)
+			continue
+		}
+		b.pending = append(b.pending, *it)
+	}
+}
+
+// publish sends the item to the routed stream for each destination that did
+// not take it directly; false if a publish could not be sent.
+func (r *Router) publish(it *item) bool {
+	for k, d := range it.dests {
+		var o deliver.Outcome
+		if it.outcomes != nil {
+			o = it.outcomes[k]
+		}
+		if o.Done {
+			continue
+		}
+		fut, err := r.JS.PublishMsgAsync(routedMsg(it, d, o.RetryAt))
+		if err != nil {
+			r.Log.Error("cannot publish to the routed stream", "err", err)
+			return false
+		}
+		it.futs = append(it.futs, fut)
+	}
+	return true
+}
+
+// finish acks each message once JetStream has confirmed its hand-offs.
 func (r *Router) finish(b *batch) {
 	defer b.cancel()
 	routed := map[string]int{}
 	for _, it := range b.pending {
-		select {
-		case <-it.fut.Ok():
+		if r.settled(b.ctx, &it) {
 			_ = it.msg.Ack()
 			for _, d := range it.dests {
 				routed[d]++
 			}
-		case err := <-it.fut.Err():
-			r.Log.Error("hand-off failed; the event will be retried", "messageId", it.event.MessageID, "err", err)
-			_ = it.msg.NakWithDelay(time.Second)
-		case <-b.ctx.Done():
-			_ = it.msg.Nak()
 		}
 	}
 	for d, n := range routed {
@@ -226,17 +327,37 @@ func (r *Router) finish(b *batch) {
 	}
 }
 
-func routedMsg(it *item) *nats.Msg {
-	return &nats.Msg{
-		Subject: bus.RoutedSubject,
-		Data:    it.event.JSON,
-		Header: nats.Header{
-			bus.HeaderDestinations: {strings.Join(it.dests, ",")},
-			// Keyed by the ingest message, not the messageId: a redelivered router step
-			// is absorbed even when it assigned a fresh messageId, while the same
-			// messageId accepted again after the dedupe window is not. The store time
-			// tells apart the messages of a stream that was deleted and made again.
-			jetstream.MsgIDHeader: {strconv.FormatUint(it.seq, 10) + "@" + strconv.FormatInt(it.at.UnixNano(), 10)},
-		},
+// settled waits for an item's publishes; when one failed it naks the ingest
+// message and returns false.
+func (r *Router) settled(ctx context.Context, it *item) bool {
+	for _, fut := range it.futs {
+		select {
+		case <-fut.Ok():
+		case err := <-fut.Err():
+			r.Log.Error("hand-off failed; the event will be retried", "messageId", it.event.MessageID, "err", err)
+			_ = it.msg.NakWithDelay(time.Second)
+			return false
+		case <-ctx.Done():
+			_ = it.msg.Nak()
+			return false
+		}
 	}
+	return true
+}
+
+// routedMsg is the item on its way to one destination; retryAt, when not
+// zero, says the direct path tried it and when to try again.
+func routedMsg(it *item, dest string, retryAt time.Time) *nats.Msg {
+	h := nats.Header{
+		bus.HeaderDestinations: {dest},
+		// Keyed by the ingest message, not the messageId: a redelivered router step
+		// is absorbed even when it assigned a fresh messageId, while the same
+		// messageId accepted again after the dedupe window is not. The store time
+		// tells apart the messages of a stream that was deleted and made again.
+		jetstream.MsgIDHeader: {strconv.FormatUint(it.seq, 10) + "@" + strconv.FormatInt(it.at.UnixNano(), 10) + "/" + dest},
+	}
+	if !retryAt.IsZero() {
+		h[bus.HeaderRetryAt] = []string{retryAt.UTC().Format(time.RFC3339Nano)}
+	}
+	return &nats.Msg{Subject: bus.RoutedSubjectFor(dest), Data: it.event.JSON, Header: h}
 }

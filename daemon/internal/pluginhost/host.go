@@ -30,6 +30,7 @@ type Host struct {
 
 	mu     sync.Mutex
 	client *sdk.Client
+	closed bool        // Close was called: no plugin starts again
 	ready  atomic.Bool // a configured plugin is running
 }
 
@@ -95,6 +96,9 @@ func (h *Host) Deliver(ctx context.Context, batch []sdk.Event) ([]sdk.Result, er
 
 // running returns a live client, starting one when needed; h.mu is held.
 func (h *Host) running(ctx context.Context) (*sdk.Client, error) {
+	if h.closed {
+		return nil, fmt.Errorf("destination %s is stopping", h.id)
+	}
 	if h.client != nil && !h.client.Exited() {
 		return h.client, nil
 	}
@@ -135,10 +139,11 @@ func (h *Host) stop() {
 	h.ready.Store(false)
 }
 
-// Close stops the plugin process.
+// Close stops the plugin process for good.
 func (h *Host) Close() {
 	h.mu.Lock()
 	defer h.mu.Unlock()
+	h.closed = true
 	h.stop()
 }
 
