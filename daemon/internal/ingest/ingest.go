@@ -313,17 +313,24 @@ func (r *Router) publish(it *item) bool {
 // finish acks each message once JetStream has confirmed its hand-offs.
 func (r *Router) finish(b *batch) {
 	defer b.cancel()
-	routed := map[string]int{}
+	routed, queued := map[string]int{}, map[string]int{}
 	for _, it := range b.pending {
-		if r.settled(b.ctx, &it) {
-			_ = it.msg.Ack()
-			for _, d := range it.dests {
-				routed[d]++
+		if !r.settled(b.ctx, &it) {
+			continue
+		}
+		_ = it.msg.Ack()
+		for k, d := range it.dests {
+			routed[d]++
+			if it.outcomes == nil || !it.outcomes[k].Done {
+				queued[d]++
 			}
 		}
 	}
 	for d, n := range routed {
 		r.Metrics.Routed.WithLabelValues(d).Add(float64(n))
+	}
+	for d, n := range queued {
+		r.Metrics.Queued.WithLabelValues(d).Add(float64(n))
 	}
 }
 

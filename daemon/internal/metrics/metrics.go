@@ -16,6 +16,7 @@ type Metrics struct {
 	Unrouted     prometheus.Counter
 
 	Routed         *prometheus.CounterVec
+	Queued         *prometheus.CounterVec
 	Delivered      *prometheus.CounterVec
 	Retried        *prometheus.CounterVec
 	DeadLettered   *prometheus.CounterVec
@@ -44,6 +45,9 @@ func New() *Metrics {
 		Routed: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "trackd_events_routed_total", Help: "Events routed to a destination.",
 		}, perDest),
+		Queued: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "trackd_events_queued_total", Help: "Routed events that went to the destination's consumer on the routed stream, not the direct path.",
+		}, perDest),
 		Delivered: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "trackd_events_delivered_total", Help: "Events a destination accepted.",
 		}, perDest),
@@ -69,7 +73,7 @@ func New() *Metrics {
 		collectors.NewGoCollector(),
 		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
 		m.Received, m.Invalid, m.Deduplicated, m.Unrouted,
-		m.Routed, m.Delivered, m.Retried, m.DeadLettered, m.PluginRestarts, m.BatchSeconds, m.DelaySeconds,
+		m.Routed, m.Queued, m.Delivered, m.Retried, m.DeadLettered, m.PluginRestarts, m.BatchSeconds, m.DelaySeconds,
 	)
 	return m
 }
