@@ -48,12 +48,43 @@ func BenchmarkEndToEnd(b *testing.B) {
 
 func benchEndToEnd(b *testing.B) {
 	raw := benchRawJetStream(b, benchEvents)
-
 	noop := benchBuild(b, "trackd.dev/trackd/daemon/internal/noopplugin")
 	file := benchBuild(b, "trackd.dev/trackd/plugins/file")
+
+	e := benchTrackd(b, "", noop, file)
+	srv := startNATSServer(b)
+	x := benchTrackd(b, srv.url, noop, file)
+	serverRSS := procPeakRSS(b, srv.cmd.Process.Pid)
+	srv.stop()
+
+	b.ReportMetric(e.rate, "ev/s")
+	b.ReportMetric(raw, "raw-msg/s")
+	b.ReportMetric(e.rate/raw, "ratio")
+	b.ReportMetric(e.p50, "p50-ms")
+	b.ReportMetric(e.p99, "p99-ms")
+	b.ReportMetric(e.rss, "rss-MiB")
+	b.ReportMetric(e.cpu, "cpu-s/1000ev")
+	b.ReportMetric(x.rate, "apart-ev/s")
+	b.ReportMetric(x.rss, "apart-rss-MiB")
+	b.ReportMetric(serverRSS, "apart-nats-rss-MiB")
+	fmt.Printf("bench: trackd %.0f ev/s, raw %.0f msg/s, ratio %.2f, p50 %.1f ms, p99 %.1f ms, rss %.0f MiB, cpu %.3f s/1000ev\n",
+		e.rate, raw, e.rate/raw, e.p50, e.p99, e.rss, e.cpu)
+	fmt.Printf("bench: with nats-server apart: trackd %.0f ev/s, ratio %.2f, p50 %.1f ms, p99 %.1f ms, rss %.0f MiB (nats-server %.0f MiB), cpu %.3f s/1000ev\n",
+		x.rate, x.rate/raw, x.p50, x.p99, x.rss, serverRSS, x.cpu)
+}
+
+// trackdRun is what benchTrackd measured.
+type trackdRun struct {
+	rate, p50, p99, rss, cpu float64
+}
+
+// benchTrackd runs one daemon on natsURL ("" for an embedded server) with
+// three destinations (two no-op plugins and the file plugin): it drains
+// benchEvents pre-loaded events, then measures latency at half that rate.
+func benchTrackd(b *testing.B, natsURL, noop, file string) trackdRun {
 	dir := b.TempDir()
 	lat1, lat2 := filepath.Join(dir, "latency-1.txt"), filepath.Join(dir, "latency-2.txt")
-	d := newBenchDaemon(b, dir, "", fmt.Sprintf(`
+	d := newBenchDaemon(b, dir, natsURL, fmt.Sprintf(`
 [destinations.noop1]
 plugin = %q
 [destinations.noop1.settings]
@@ -69,10 +100,10 @@ path = %q
 `, noop, lat1, noop, lat2, file, filepath.Join(dir, "events.jsonl")))
 
 	// A first start creates the streams and consumers; then, with the daemon
-	// stopped, a server on its store pre-loads the ingest stream.
+	// stopped, the ingest stream is pre-loaded.
 	d.start(b)
 	d.stop(b)
-	pubRate := benchPreload(b, d.storeDir(), benchEvents)
+	pubRate := benchPreload(b, d, benchEvents)
 
 	d.start(b)
 	nc, js := benchConnect(b, d.natsURL)
@@ -98,18 +129,13 @@ path = %q
 	rss := procPeakRSS(b, d.cmd.Process.Pid)
 	plugins := d.pluginsCPUSeconds(b)
 	d.stop(b)
-
-	b.ReportMetric(rate, "ev/s")
-	b.ReportMetric(raw, "raw-msg/s")
-	b.ReportMetric(rate/raw, "ratio")
-	b.ReportMetric(p50, "p50-ms")
-	b.ReportMetric(p99, "p99-ms")
-	b.ReportMetric(rss, "rss-MiB")
-	b.ReportMetric(cpu/float64(benchEvents)*1000, "cpu-s/1000ev")
-	b.Logf("raw JetStream async publish %.0f msg/s; drain %.2fs, daemon CPU %.2fs (%.3f s per 1,000 events), plugins' CPU over the whole run %.2fs; %d latency samples",
-		pubRate, drain.Seconds(), cpu, cpu/float64(benchEvents)*1000, plugins, n)
-	fmt.Printf("bench: trackd %.0f ev/s, raw %.0f msg/s, ratio %.2f, p50 %.1f ms, p99 %.1f ms, rss %.0f MiB, cpu %.3f s/1000ev\n",
-		rate, raw, rate/raw, p50, p99, rss, cpu/float64(benchEvents)*1000)
+	where := "embedded server"
+	if natsURL != "" {
+		where = "nats-server apart"
+	}
+	b.Logf("%s: pre-load (async publish) %.0f msg/s; drain %.2fs, daemon CPU %.2fs (%.3f s per 1,000 events), plugins' CPU over the whole run %.2fs; %d latency samples",
+		where, pubRate, drain.Seconds(), cpu, cpu/float64(benchEvents)*1000, plugins, n)
+	return trackdRun{rate: rate, p50: p50, p99: p99, rss: rss, cpu: cpu / float64(benchEvents) * 1000}
 }
 
 // BenchmarkBacklogMemory is issue 4's bounded-memory check: one destination
@@ -289,21 +315,26 @@ func benchRawJetStream(b *testing.B, n int) float64 {
 	return float64(n) / time.Since(start).Seconds()
 }
 
-// benchPreload starts a server on a stopped daemon's store, publishes n
-// events to its ingest stream and stops it again. It returns the publish rate.
-func benchPreload(b *testing.B, storeDir string, n int) float64 {
-	srv, err := server.NewServer(&server.Options{
-		ServerName: "trackd", Host: "127.0.0.1", Port: -1, JetStream: true, StoreDir: storeDir, NoLog: true, NoSigs: true,
-	})
-	if err != nil {
-		b.Fatal(err)
+// benchPreload publishes n events to the ingest stream of a stopped daemon:
+// to its nats-server, or, when it embeds one, to a server started on its store
+// for the purpose. It returns the publish rate.
+func benchPreload(b *testing.B, d *benchDaemon, n int) float64 {
+	url := d.natsURL
+	if d.embedded {
+		srv, err := server.NewServer(&server.Options{
+			ServerName: "trackd", Host: "127.0.0.1", Port: -1, JetStream: true, StoreDir: d.storeDir(), NoLog: true, NoSigs: true,
+		})
+		if err != nil {
+			b.Fatal(err)
+		}
+		srv.Start()
+		defer func() { srv.Shutdown(); srv.WaitForShutdown() }()
+		if !srv.ReadyForConnections(10 * time.Second) {
+			b.Fatal("the pre-load server did not start")
+		}
+		url = srv.ClientURL()
 	}
-	srv.Start()
-	defer func() { srv.Shutdown(); srv.WaitForShutdown() }()
-	if !srv.ReadyForConnections(10 * time.Second) {
-		b.Fatal("the pre-load server did not start")
-	}
-	nc, js := benchConnect(b, srv.ClientURL())
+	nc, js := benchConnect(b, url)
 	defer nc.Close()
 	start := time.Now()
 	benchPublish(b, js, "track", n, func(i int) string { return benchMessageID(i) })
@@ -450,6 +481,7 @@ func benchBuild(b *testing.B, pkg string) string {
 type benchDaemon struct {
 	bin, dir, config  string
 	natsURL, adminURL string
+	embedded          bool // the daemon runs its own server, with its store in dir
 	cmd               *exec.Cmd
 	exited            chan struct{}
 	logs              *lockedBuffer
@@ -462,7 +494,7 @@ func newBenchDaemon(b *testing.B, dir, natsURL, destinations string) *benchDaemo
 	adminAddr := freePort(b)
 	d := &benchDaemon{
 		bin: benchBuild(b, "trackd.dev/trackd/daemon"), dir: dir, config: filepath.Join(dir, "config.toml"),
-		natsURL: natsURL, adminURL: "http://" + adminAddr, logs: &lockedBuffer{},
+		natsURL: natsURL, adminURL: "http://" + adminAddr, embedded: natsURL == "", logs: &lockedBuffer{},
 	}
 	natsCfg := fmt.Sprintf("[nats]\nurl = %q\n", natsURL)
 	if natsURL == "" {
