@@ -119,10 +119,12 @@ path = %q
 	if got := d.metric(b, "trackd_events_deduplicated_total"); got != float64(benchEvents/benchRepeatEvery) {
 		b.Fatalf("%v events deduplicated, want %d", got, benchEvents/benchRepeatEvery)
 	}
+	queued := map[string]float64{}
 	for _, id := range []string{"noop1", "noop2", "file"} {
 		if got := d.metric(b, `trackd_events_delivered_total{destination="`+id+`"}`); got != float64(unique) {
 			b.Fatalf("%s: %v events delivered, want %d", id, got, unique)
 		}
+		queued[id] = d.metric(b, `trackd_events_queued_total{destination="`+id+`"}`)
 	}
 
 	p50, p99, n := benchLatency(b, d, js, rate/2, lat1, lat2)
@@ -133,8 +135,8 @@ path = %q
 	if natsURL != "" {
 		where = "nats-server apart"
 	}
-	b.Logf("%s: pre-load (async publish) %.0f msg/s; drain %.2fs, daemon CPU %.2fs (%.3f s per 1,000 events), plugins' CPU over the whole run %.2fs; %d latency samples",
-		where, pubRate, drain.Seconds(), cpu, cpu/float64(benchEvents)*1000, plugins, n)
+	b.Logf("%s: pre-load (async publish) %.0f msg/s; drain %.2fs, daemon CPU %.2fs (%.3f s per 1,000 events), plugins' CPU over the whole run %.2fs; events through TRACK_ROUTED rather than the direct path %v; %d latency samples",
+		where, pubRate, drain.Seconds(), cpu, cpu/float64(benchEvents)*1000, plugins, queued, n)
 	return trackdRun{rate: rate, p50: p50, p99: p99, rss: rss, cpu: cpu / float64(benchEvents) * 1000}
 }
 
