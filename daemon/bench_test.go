@@ -265,18 +265,9 @@ func (s *natsServer) stop() {
 // stream, then consumed and acked by a pull consumer, over loopback TCP to a
 // server in this process. It returns the consume+ack rate.
 func benchRawJetStream(b *testing.B, n int) float64 {
-	srv, err := server.NewServer(&server.Options{
-		Host: "127.0.0.1", Port: -1, JetStream: true, StoreDir: b.TempDir(), NoLog: true, NoSigs: true,
-	})
-	if err != nil {
-		b.Fatal(err)
-	}
-	srv.Start()
-	defer func() { srv.Shutdown(); srv.WaitForShutdown() }()
-	if !srv.ReadyForConnections(10 * time.Second) {
-		b.Fatal("the raw JetStream server did not start")
-	}
-	nc, js := benchConnect(b, srv.ClientURL())
+	url, stop := benchServer(b, b.TempDir())
+	defer stop()
+	nc, js := benchConnect(b, url)
 	defer nc.Close()
 	ctx := b.Context()
 	stream, err := js.CreateStream(ctx, jetstream.StreamConfig{Name: "RAW", Subjects: []string{"raw"}, Storage: jetstream.FileStorage})
@@ -317,24 +308,31 @@ func benchRawJetStream(b *testing.B, n int) float64 {
 	return float64(n) / time.Since(start).Seconds()
 }
 
+// benchServer starts a nats-server with JetStream in this process, its store
+// in storeDir, and returns its URL and how to stop it.
+func benchServer(b *testing.B, storeDir string) (url string, stop func()) {
+	srv, err := server.NewServer(&server.Options{
+		ServerName: "trackd", Host: "127.0.0.1", Port: -1, JetStream: true, StoreDir: storeDir, NoLog: true, NoSigs: true,
+	})
+	if err != nil {
+		b.Fatal(err)
+	}
+	srv.Start()
+	if !srv.ReadyForConnections(10 * time.Second) {
+		b.Fatal("the in-process nats-server did not start")
+	}
+	return srv.ClientURL(), func() { srv.Shutdown(); srv.WaitForShutdown() }
+}
+
 // benchPreload publishes n events to the ingest stream of a stopped daemon:
 // to its nats-server, or, when it embeds one, to a server started on its store
 // for the purpose. It returns the publish rate.
 func benchPreload(b *testing.B, d *benchDaemon, n int) float64 {
 	url := d.natsURL
 	if d.embedded {
-		srv, err := server.NewServer(&server.Options{
-			ServerName: "trackd", Host: "127.0.0.1", Port: -1, JetStream: true, StoreDir: d.storeDir(), NoLog: true, NoSigs: true,
-		})
-		if err != nil {
-			b.Fatal(err)
-		}
-		srv.Start()
-		defer func() { srv.Shutdown(); srv.WaitForShutdown() }()
-		if !srv.ReadyForConnections(10 * time.Second) {
-			b.Fatal("the pre-load server did not start")
-		}
-		url = srv.ClientURL()
+		var stop func()
+		url, stop = benchServer(b, d.storeDir())
+		defer stop()
 	}
 	nc, js := benchConnect(b, url)
 	defer nc.Close()

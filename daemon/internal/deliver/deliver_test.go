@@ -100,21 +100,10 @@ func TestRetriesAndDeadLetters(t *testing.T) {
 	if _, err := topo.Destination(ctx, "other", 100); err != nil {
 		t.Fatal(err)
 	}
-	m := metrics.New()
-	log := slog.New(slog.NewTextHandler(io.Discard, nil))
-	bin := destinationtest.Build(t, "trackd.dev/trackd/plugins/webhook")
-	host, err := pluginhost.New("hook", bin, t.TempDir(), map[string]any{"url": srv.URL}, log, m.PluginRestarts.WithLabelValues("hook"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer host.Close()
-	d := &Deliverer{
-		ID: "hook", JS: b.JS, Consumer: cons, Host: host, BatchSize: 10, Metrics: m, Log: log,
-		Retry: config.Retry{
-			Initial: config.Duration{Duration: 20 * time.Millisecond}, Max: config.Duration{Duration: 100 * time.Millisecond},
-			MaxAttempts: 3, MaxAge: config.Duration{Duration: time.Hour},
-		},
-	}
+	d := hookDeliverer(t, b.JS, cons, srv.URL, 10, config.Retry{
+		Initial: config.Duration{Duration: 20 * time.Millisecond}, Max: config.Duration{Duration: 100 * time.Millisecond},
+		MaxAttempts: 3, MaxAge: config.Duration{Duration: time.Hour},
+	})
 
 	for _, ev := range []struct{ id, dests string }{
 		{"ok-1", "other,hook"}, {"bad-1", "hook"}, {"flaky-1", "hook"}, {"down-1", "hook"}, {"other-1", "other"},
@@ -132,24 +121,7 @@ func TestRetriesAndDeadLetters(t *testing.T) {
 	go func() { defer close(done); _ = d.Run(runCtx) }()
 	defer func() { cancel(); <-done }()
 
-	dlq, err := b.JS.OrderedConsumer(ctx, bus.DLQStream, jetstream.OrderedConsumerConfig{FilterSubjects: []string{bus.DLQPrefix + "hook"}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	letters := map[string]nats.Header{}
-	for len(letters) < 2 {
-		msg, err := dlq.Next(jetstream.FetchMaxWait(30 * time.Second))
-		if err != nil {
-			t.Fatalf("dead letters so far %v: %v", letters, err)
-		}
-		var ev struct {
-			MessageID string `json:"messageId"`
-		}
-		if err := json.Unmarshal(msg.Data(), &ev); err != nil {
-			t.Fatalf("dead letter body %q: %v", msg.Data(), err)
-		}
-		letters[ev.MessageID] = msg.Headers()
-	}
+	letters := deadLetters(t, b.JS, "hook", 2)
 	bad, down := letters["bad-1"], letters["down-1"]
 	if bad == nil || down == nil {
 		t.Fatalf("dead letters %v, want bad-1 and down-1", letters)
@@ -182,6 +154,44 @@ func TestRetriesAndDeadLetters(t *testing.T) {
 	}
 }
 
+// hookDeliverer runs destination "hook": the webhook plugin posting to url.
+func hookDeliverer(t *testing.T, js jetstream.JetStream, cons jetstream.Consumer, url string, batch int, retry config.Retry) *Deliverer {
+	t.Helper()
+	m := metrics.New()
+	log := slog.New(slog.NewTextHandler(io.Discard, nil))
+	host, err := pluginhost.New("hook", destinationtest.Build(t, "trackd.dev/trackd/plugins/webhook"), t.TempDir(),
+		map[string]any{"url": url}, log, m.PluginRestarts.WithLabelValues("hook"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(host.Close)
+	return &Deliverer{ID: "hook", JS: js, Consumer: cons, Host: host, BatchSize: batch, Metrics: m, Log: log, Retry: retry}
+}
+
+// deadLetters reads n dead letters of a destination, by messageId.
+func deadLetters(t *testing.T, js jetstream.JetStream, dest string, n int) map[string]nats.Header {
+	t.Helper()
+	dlq, err := js.OrderedConsumer(t.Context(), bus.DLQStream, jetstream.OrderedConsumerConfig{FilterSubjects: []string{bus.DLQPrefix + dest}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	letters := map[string]nats.Header{}
+	for len(letters) < n {
+		msg, err := dlq.Next(jetstream.FetchMaxWait(30 * time.Second))
+		if err != nil {
+			t.Fatalf("dead letters so far %v: %v", letters, err)
+		}
+		var ev struct {
+			MessageID string `json:"messageId"`
+		}
+		if err := json.Unmarshal(msg.Data(), &ev); err != nil {
+			t.Fatalf("dead letter body %q: %v", msg.Data(), err)
+		}
+		letters[ev.MessageID] = msg.Headers()
+	}
+	return letters
+}
+
 func waitFor(t *testing.T, cond func() bool) {
 	t.Helper()
 	deadline := time.Now().Add(30 * time.Second)
@@ -209,21 +219,10 @@ func TestDirectPath(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	m := metrics.New()
-	log := slog.New(slog.NewTextHandler(io.Discard, nil))
-	host, err := pluginhost.New("hook", destinationtest.Build(t, "trackd.dev/trackd/plugins/webhook"), t.TempDir(),
-		map[string]any{"url": srv.URL}, log, m.PluginRestarts.WithLabelValues("hook"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer host.Close()
-	d := &Deliverer{
-		ID: "hook", JS: b.JS, Consumer: cons, Host: host, BatchSize: 2, Metrics: m, Log: log,
-		Retry: config.Retry{
-			Initial: config.Duration{Duration: 300 * time.Millisecond}, Max: config.Duration{Duration: time.Second},
-			MaxAttempts: 2, MaxAge: config.Duration{Duration: time.Hour},
-		},
-	}
+	d := hookDeliverer(t, b.JS, cons, srv.URL, 2, config.Retry{
+		Initial: config.Duration{Duration: 300 * time.Millisecond}, Max: config.Duration{Duration: time.Second},
+		MaxAttempts: 2, MaxAge: config.Duration{Duration: time.Hour},
+	})
 	runCtx, cancel := context.WithCancel(ctx)
 	done := make(chan struct{})
 	go func() { defer close(done); _ = d.Run(runCtx) }()
@@ -257,24 +256,7 @@ func TestDirectPath(t *testing.T) {
 	if _, err := b.JS.PublishMsg(ctx, msg); err != nil {
 		t.Fatal(err)
 	}
-	dlq, err := b.JS.OrderedConsumer(ctx, bus.DLQStream, jetstream.OrderedConsumerConfig{FilterSubjects: []string{bus.DLQPrefix + "hook"}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	letters := map[string]nats.Header{}
-	for len(letters) < 2 {
-		msg, err := dlq.Next(jetstream.FetchMaxWait(30 * time.Second))
-		if err != nil {
-			t.Fatalf("dead letters so far %v: %v", letters, err)
-		}
-		var ev struct {
-			MessageID string `json:"messageId"`
-		}
-		if err := json.Unmarshal(msg.Data(), &ev); err != nil {
-			t.Fatalf("dead letter body %q: %v", msg.Data(), err)
-		}
-		letters[ev.MessageID] = msg.Headers()
-	}
+	letters := deadLetters(t, b.JS, "hook", 2)
 	if got := letters["bad-1"].Get(bus.HeaderAttempts); got != "1" {
 		t.Errorf("dropped event attempts = %q, want 1", got)
 	}
