@@ -14,6 +14,7 @@ import (
 	"github.com/hashicorp/go-plugin"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/experimental"
 	"google.golang.org/grpc/status"
 
 	"trackd.dev/trackd/sdk/destinationpb"
@@ -61,6 +62,7 @@ func Start(cmd *exec.Cmd, stderr io.Writer) (*Client, error) {
 			),
 			grpc.WithInitialWindowSize(flowWindow),
 			grpc.WithInitialConnWindowSize(flowWindow),
+			experimental.WithBufferPool(bufferPool),
 		},
 	})
 	rpc, err := pc.Client()
