@@ -63,3 +63,25 @@ func ConsumeBatches(ctx context.Context, cons jetstream.Consumer, max int, handl
 		handle(batch)
 	}
 }
+
+// KeepInProgress tells NATS, every so often, that the messages are still
+// being worked on, so that they are not handed to another worker, until the
+// returned stop is called.
+func KeepInProgress(msgs []jetstream.Msg, every time.Duration) (stop func()) {
+	done := make(chan struct{})
+	go func() {
+		t := time.NewTicker(every)
+		defer t.Stop()
+		for {
+			select {
+			case <-done:
+				return
+			case <-t.C:
+				for _, m := range msgs {
+					_ = m.InProgress()
+				}
+			}
+		}
+	}()
+	return func() { close(done) }
+}

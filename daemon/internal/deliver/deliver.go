@@ -43,9 +43,10 @@ type Deliverer struct {
 	Log       *slog.Logger
 
 	direct   atomic.Bool // the router may Offer events to the plugin
-	offers   chan offerReq
-	offering atomic.Bool // an offer's plugin call is under way
-	healthy  atomic.Bool // the last batch from the consumer was delivered whole
+	offers   chan *Offered
+	offering atomic.Bool  // an offer's plugin call is under way
+	callTime atomic.Int64 // a moving average of the direct path's plugin calls, in ns
+	healthy  atomic.Bool  // the last batch from the consumer was delivered whole
 }
 
 // Run delivers until ctx is done. A plugin that cannot start holds up only
@@ -64,7 +65,7 @@ func (d *Deliverer) Run(ctx context.Context) error {
 		case <-time.After(wait):
 		}
 	}
-	d.offers = make(chan offerReq, directQueue) // before the direct path opens
+	d.offers = make(chan *Offered, directQueue) // before the direct path opens
 	go d.serveOffers(ctx)
 	go d.watchDirect(ctx)
 	// One batch at a time: while the plugin has one, the next gathers in the
@@ -137,7 +138,7 @@ func (d *Deliverer) handle(ctx context.Context, b *batch) {
 }
 
 func (d *Deliverer) deliver(ctx context.Context, b *batch, letters []pendingLetter) []pendingLetter {
-	stop := keepInProgress(b.mine)
+	stop := bus.KeepInProgress(b.mine, progressEvery)
 	start := time.Now()
 	results, err := d.Host.Deliver(ctx, b.events)
 	d.Metrics.BatchSeconds.WithLabelValues(d.ID).Observe(time.Since(start).Seconds())
@@ -226,27 +227,6 @@ func backoff(r config.Retry, attempt int) time.Duration {
 	}
 	jitter := 0.8 + 0.4*rand.Float64()
 	return min(time.Duration(float64(d)*jitter), r.Max.Duration)
-}
-
-// keepInProgress tells NATS the messages are still being worked on until the
-// returned stop is called, so a slow batch is not redelivered meanwhile.
-func keepInProgress(msgs []jetstream.Msg) (stop func()) {
-	done := make(chan struct{})
-	go func() {
-		t := time.NewTicker(progressEvery)
-		defer t.Stop()
-		for {
-			select {
-			case <-done:
-				return
-			case <-t.C:
-				for _, m := range msgs {
-					_ = m.InProgress()
-				}
-			}
-		}
-	}()
-	return func() { close(done) }
 }
 
 // firstTryWait is how long to wait before trying a message that the direct

@@ -236,12 +236,12 @@ func TestDirectPath(t *testing.T) {
 			MessageID: id, Name: "Order Completed", UserID: "u1",
 		})
 	}
-	var answer <-chan []Outcome
+	var offered *Offered
 	waitFor(t, func() bool {
-		answer = d.Offer(events, make([]time.Time, len(events)))
-		return answer != nil
+		offered = d.Offer(events, make([]time.Time, len(events)))
+		return offered != nil
 	})
-	out := d.Await(answer, time.Now())
+	out := d.Await(offered)
 	if len(out) != 3 || !out[0].Done || !out[1].Done || out[2].Done || out[2].RetryAt.IsZero() {
 		t.Fatalf("outcomes %+v; want ok-1 and bad-1 done, down-1 to retry at a time", out)
 	}
@@ -270,5 +270,78 @@ func TestDirectPath(t *testing.T) {
 	}
 	if ep.last["down-1"].Before(out[2].RetryAt) {
 		t.Errorf("down-1 tried again at %v, before its retry time %v", ep.last["down-1"], out[2].RetryAt)
+	}
+}
+
+// TestDirectPathSlowAnswer: a destination that does not answer within
+// directWait leaves the direct path; an offer still waiting behind the slow
+// call is withdrawn untried, while the one the plugin has is waited for, so
+// no event is both delivered and handed to the consumer.
+func TestDirectPathSlowAnswer(t *testing.T) {
+	b, topo := bustest.Open(t, time.Hour)
+	release := make(chan struct{})
+	var mu sync.Mutex
+	seen := map[string]bool{}
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		var ev struct {
+			MessageID string `json:"messageId"`
+		}
+		_ = json.NewDecoder(r.Body).Decode(&ev)
+		mu.Lock()
+		seen[ev.MessageID] = true
+		mu.Unlock()
+		<-release
+	}))
+	defer srv.Close()
+	released := false
+	defer func() {
+		if !released {
+			close(release)
+		}
+	}()
+	cons, err := topo.Destination(t.Context(), "hook", 100)
+	if err != nil {
+		t.Fatal(err)
+	}
+	d := hookDeliverer(t, b.JS, cons, srv.URL, 10, config.Retry{
+		Initial: config.Duration{Duration: time.Second}, Max: config.Duration{Duration: time.Second},
+		MaxAttempts: 3, MaxAge: config.Duration{Duration: time.Hour},
+	})
+	runCtx, cancel := context.WithCancel(t.Context())
+	done := make(chan struct{})
+	go func() { defer close(done); _ = d.Run(runCtx) }()
+	defer func() { cancel(); <-done }()
+
+	event := func(id string) []sdk.Event {
+		return []sdk.Event{{
+			JSON: []byte(`{"event":"Order Completed","messageId":"` + id + `","userId":"u1","timestamp":"2026-01-02T03:04:05.000Z",` +
+				`"receivedAt":"2026-01-02T03:04:05.000Z","type":"track","version":2}`),
+			MessageID: id, Name: "Order Completed", UserID: "u1",
+		}}
+	}
+	var slow *Offered
+	waitFor(t, func() bool {
+		slow = d.Offer(event("slow-1"), make([]time.Time, 1))
+		return slow != nil
+	})
+	behind := d.Offer(event("behind-1"), make([]time.Time, 1))
+	if behind == nil {
+		t.Fatal("a second offer was refused with room in the queue")
+	}
+	if out := d.Await(behind); out != nil {
+		t.Fatalf("the offer behind a slow call was answered %+v; want it withdrawn (nil)", out)
+	}
+	if d.Offer(event("after-1"), make([]time.Time, 1)) != nil {
+		t.Error("the destination took an offer after failing to answer in time")
+	}
+	close(release)
+	released = true
+	if out := d.Await(slow); len(out) != 1 || !out[0].Done {
+		t.Fatalf("the slow call's outcome %+v; want delivered", out)
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	if !seen["slow-1"] || seen["behind-1"] || seen["after-1"] {
+		t.Errorf("the destination saw %v; want slow-1 only", seen)
 	}
 }

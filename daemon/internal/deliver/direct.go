@@ -2,6 +2,7 @@ package deliver
 
 import (
 	"context"
+	"sync/atomic"
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
@@ -18,12 +19,15 @@ import (
 // failed, was slow or has a backlog, and everything while the daemon starts.
 
 const (
-	// directWait is how long the router waits for a destination's answer on
-	// the direct path.
+	// directWait is how long a destination on the direct path may take to
+	// answer before it leaves the direct path.
 	directWait = 2 * time.Second
 	// directQueue is how many offers may wait for a destination's plugin; past
 	// that, a batch's events for it take the routed stream.
-	directQueue = 2
+	directQueue = 4
+	// directPatience is how long the router may wait for room in the queue of
+	// a destination whose calls take no longer than that.
+	directPatience = 20 * time.Millisecond
 	// directPoll is how often a destination off the direct path looks whether
 	// its consumer is empty, to take the direct path again.
 	directPoll = 500 * time.Millisecond
@@ -40,34 +44,75 @@ type Outcome struct {
 }
 
 // Offer hands events to the plugin when the destination is on the direct
-// path and has fewer than directQueue offers waiting, and returns where the
-// answer will come: what became of each event (see Await). It returns nil,
-// and the events must take the routed stream, when the destination is off
-// the direct path or that busy. A failed call, a retry answer or no answer in
-// time takes the destination off the direct path until it catches up.
-func (d *Deliverer) Offer(events []sdk.Event, received []time.Time) <-chan []Outcome {
+// path and has fewer than directQueue offers waiting, and returns the offer,
+// whose answer Await gives: what became of each event. It returns nil, and
+// the events must take the routed stream, when the destination is off the
+// direct path or that busy. A failed call, a retry answer or an answer later
+// than directWait takes the destination off the direct path until it
+// catches up.
+func (d *Deliverer) Offer(events []sdk.Event, received []time.Time) *Offered {
 	if !d.direct.Load() {
 		return nil
 	}
-	req := offerReq{events: events, received: received, answer: make(chan []Outcome, 1)}
+	o := &Offered{events: events, received: received, at: time.Now(), answer: make(chan []Outcome, 1)}
 	select {
-	case d.offers <- req:
-		return req.answer
+	case d.offers <- o:
+		return o
 	default:
+	}
+	// A destination that answers quickly is worth a short wait for room, as
+	// its events then skip the routed stream; one that answers slowly is never
+	// waited for, so it cannot slow the router.
+	if time.Duration(d.callTime.Load()) > directPatience {
+		return nil
+	}
+	t := time.NewTimer(directPatience)
+	defer t.Stop()
+	select {
+	case d.offers <- o:
+		return o
+	case <-t.C:
 		return nil
 	}
 }
 
-type offerReq struct {
+// Offered is an offer made on the direct path.
+type Offered struct {
 	events   []sdk.Event
 	received []time.Time
+	at       time.Time
 	answer   chan []Outcome
+	state    atomic.Int32 // offerWaiting, offerStarted or offerWithdrawn
+}
+
+const (
+	offerWaiting = iota
+	offerStarted
+	offerWithdrawn
+)
+
+// Await returns the answer to an offer. Past directWait the destination
+// leaves the direct path, and an offer still waiting for the plugin is
+// withdrawn: Await returns nil, none of its events was tried. One the plugin
+// already has is waited for, as long as a plugin call may take, so that no
+// event is both delivered and handed to the consumer.
+func (d *Deliverer) Await(o *Offered) []Outcome {
+	t := time.NewTimer(time.Until(o.at.Add(directWait)))
+	defer t.Stop()
+	select {
+	case out := <-o.answer:
+		return out
+	case <-t.C:
+	}
+	d.leaveDirect("no answer within " + directWait.String())
+	if o.state.CompareAndSwap(offerWaiting, offerWithdrawn) {
+		return nil
+	}
+	return <-o.answer
 }
 
 // serveOffers makes the plugin calls of the direct path, one after another,
-// until ctx is done. An answer that comes too late is dropped; until it comes
-// the plugin is busy, so the destination's consumer waits for it rather than
-// calling a stuck plugin again.
+// until ctx is done; offers left then are answered nil (not tried).
 func (d *Deliverer) serveOffers(ctx context.Context) {
 	for {
 		select {
@@ -75,36 +120,22 @@ func (d *Deliverer) serveOffers(ctx context.Context) {
 			d.direct.Store(false)
 			for {
 				select {
-				case req := <-d.offers:
-					req.answer <- nil
+				case o := <-d.offers:
+					o.answer <- nil
 				default:
 					return
 				}
 			}
-		case req := <-d.offers:
+		case o := <-d.offers:
+			if !o.state.CompareAndSwap(offerWaiting, offerStarted) {
+				continue // withdrawn
+			}
 			d.offering.Store(true)
 			cctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), deliverTimeout)
-			req.answer <- d.offer(cctx, req.events, req.received)
+			o.answer <- d.offer(cctx, o.events, o.received)
 			cancel()
 			d.offering.Store(false)
 		}
-	}
-}
-
-// Await returns the answer to an Offer made at the given time, waiting until
-// directWait after it at most. Without an answer by then it returns nil (no
-// event is done) and the destination leaves the direct path: a slow
-// destination holds up the router, and so every other destination, once, for
-// at most directWait.
-func (d *Deliverer) Await(answer <-chan []Outcome, offered time.Time) []Outcome {
-	t := time.NewTimer(time.Until(offered.Add(directWait)))
-	defer t.Stop()
-	select {
-	case out := <-answer:
-		return out
-	case <-t.C:
-		d.leaveDirect("no answer within " + directWait.String())
-		return nil
 	}
 }
 
@@ -132,7 +163,10 @@ func (d *Deliverer) offer(ctx context.Context, events []sdk.Event, received []ti
 		end := min(start+d.BatchSize, len(events))
 		t0 := time.Now()
 		results, err := d.Host.Deliver(ctx, events[start:end])
-		d.Metrics.BatchSeconds.WithLabelValues(d.ID).Observe(time.Since(t0).Seconds())
+		took := time.Since(t0)
+		d.Metrics.BatchSeconds.WithLabelValues(d.ID).Observe(took.Seconds())
+		// A moving average of the call time, weighing the last call by 1/8.
+		d.callTime.Store(d.callTime.Load() + (int64(took)-d.callTime.Load())/8)
 		if err != nil {
 			d.Log.Error("batch not delivered", "destination", d.ID, "events", end-start, "err", err)
 			at := time.Now().Add(backoff(d.Retry, 1))

@@ -7,6 +7,7 @@ import (
 	"context"
 	"log/slog"
 	"strconv"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -52,39 +53,25 @@ func (r *Router) SetRoutes(t *route.Table) { r.routes.Store(t) }
 
 // Run routes events until ctx is done, then finishes the batches in hand.
 //
-// Batches go through four stages, each on its own goroutine: normalize and
-// send the dedupe claims; settle the claims, route, and offer the events to
-// the destinations on the direct path; take the destinations' answers and
-// send the hand-offs of what they did not take; wait for the hand-offs and
-// ack. The stages overlap, so while one batch's claims are stored the next
-// one is normalized, the plugins work on one batch while the next is
-// claimed, and JetStream stores one batch's claims while it stores another's
-// hand-offs. A stage holds one batch and one waits between stages: with the
-// consumer's MaxAckPending, that bounds what the router holds.
+// A batch is normalized and its dedupe claims sent on the consumer's
+// goroutine; a second goroutine settles the claims, routes, and offers the
+// events to the destinations on the direct path; then the batch waits for
+// the destinations' answers, sends the hand-offs of what they did not take
+// and acks, on a goroutine of its own. So while one batch's claims are stored
+// the next one is normalized, and batches are settled in any order: a
+// destination slow to answer holds up only the batches it was offered, never
+// the router. The consumer's MaxAckPending bounds how many batches are in hand.
 func (r *Router) Run(ctx context.Context) error {
 	claimed := make(chan *batch, 1)
-	routed := make(chan *batch, 1)
-	handed := make(chan *batch, 1)
 	done := make(chan struct{})
 	go func() {
-		defer close(routed)
+		defer close(done)
+		var settling sync.WaitGroup
 		for b := range claimed {
 			r.route(b)
-			routed <- b
+			settling.Go(func() { r.settle(b) })
 		}
-	}()
-	go func() {
-		defer close(handed)
-		for b := range routed {
-			r.handOn(b)
-			handed <- b
-		}
-	}()
-	go func() {
-		defer close(done)
-		for b := range handed {
-			r.finish(b)
-		}
+		settling.Wait()
 	}()
 	err := bus.ConsumeBatches(ctx, r.Consumer, r.BatchSize, func(msgs []jetstream.Msg) {
 		// A batch in hand is finished even when the daemon is stopping.
@@ -98,6 +85,29 @@ func (r *Router) Run(ctx context.Context) error {
 	return err
 }
 
+// settle takes the direct path's answers, hands on what was not taken, and
+// acks once JetStream has confirmed the hand-offs.
+func (r *Router) settle(b *batch) {
+	defer b.cancel()
+	if len(b.offers) > 0 {
+		// A plugin may take minutes to answer: keep the messages from being
+		// handed to another worker meanwhile.
+		msgs := make([]jetstream.Msg, len(b.routed))
+		for i, it := range b.routed {
+			msgs[i] = it.msg
+		}
+		stop := bus.KeepInProgress(msgs, bus.RouterAckWait/3)
+		r.handOn(b)
+		stop()
+	} else {
+		r.handOn(b)
+	}
+	// The hand-offs get their own time, however long the answers took.
+	ctx, cancel := context.WithTimeout(context.Background(), batchTimeout)
+	defer cancel()
+	r.finish(ctx, b)
+}
+
 // batch is one batch of ingest messages on its way through the stages.
 type batch struct {
 	ctx    context.Context
@@ -109,7 +119,7 @@ type batch struct {
 	routed []*item
 	offers []offer
 	// pending are the items whose ack waits on a publish: dead letters from
-	// the first stage, hand-offs from the third.
+	// claim, hand-offs from handOn.
 	pending []item
 }
 
@@ -221,8 +231,7 @@ func (r *Router) route(b *batch) {
 // offer is one destination's share of a batch, offered on the direct path.
 type offer struct {
 	deliverer *deliver.Deliverer
-	answer    <-chan []deliver.Outcome
-	at        time.Time
+	offered   *deliver.Offered
 	items     []int // each event's item in batch.routed,
 	dpos      []int // and the destination's position in the item's dests
 }
@@ -263,10 +272,9 @@ func (r *Router) offer(items []*item) []offer {
 		if s.deliverer = r.Deliverer(d); s.deliverer == nil {
 			continue
 		}
-		if s.answer = s.deliverer.Offer(s.events, s.received); s.answer == nil {
+		if s.offered = s.deliverer.Offer(s.events, s.received); s.offered == nil {
 			continue
 		}
-		s.at = time.Now()
 		offers = append(offers, s.offer)
 	}
 	return offers
@@ -276,7 +284,7 @@ func (r *Router) offer(items []*item) []offer {
 // routed stream for every destination that did not take it.
 func (r *Router) handOn(b *batch) {
 	for _, o := range b.offers {
-		for n, out := range o.deliverer.Await(o.answer, o.at) {
+		for n, out := range o.deliverer.Await(o.offered) {
 			b.routed[o.items[n]].outcomes[o.dpos[n]] = out
 		}
 	}
@@ -311,11 +319,10 @@ func (r *Router) publish(it *item) bool {
 }
 
 // finish acks each message once JetStream has confirmed its hand-offs.
-func (r *Router) finish(b *batch) {
-	defer b.cancel()
+func (r *Router) finish(ctx context.Context, b *batch) {
 	routed, queued := map[string]int{}, map[string]int{}
 	for _, it := range b.pending {
-		if !r.settled(b.ctx, &it) {
+		if !r.settled(ctx, &it) {
 			continue
 		}
 		_ = it.msg.Ack()
