@@ -25,9 +25,10 @@ import (
 	"trackd.dev/trackd/sdk"
 )
 
-// How long one batch may take to hand on before its messages are nak'ed;
-// it also bounds how long a stopping daemon waits for the batch in hand.
-// Past the consumer's AckWait, NATS would hand the batch to another worker.
+// How long a batch's dedupe claims, and then its hand-offs, may take before
+// its messages are nak'ed; past the consumer's AckWait NATS would hand the
+// batch to another worker. (Waiting for a plugin's answer is not bounded by
+// it: the messages are kept in progress meanwhile.)
 const batchTimeout = bus.RouterAckWait
 
 // Router runs the ingest stage.
