@@ -104,7 +104,7 @@ func (r *Router) settle(b *batch) {
 		r.handOn(b)
 	}
 	// The hand-offs get their own time, however long the answers took.
-	ctx, cancel := context.WithTimeout(context.Background(), batchTimeout)
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(b.ctx), batchTimeout)
 	defer cancel()
 	r.finish(ctx, b)
 }
