@@ -564,14 +564,7 @@ func (d *benchDaemon) stop(b *testing.B) {
 	if d.cmd == nil {
 		return
 	}
-	_ = d.cmd.Process.Signal(syscall.SIGTERM)
-	select {
-	case <-d.exited:
-	case <-time.After(2 * time.Minute):
-		_ = d.cmd.Process.Kill()
-		<-d.exited
-		b.Error("the daemon did not stop within 2 minutes of SIGTERM")
-	}
+	terminate(b, d.cmd, d.exited)
 	d.cmd = nil
 }
 

@@ -171,17 +171,24 @@ func (d *daemon) stop(t *testing.T) int {
 	if d.cmd == nil {
 		return 0
 	}
-	_ = d.cmd.Process.Signal(syscall.SIGTERM)
-	select {
-	case <-d.exited:
-	case <-time.After(2 * time.Minute):
-		_ = d.cmd.Process.Kill()
-		<-d.exited
-		t.Error("the daemon did not stop within 2 minutes of SIGTERM")
-	}
+	terminate(t, d.cmd, d.exited)
 	code := d.cmd.ProcessState.ExitCode()
 	d.cmd = nil
 	return code
+}
+
+// terminate sends a daemon SIGTERM and waits for exited, killing it if it
+// has not exited 2 minutes later.
+func terminate(t testing.TB, cmd *exec.Cmd, exited <-chan struct{}) {
+	t.Helper()
+	_ = cmd.Process.Signal(syscall.SIGTERM)
+	select {
+	case <-exited:
+	case <-time.After(2 * time.Minute):
+		_ = cmd.Process.Kill()
+		<-exited
+		t.Error("the daemon did not stop within 2 minutes of SIGTERM")
+	}
 }
 
 // connectJS connects to NATS for the rest of the test.

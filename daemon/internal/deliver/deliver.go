@@ -206,15 +206,26 @@ func (d *Deliverer) deadLetter(letters []pendingLetter, m jetstream.Msg, reason 
 	if md, err := m.Metadata(); err == nil {
 		attempts = int(md.NumDelivered)
 	}
-	fut, err := dlq.PublishAsync(d.JS, dlq.Letter{
-		Body: m.Data(), Destination: d.ID, Stage: dlq.StageDeliver, Attempts: attempts, Reason: reason,
-	})
-	if err != nil {
-		d.Log.Error("cannot write a dead letter; the event will be retried", "destination", d.ID, "err", err)
+	fut := d.publishLetter(m.Data(), attempts, reason)
+	if fut == nil {
 		_ = m.NakWithDelay(d.Retry.Initial.Duration)
 		return letters
 	}
 	return append(letters, pendingLetter{msg: m, fut: fut})
+}
+
+// publishLetter sends an event the destination finally failed to the
+// dead-letter stream; nil when it could not be sent, and the event must be
+// retried.
+func (d *Deliverer) publishLetter(body []byte, attempts int, reason string) jetstream.PubAckFuture {
+	fut, err := dlq.PublishAsync(d.JS, dlq.Letter{
+		Body: body, Destination: d.ID, Stage: dlq.StageDeliver, Attempts: attempts, Reason: reason,
+	})
+	if err != nil {
+		d.Log.Error("cannot write a dead letter; the event will be retried", "destination", d.ID, "err", err)
+		return nil
+	}
+	return fut
 }
 
 // backoff is the wait after attempt: initial doubling up to max, with ±20%

@@ -143,7 +143,7 @@ func TestRetriesAndDeadLetters(t *testing.T) {
 	if got := down.Get(bus.HeaderAttempts); got != "3" {
 		t.Errorf("exhausted event attempts = %s, want 3", got)
 	}
-	waitFor(t, func() bool { return slices.Equal(ep.got(), []string{"flaky-1", "ok-1"}) })
+	bustest.WaitFor(t, func() bool { return slices.Equal(ep.got(), []string{"flaky-1", "ok-1"}) })
 	ep.mu.Lock()
 	defer ep.mu.Unlock()
 	if ep.tries["other-1"] != 0 {
@@ -192,17 +192,6 @@ func deadLetters(t *testing.T, js jetstream.JetStream, dest string, n int) map[s
 	return letters
 }
 
-func waitFor(t *testing.T, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(30 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatal("condition never held")
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
-}
-
 // TestDirectPath offers events straight to the plugin, as the router does
 // while the destination keeps up: the accepted one is done, the dropped one
 // is dead-lettered as attempt 1, and the retried one is not done and says when
@@ -237,7 +226,7 @@ func TestDirectPath(t *testing.T) {
 		})
 	}
 	var offered *Offered
-	waitFor(t, func() bool {
+	bustest.WaitFor(t, func() bool {
 		offered = d.Offer(events, make([]time.Time, len(events)))
 		return offered != nil
 	})
@@ -320,7 +309,7 @@ func TestDirectPathSlowAnswer(t *testing.T) {
 		}}
 	}
 	var slow *Offered
-	waitFor(t, func() bool {
+	bustest.WaitFor(t, func() bool {
 		slow = d.Offer(event("slow-1"), make([]time.Time, 1))
 		return slow != nil
 	})

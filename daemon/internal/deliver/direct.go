@@ -7,7 +7,6 @@ import (
 
 	"github.com/nats-io/nats.go/jetstream"
 
-	"trackd.dev/trackd/daemon/internal/dlq"
 	"trackd.dev/trackd/sdk"
 )
 
@@ -147,15 +146,10 @@ func (d *Deliverer) offer(ctx context.Context, events []sdk.Event, received []ti
 	}
 	var letters []letter
 	deadLetter := func(i int, reason string) {
-		fut, err := dlq.PublishAsync(d.JS, dlq.Letter{
-			Body: events[i].JSON, Destination: d.ID, Stage: dlq.StageDeliver, Attempts: 1, Reason: reason,
-		})
-		if err != nil {
-			// Not done: the consumer will have it and try again.
-			d.Log.Error("cannot write a dead letter; the event will be retried", "destination", d.ID, "err", err)
-			return
+		// One not sent is not done: the consumer will have it and try again.
+		if fut := d.publishLetter(events[i].JSON, 1, reason); fut != nil {
+			letters = append(letters, letter{i, fut})
 		}
-		letters = append(letters, letter{i, fut})
 	}
 	var delivered, retried float64
 	delay := d.Metrics.DelaySeconds.WithLabelValues(d.ID)

@@ -255,7 +255,11 @@ func (r *Router) offer(items []*item) []offer {
 		for k, d := range it.dests {
 			s := shares[d]
 			if s == nil {
-				s = &share{}
+				n := len(items)
+				s = &share{
+					offer:  offer{items: make([]int, 0, n), dpos: make([]int, 0, n)},
+					events: make([]sdk.Event, 0, n), received: make([]time.Time, 0, n),
+				}
 				shares[d] = s
 				order = append(order, d)
 			}

@@ -75,22 +75,11 @@ func TestRedeliveryAfterClaimIsDelivered(t *testing.T) {
 	_ = msg.Ack()
 
 	// Both ingest messages are done (the work queue is empty), and the repeat was counted, not routed.
-	waitFor(t, func() bool {
+	bustest.WaitFor(t, func() bool {
 		info, err := topo.Ingest.Info(ctx)
 		return err == nil && info.State.Msgs == 0
 	})
 	if _, err := dest.Next(jetstream.FetchMaxWait(500 * time.Millisecond)); err == nil {
 		t.Error("the repeat was routed too")
-	}
-}
-
-func waitFor(t *testing.T, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(30 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatal("condition never held")
-		}
-		time.Sleep(20 * time.Millisecond)
 	}
 }
