@@ -85,22 +85,26 @@ func (p *File) Deliver(_ context.Context, batch []sdk.Event) []sdk.Result {
 	return results
 }
 
+// write appends b and syncs the file. The sync is made outside the lock:
+// calls that arrive together each write in turn, and the first sync to run
+// puts all their lines on disk, so the ones after it have little left to do.
 func (p *File) write(b []byte) error {
 	p.mu.Lock()
-	defer p.mu.Unlock()
-	if p.f == nil {
+	f, sync := p.f, p.sync
+	if f == nil {
+		p.mu.Unlock()
 		return errors.New("file plugin is not configured")
 	}
 	if len(b) == 0 {
+		p.mu.Unlock()
 		return nil
 	}
-	if _, err := p.f.Write(b); err != nil {
+	_, err := f.Write(b)
+	p.mu.Unlock()
+	if err != nil || !sync {
 		return err
 	}
-	if p.sync {
-		return p.f.Sync()
-	}
-	return nil
+	return f.Sync()
 }
 
 // appendLine appends event JSON to buf as one line. The daemon's JSON is

@@ -334,3 +334,70 @@ func TestDirectPathSlowAnswer(t *testing.T) {
 		t.Errorf("the destination saw %v; want slow-1 only", seen)
 	}
 }
+
+// TestDirectPathCallsOverlap: an offer larger than batch_size goes to the
+// plugin in several calls, and they are under way together, so a destination
+// whose API answers slowly is not limited to one batch per answer. The
+// endpoint holds each request until a second one arrives (or a minute has
+// passed, which fails the test).
+func TestDirectPathCallsOverlap(t *testing.T) {
+	b, topo := bustest.Open(t, time.Hour)
+	var (
+		mu       sync.Mutex
+		inFlight int
+		most     int
+		together = make(chan struct{})
+	)
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		mu.Lock()
+		inFlight++
+		most = max(most, inFlight)
+		if inFlight == 2 {
+			close(together)
+		}
+		mu.Unlock()
+		select {
+		case <-together:
+		case <-time.After(time.Minute):
+		}
+		mu.Lock()
+		inFlight--
+		mu.Unlock()
+	}))
+	defer srv.Close()
+	cons, err := topo.Destination(t.Context(), "hook", 100)
+	if err != nil {
+		t.Fatal(err)
+	}
+	d := hookDeliverer(t, b.JS, cons, srv.URL, 1, config.Retry{
+		Initial: config.Duration{Duration: time.Second}, Max: config.Duration{Duration: time.Second},
+		MaxAttempts: 3, MaxAge: config.Duration{Duration: time.Hour},
+	})
+	runCtx, cancel := context.WithCancel(t.Context())
+	done := make(chan struct{})
+	go func() { defer close(done); _ = d.Run(runCtx) }()
+	defer func() { cancel(); <-done }()
+
+	var events []sdk.Event
+	for _, id := range []string{"a-1", "b-1"} {
+		events = append(events, sdk.Event{
+			JSON: []byte(`{"event":"Order Completed","messageId":"` + id + `","userId":"u1","timestamp":"2026-01-02T03:04:05.000Z",` +
+				`"receivedAt":"2026-01-02T03:04:05.000Z","type":"track","version":2}`),
+			MessageID: id, Name: "Order Completed", UserID: "u1",
+		})
+	}
+	var offered *Offered
+	bustest.WaitFor(t, func() bool {
+		offered = d.Offer(events, make([]time.Time, len(events)))
+		return offered != nil
+	})
+	out := d.Await(offered)
+	if len(out) != 2 || !out[0].Done || !out[1].Done {
+		t.Fatalf("outcomes %+v; want both delivered", out)
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	if most < 2 {
+		t.Errorf("at most %d plugin calls were under way at once; want the offer's 2 calls together", most)
+	}
+}

@@ -2,6 +2,7 @@ package deliver
 
 import (
 	"context"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -27,6 +28,11 @@ const (
 	// directPatience is how long the router may wait for room in the queue of
 	// a destination whose calls take no longer than that.
 	directPatience = 20 * time.Millisecond
+	// directCalls is how many plugin calls of one offer may be under way at
+	// once: an offer holds up to the router's batch, and a destination whose
+	// API answers in tens of milliseconds, or whose plugin syncs each call to
+	// disk, would otherwise pace the router at batch_size events a call.
+	directCalls = 4
 	// directPoll is how often a destination off the direct path looks whether
 	// its consumer is empty, to take the direct path again.
 	directPoll = 500 * time.Millisecond
@@ -110,7 +116,7 @@ func (d *Deliverer) Await(o *Offered) []Outcome {
 	return <-o.answer
 }
 
-// serveOffers makes the plugin calls of the direct path, one after another,
+// serveOffers takes the direct path's offers one after another,
 // until ctx is done; offers left then are answered nil (not tried).
 func (d *Deliverer) serveOffers(ctx context.Context) {
 	for {
@@ -138,8 +144,43 @@ func (d *Deliverer) serveOffers(ctx context.Context) {
 	}
 }
 
+// offer hands an offer's events to the plugin, batch_size at a time, with up
+// to directCalls calls under way together, and returns what became of each.
 func (d *Deliverer) offer(ctx context.Context, events []sdk.Event, received []time.Time) []Outcome {
 	out := make([]Outcome, len(events))
+	var wg sync.WaitGroup
+	calls := make(chan struct{}, directCalls)
+	for start := 0; start < len(events); start += d.BatchSize {
+		end := min(start+d.BatchSize, len(events))
+		calls <- struct{}{}
+		wg.Go(func() {
+			defer func() { <-calls }()
+			d.offerCall(ctx, events[start:end], received[start:end], out[start:end])
+		})
+	}
+	wg.Wait()
+	return out
+}
+
+// offerCall makes one plugin call of an offer, of at most BatchSize events,
+// and records in out what became of each.
+func (d *Deliverer) offerCall(ctx context.Context, events []sdk.Event, received []time.Time, out []Outcome) {
+	t0 := time.Now()
+	results, err := d.Host.Deliver(ctx, events)
+	took := time.Since(t0)
+	d.Metrics.BatchSeconds.WithLabelValues(d.ID).Observe(took.Seconds())
+	// A moving average of the call time, weighing the last call by 1/8.
+	d.callTime.Store(d.callTime.Load() + (int64(took)-d.callTime.Load())/8)
+	if err != nil {
+		d.Log.Error("batch not delivered", "destination", d.ID, "events", len(events), "err", err)
+		at := time.Now().Add(backoff(d.Retry, 1))
+		for i := range out {
+			out[i].RetryAt = at
+		}
+		d.Metrics.Retried.WithLabelValues(d.ID).Add(float64(len(events)))
+		d.leaveDirect("the plugin failed")
+		return
+	}
 	type letter struct {
 		i   int
 		fut jetstream.PubAckFuture
@@ -151,48 +192,26 @@ func (d *Deliverer) offer(ctx context.Context, events []sdk.Event, received []ti
 			letters = append(letters, letter{i, fut})
 		}
 	}
-	var delivered, retried float64
-	delay := d.Metrics.DelaySeconds.WithLabelValues(d.ID)
-	for start := 0; start < len(events); start += d.BatchSize {
-		end := min(start+d.BatchSize, len(events))
-		t0 := time.Now()
-		results, err := d.Host.Deliver(ctx, events[start:end])
-		took := time.Since(t0)
-		d.Metrics.BatchSeconds.WithLabelValues(d.ID).Observe(took.Seconds())
-		// A moving average of the call time, weighing the last call by 1/8.
-		d.callTime.Store(d.callTime.Load() + (int64(took)-d.callTime.Load())/8)
-		if err != nil {
-			d.Log.Error("batch not delivered", "destination", d.ID, "events", end-start, "err", err)
-			at := time.Now().Add(backoff(d.Retry, 1))
-			for i := start; i < end; i++ {
-				out[i].RetryAt = at
+	var delivered, retried, dead float64
+	now := time.Now()
+	for i, res := range results {
+		switch res.Status {
+		case sdk.StatusOK:
+			out[i].Done = true
+			delivered++
+			d.Metrics.DelaySeconds.WithLabelValues(d.ID).Observe(now.Sub(received[i]).Seconds())
+		case sdk.StatusRetry:
+			if d.Retry.MaxAttempts <= 1 {
+				deadLetter(i, "gave up after 1 attempts: "+res.Reason)
+				continue
 			}
-			retried += float64(end - start)
-			d.leaveDirect("the plugin failed")
-			break // the rest did not reach the plugin
-		}
-		now := time.Now()
-		for j, res := range results {
-			i := start + j
-			switch res.Status {
-			case sdk.StatusOK:
-				out[i].Done = true
-				delivered++
-				delay.Observe(now.Sub(received[i]).Seconds())
-			case sdk.StatusRetry:
-				if d.Retry.MaxAttempts <= 1 {
-					deadLetter(i, "gave up after 1 attempts: "+res.Reason)
-					continue
-				}
-				out[i].RetryAt = now.Add(max(backoff(d.Retry, 1), res.RetryAfter))
-				retried++
-				d.leaveDirect("the destination asked to retry")
-			default:
-				deadLetter(i, "dropped by the destination: "+res.Reason)
-			}
+			out[i].RetryAt = now.Add(max(backoff(d.Retry, 1), res.RetryAfter))
+			retried++
+			d.leaveDirect("the destination asked to retry")
+		default:
+			deadLetter(i, "dropped by the destination: "+res.Reason)
 		}
 	}
-	var dead float64
 	for _, l := range letters {
 		select {
 		case <-l.fut.Ok():
@@ -206,7 +225,6 @@ func (d *Deliverer) offer(ctx context.Context, events []sdk.Event, received []ti
 	d.Metrics.Delivered.WithLabelValues(d.ID).Add(delivered)
 	d.Metrics.Retried.WithLabelValues(d.ID).Add(retried)
 	d.Metrics.DeadLettered.WithLabelValues(d.ID).Add(dead)
-	return out
 }
 
 func (d *Deliverer) leaveDirect(reason string) {

@@ -68,28 +68,32 @@ func (h *Host) Start(ctx context.Context) error {
 }
 
 // Deliver hands a batch to the plugin, starting it first if it is not running.
-// An error means the batch was not delivered and the plugin has been stopped.
+// Calls may be under way together. An error means the batch was not
+// delivered and the plugin has been stopped.
 func (h *Host) Deliver(ctx context.Context, batch []sdk.Event) ([]sdk.Result, error) {
 	h.mu.Lock()
-	defer h.mu.Unlock()
 	c, err := h.running(ctx)
+	h.mu.Unlock()
 	if err != nil {
 		return nil, err
 	}
 	results, err := c.Deliver(ctx, batch)
-	if err == nil {
-		// Reasons end up in logs and dead-letter headers.
-		for i := range results {
-			results[i].Reason = h.mask(results[i].Reason)
-		}
-	}
 	if err != nil {
 		// Whether it died or hung, the process is of no more use: the next
-		// batch starts a fresh one.
-		h.log.Warn("plugin failed during a batch; it will be started again", "err", h.mask(err.Error()), "exited", c.Exited())
-		h.stop()
-		h.countRestart()
+		// batch starts a fresh one. A call that failed with a process already
+		// replaced (another call's failure, or Close) leaves the new one be.
+		h.mu.Lock()
+		if h.client == c {
+			h.log.Warn("plugin failed during a batch; it will be started again", "err", h.mask(err.Error()), "exited", c.Exited())
+			h.stop()
+			h.countRestart()
+		}
+		h.mu.Unlock()
 		return nil, fmt.Errorf("destination %s: plugin failed: %s", h.id, h.mask(err.Error()))
+	}
+	// Reasons end up in logs and dead-letter headers.
+	for i := range results {
+		results[i].Reason = h.mask(results[i].Reason)
 	}
 	return results, nil
 }
