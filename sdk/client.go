@@ -63,6 +63,8 @@ func Start(cmd *exec.Cmd, stderr io.Writer) (*Client, error) {
 			grpc.WithInitialWindowSize(flowWindow),
 			grpc.WithInitialConnWindowSize(flowWindow),
 			experimental.WithBufferPool(bufferPool),
+			grpc.WithWriteBufferSize(ioBuffer),
+			grpc.WithReadBufferSize(ioBuffer),
 		},
 	})
 	rpc, err := pc.Client()

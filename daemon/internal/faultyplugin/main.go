@@ -6,6 +6,8 @@ import (
 	"context"
 	"errors"
 	"os"
+	"runtime"
+	"strconv"
 	"strings"
 	"sync"
 
@@ -18,7 +20,8 @@ type settings struct {
 	// CrashOnce, if set, is a marker file: the first Deliver that finds it
 	// absent creates it and kills the process in the middle of the batch.
 	CrashOnce string `toml:"crash_once"`
-	// FailConfigure, if set, is the error Configure returns.
+	// FailConfigure, if set, is the error Configure returns, with {procs}
+	// replaced by the process's GOMAXPROCS.
 	FailConfigure string `toml:"fail_configure"`
 	// Auth is accepted and unused, for the tests that check secrets are masked.
 	Auth map[string]string `toml:"auth"`
@@ -34,7 +37,7 @@ func (f *faulty) Configure(_ context.Context, s sdk.Settings) error {
 		return err
 	}
 	if f.s.FailConfigure != "" {
-		return errors.New(f.s.FailConfigure)
+		return errors.New(strings.ReplaceAll(f.s.FailConfigure, "{procs}", strconv.Itoa(runtime.GOMAXPROCS(0))))
 	}
 	if f.s.Out == "" {
 		return errors.New("out is empty")

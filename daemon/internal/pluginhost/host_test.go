@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"log/slog"
+	"os"
 	"strings"
 	"testing"
 
@@ -50,5 +51,34 @@ func TestSecretsReplacer(t *testing.T) {
 	}
 	if secretsReplacer(map[string]any{"url": "x"}) != nil {
 		t.Error("a replacer with nothing to mask")
+	}
+}
+
+// A plugin runs with GOMAXPROCS=1 unless trackd's environment sets it.
+func TestPluginGOMAXPROCS(t *testing.T) {
+	bin := destinationtest.Build(t, "trackd.dev/trackd/daemon/internal/faultyplugin")
+	procs := func() string {
+		h, err := New("x", bin, t.TempDir(), map[string]any{"fail_configure": "procs={procs}"}, slog.New(slog.DiscardHandler), nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer h.Close()
+		err = h.Start(context.Background())
+		if err == nil {
+			t.Fatal("Start succeeded; the plugin was told to fail Configure")
+		}
+		_, after, _ := strings.Cut(err.Error(), "procs=")
+		return after
+	}
+	t.Setenv("GOMAXPROCS", "")
+	if err := os.Unsetenv("GOMAXPROCS"); err != nil {
+		t.Fatal(err)
+	}
+	if got := procs(); got != "1" {
+		t.Errorf("with GOMAXPROCS unset the plugin ran with GOMAXPROCS=%s, want 1", got)
+	}
+	t.Setenv("GOMAXPROCS", "2")
+	if got := procs(); got != "2" {
+		t.Errorf("with GOMAXPROCS=2 set the plugin ran with GOMAXPROCS=%s, want 2", got)
 	}
 }
