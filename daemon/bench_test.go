@@ -23,6 +23,9 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
+	"trackd.dev/trackd/daemon/internal/bus"
+	"trackd.dev/trackd/daemon/internal/bus/bustest"
+	"trackd.dev/trackd/daemon/internal/dedupe"
 	"trackd.dev/trackd/daemon/internal/eventtest"
 )
 
@@ -36,10 +39,10 @@ const (
 )
 
 // BenchmarkEndToEnd measures, in one run: the raw JetStream consume+ack rate;
-// trackd draining benchEvents pre-loaded events through validate, dedupe and
+// the floor, JetStream's share of trackd's work done alone; trackd draining benchEvents pre-loaded events through validate, dedupe and
 // route to three destinations (two no-op plugins and the file plugin); the
 // publish-to-plugin latency at half that rate; and the daemon's peak RSS and
-// CPU per 1,000 events. It prints the summary line BENCHMARKS.md keeps.
+// CPU per 1,000 events. It prints the summary lines BENCHMARKS.md keeps.
 func BenchmarkEndToEnd(b *testing.B) {
 	for range b.N {
 		benchEndToEnd(b)
@@ -48,6 +51,7 @@ func BenchmarkEndToEnd(b *testing.B) {
 
 func benchEndToEnd(b *testing.B) {
 	raw := benchRawJetStream(b, benchEvents)
+	floor, floorCPU := benchFloor(b, benchEvents)
 	noop := benchBuild(b, "trackd.dev/trackd/daemon/internal/noopplugin")
 	file := benchBuild(b, "trackd.dev/trackd/plugins/file")
 
@@ -60,6 +64,7 @@ func benchEndToEnd(b *testing.B) {
 	b.ReportMetric(e.rate, "ev/s")
 	b.ReportMetric(raw, "raw-msg/s")
 	b.ReportMetric(e.rate/raw, "ratio")
+	b.ReportMetric(floor, "floor-ev/s")
 	b.ReportMetric(e.p50, "p50-ms")
 	b.ReportMetric(e.p99, "p99-ms")
 	b.ReportMetric(e.rss, "rss-MiB")
@@ -71,6 +76,87 @@ func benchEndToEnd(b *testing.B) {
 		e.rate, raw, e.rate/raw, e.p50, e.p99, e.rss, e.cpu)
 	fmt.Printf("bench: with nats-server apart: trackd %.0f ev/s, ratio %.2f, p50 %.1f ms, p99 %.1f ms, rss %.0f MiB (nats-server %.0f MiB), cpu %.3f s/1000ev\n",
 		x.rate, x.rate/raw, x.p50, x.p99, x.rss, serverRSS, x.cpu)
+	fmt.Printf("bench: floor (JetStream's work alone: work-queue read, dedupe claim, ack) %.0f ev/s, ratio %.2f, cpu %.3f s/1000ev\n",
+		floor, floor/raw, floorCPU)
+}
+
+// benchFloor measures the JetStream work trackd does for each event, with
+// none of trackd's own work and no plugins: n events pre-loaded into the
+// daemon's ingest stream (a work queue, on a server in this process, as with
+// `make run`) are read in router-sized batches, each batch's claims are sent
+// to the dedupe bucket while the next batch is read, and each message is acked
+// once its claim is answered. The rate bounds what trackd can reach here; the
+// CPU (this process's) is per 1,000 events.
+func benchFloor(b *testing.B, n int) (rate, cpu float64) {
+	bs, topo := bustest.Open(b, 12*time.Hour)
+	benchPublish(b, bs.JS, "track", n, benchMessageID)
+	ctx, cancel := context.WithCancel(b.Context())
+	defer cancel()
+	cons, err := topo.Router(ctx, 8*routerBatch)
+	if err != nil {
+		b.Fatal(err)
+	}
+	claimer := dedupe.New(bs.JS, topo.Dedupe)
+	type claimed struct {
+		msgs    []jetstream.Msg
+		pending *dedupe.Pending
+	}
+	batches := make(chan claimed, 1)
+	done := make(chan error, 1)
+	go func() {
+		count := 0
+		for c := range batches {
+			if _, err := c.pending.Wait(ctx); err != nil {
+				done <- err
+				return
+			}
+			count += len(c.msgs)
+			for _, m := range c.msgs[:len(c.msgs)-1] {
+				_ = m.Ack()
+			}
+			if last := c.msgs[len(c.msgs)-1]; count < n {
+				_ = last.Ack()
+			} else {
+				// Acks are handled in order: the last one's answer means all are in.
+				done <- last.DoubleAck(ctx)
+				return
+			}
+		}
+	}()
+	cpu0, start := bustest.CPUTime(), time.Now()
+	go func() {
+		_ = bus.ConsumeBatches(ctx, cons, routerBatch, func(msgs []jetstream.Msg) {
+			claims := make([]dedupe.Claim, len(msgs))
+			for i, m := range msgs {
+				md, err := m.Metadata()
+				if err != nil {
+					b.Error(err)
+					return
+				}
+				// The ingest sequence stands for the messageId: no event is parsed.
+				claims[i] = dedupe.Claim{MessageID: strconv.FormatUint(md.Sequence.Stream, 10), Seq: md.Sequence.Stream}
+			}
+			p, err := claimer.Start(claims)
+			if err != nil {
+				b.Error(err)
+				return
+			}
+			select {
+			case batches <- claimed{msgs: slices.Clone(msgs), pending: p}:
+			case <-ctx.Done():
+			}
+		})
+	}()
+	select {
+	case err := <-done:
+		if err != nil {
+			b.Fatal(err)
+		}
+	case <-time.After(benchWaitLimit):
+		b.Fatalf("floor not done after %s", benchWaitLimit)
+	}
+	took := time.Since(start)
+	return float64(n) / took.Seconds(), (bustest.CPUTime() - cpu0).Seconds() / float64(n) * 1000
 }
 
 // trackdRun is what benchTrackd measured.
