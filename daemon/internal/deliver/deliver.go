@@ -44,7 +44,7 @@ type Deliverer struct {
 
 	direct   atomic.Bool // the router may Offer events to the plugin
 	offers   chan *Offered
-	offering atomic.Bool  // an offer's plugin call is under way
+	offering atomic.Int32 // offers started and not yet answered
 	callTime atomic.Int64 // a moving average of the direct path's plugin calls, in ns
 	healthy  atomic.Bool  // the last batch from the consumer was delivered whole
 }

@@ -3,6 +3,7 @@ package deliver
 import (
 	"context"
 	"encoding/json"
+	"fmt"
 	"io"
 	"log/slog"
 	"net/http"
@@ -264,8 +265,9 @@ func TestDirectPath(t *testing.T) {
 
 // TestDirectPathSlowAnswer: a destination that does not answer within
 // directWait leaves the direct path; an offer still waiting behind the slow
-// call is withdrawn untried, while the one the plugin has is waited for, so
-// no event is both delivered and handed to the consumer.
+// calls (all directCalls of them) is withdrawn untried, while the one the
+// plugin has is waited for, so no event is both delivered and handed to the
+// consumer.
 func TestDirectPathSlowAnswer(t *testing.T) {
 	b, topo := bustest.Open(t, time.Hour)
 	release := make(chan struct{})
@@ -292,7 +294,7 @@ func TestDirectPathSlowAnswer(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	d := hookDeliverer(t, b.JS, cons, srv.URL, 10, config.Retry{
+	d := hookDeliverer(t, b.JS, cons, srv.URL, 1, config.Retry{
 		Initial: config.Duration{Duration: time.Second}, Max: config.Duration{Duration: time.Second},
 		MaxAttempts: 3, MaxAge: config.Duration{Duration: time.Hour},
 	})
@@ -301,16 +303,25 @@ func TestDirectPathSlowAnswer(t *testing.T) {
 	go func() { defer close(done); _ = d.Run(runCtx) }()
 	defer func() { cancel(); <-done }()
 
-	event := func(id string) []sdk.Event {
-		return []sdk.Event{{
-			JSON: []byte(`{"event":"Order Completed","messageId":"` + id + `","userId":"u1","timestamp":"2026-01-02T03:04:05.000Z",` +
-				`"receivedAt":"2026-01-02T03:04:05.000Z","type":"track","version":2}`),
-			MessageID: id, Name: "Order Completed", UserID: "u1",
-		}}
+	event := func(ids ...string) []sdk.Event {
+		var events []sdk.Event
+		for _, id := range ids {
+			events = append(events, sdk.Event{
+				JSON: []byte(`{"event":"Order Completed","messageId":"` + id + `","userId":"u1","timestamp":"2026-01-02T03:04:05.000Z",` +
+					`"receivedAt":"2026-01-02T03:04:05.000Z","type":"track","version":2}`),
+				MessageID: id, Name: "Order Completed", UserID: "u1",
+			})
+		}
+		return events
+	}
+	// Batches of one: the slow offer takes every call the direct path may make.
+	var slowIDs []string
+	for i := range directCalls {
+		slowIDs = append(slowIDs, fmt.Sprintf("slow-%d", i+1))
 	}
 	var slow *Offered
 	bustest.WaitFor(t, func() bool {
-		slow = d.Offer(event("slow-1"), make([]time.Time, 1))
+		slow = d.Offer(event(slowIDs...), make([]time.Time, len(slowIDs)))
 		return slow != nil
 	})
 	behind := d.Offer(event("behind-1"), make([]time.Time, 1))
@@ -325,13 +336,19 @@ func TestDirectPathSlowAnswer(t *testing.T) {
 	}
 	close(release)
 	released = true
-	if out := d.Await(slow); len(out) != 1 || !out[0].Done {
-		t.Fatalf("the slow call's outcome %+v; want delivered", out)
+	out := d.Await(slow)
+	if len(out) != len(slowIDs) || slices.ContainsFunc(out, func(o Outcome) bool { return !o.Done }) {
+		t.Fatalf("the slow calls' outcomes %+v; want all delivered", out)
 	}
 	mu.Lock()
 	defer mu.Unlock()
-	if !seen["slow-1"] || seen["behind-1"] || seen["after-1"] {
-		t.Errorf("the destination saw %v; want slow-1 only", seen)
+	for _, id := range slowIDs {
+		if !seen[id] {
+			t.Errorf("the destination did not see %s", id)
+		}
+	}
+	if len(seen) != len(slowIDs) {
+		t.Errorf("the destination saw %v; want the slow offer's events only", seen)
 	}
 }
 

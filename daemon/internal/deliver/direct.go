@@ -28,10 +28,11 @@ const (
 	// directPatience is how long the router may wait for room in the queue of
 	// a destination whose calls take no longer than that.
 	directPatience = 20 * time.Millisecond
-	// directCalls is how many plugin calls of one offer may be under way at
-	// once: an offer holds up to the router's batch, and a destination whose
-	// API answers in tens of milliseconds, or whose plugin syncs each call to
-	// disk, would otherwise pace the router at batch_size events a call.
+	// directCalls is how many plugin calls of the direct path may be under
+	// way at once, of one offer or of several: an offer holds up to the
+	// router's batch, and a destination whose API answers in tens of
+	// milliseconds, or whose plugin syncs each call to disk, would otherwise
+	// pace the router at batch_size events a call.
 	directCalls = 4
 	// directPoll is how often a destination off the direct path looks whether
 	// its consumer is empty, to take the direct path again.
@@ -116,50 +117,66 @@ func (d *Deliverer) Await(o *Offered) []Outcome {
 	return <-o.answer
 }
 
-// serveOffers takes the direct path's offers one after another,
-// until ctx is done; offers left then are answered nil (not tried).
+// serveOffers starts the direct path's offers in order, each as soon as a
+// plugin call may begin, so that an offer does not wait for the one before it
+// to be answered; until ctx is done, when offers not started are answered nil
+// (not tried). At most directCalls plugin calls are under way at once, and an
+// offer not yet started can still be withdrawn.
 func (d *Deliverer) serveOffers(ctx context.Context) {
+	calls := make(chan struct{}, directCalls)
 	for {
 		select {
+		case calls <- struct{}{}:
 		case <-ctx.Done():
-			d.direct.Store(false)
-			for {
-				select {
-				case o := <-d.offers:
-					o.answer <- nil
-				default:
-					return
-				}
-			}
-		case o := <-d.offers:
-			if !o.state.CompareAndSwap(offerWaiting, offerStarted) {
-				continue // withdrawn
-			}
-			d.offering.Store(true)
-			cctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), deliverTimeout)
-			o.answer <- d.offer(cctx, o.events, o.received)
-			cancel()
-			d.offering.Store(false)
+			d.closeOffers()
+			return
 		}
+		var o *Offered
+		select {
+		case o = <-d.offers:
+		case <-ctx.Done():
+			d.closeOffers()
+			return
+		}
+		if !o.state.CompareAndSwap(offerWaiting, offerStarted) {
+			<-calls
+			continue // withdrawn
+		}
+		d.offering.Add(1)
+		cctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), deliverTimeout)
+		out := make([]Outcome, len(o.events))
+		var wg sync.WaitGroup
+		for start := 0; start < len(o.events); start += d.BatchSize {
+			if start > 0 {
+				calls <- struct{}{} // the first call has the slot taken above
+			}
+			end := min(start+d.BatchSize, len(o.events))
+			wg.Go(func() {
+				defer func() { <-calls }()
+				d.offerCall(cctx, o.events[start:end], o.received[start:end], out[start:end])
+			})
+		}
+		go func() {
+			wg.Wait()
+			cancel()
+			d.offering.Add(-1)
+			o.answer <- out
+		}()
 	}
 }
 
-// offer hands an offer's events to the plugin, batch_size at a time, with up
-// to directCalls calls under way together, and returns what became of each.
-func (d *Deliverer) offer(ctx context.Context, events []sdk.Event, received []time.Time) []Outcome {
-	out := make([]Outcome, len(events))
-	var wg sync.WaitGroup
-	calls := make(chan struct{}, directCalls)
-	for start := 0; start < len(events); start += d.BatchSize {
-		end := min(start+d.BatchSize, len(events))
-		calls <- struct{}{}
-		wg.Go(func() {
-			defer func() { <-calls }()
-			d.offerCall(ctx, events[start:end], received[start:end], out[start:end])
-		})
+// closeOffers takes the destination off the direct path and answers the
+// offers left in the queue nil: none of their events was tried.
+func (d *Deliverer) closeOffers() {
+	d.direct.Store(false)
+	for {
+		select {
+		case o := <-d.offers:
+			o.answer <- nil
+		default:
+			return
+		}
 	}
-	wg.Wait()
-	return out
 }
 
 // offerCall makes one plugin call of an offer, of at most BatchSize events,
@@ -240,7 +257,7 @@ func (d *Deliverer) watchDirect(ctx context.Context) {
 	t := time.NewTicker(directPoll)
 	defer t.Stop()
 	for {
-		if !d.direct.Load() && !d.offering.Load() && len(d.offers) == 0 && d.Host.Ready() && (d.healthy.Load() || d.caughtUp(ctx)) && ctx.Err() == nil {
+		if !d.direct.Load() && d.offering.Load() == 0 && len(d.offers) == 0 && d.Host.Ready() && (d.healthy.Load() || d.caughtUp(ctx)) && ctx.Err() == nil {
 			d.direct.Store(true)
 			d.Log.Debug("destination is on the direct path", "destination", d.ID)
 		}
