@@ -147,14 +147,7 @@ func benchFloor(b *testing.B, n int) (rate, cpu float64) {
 			}
 		})
 	}()
-	select {
-	case err := <-done:
-		if err != nil {
-			b.Fatal(err)
-		}
-	case <-time.After(benchWaitLimit):
-		b.Fatalf("floor not done after %s", benchWaitLimit)
-	}
+	waitDone(b, done, "floor")
 	took := time.Since(start)
 	return float64(n) / took.Seconds(), (bustest.CPUTime() - cpu0).Seconds() / float64(n) * 1000
 }
@@ -383,15 +376,21 @@ func benchRawJetStream(b *testing.B, n int) float64 {
 		b.Fatal(err)
 	}
 	defer cc.Stop()
+	waitDone(b, done, "raw consumer")
+	return float64(n) / time.Since(start).Seconds()
+}
+
+// waitDone waits for the error of what on done, failing the benchmark on one
+// or after benchWaitLimit.
+func waitDone(b *testing.B, done <-chan error, what string) {
 	select {
 	case err := <-done:
 		if err != nil {
 			b.Fatal(err)
 		}
 	case <-time.After(benchWaitLimit):
-		b.Fatalf("raw consumer not done after %s", benchWaitLimit)
+		b.Fatalf("%s not done after %s", what, benchWaitLimit)
 	}
-	return float64(n) / time.Since(start).Seconds()
 }
 
 // benchServer starts a nats-server with JetStream in this process, its store

@@ -205,33 +205,12 @@ func TestDirectPath(t *testing.T) {
 	ep := &endpoint{tries: map[string]int{}, last: map[string]time.Time{}}
 	srv := httptest.NewServer(ep)
 	defer srv.Close()
-	cons, err := topo.Destination(ctx, "hook", 100)
-	if err != nil {
-		t.Fatal(err)
-	}
-	d := hookDeliverer(t, b.JS, cons, srv.URL, 2, config.Retry{
+	d := runHook(t, b, topo, srv.URL, 2, config.Retry{
 		Initial: config.Duration{Duration: 300 * time.Millisecond}, Max: config.Duration{Duration: time.Second},
 		MaxAttempts: 2, MaxAge: config.Duration{Duration: time.Hour},
 	})
-	runCtx, cancel := context.WithCancel(ctx)
-	done := make(chan struct{})
-	go func() { defer close(done); _ = d.Run(runCtx) }()
-	defer func() { cancel(); <-done }()
-
-	var events []sdk.Event
-	for _, id := range []string{"ok-1", "bad-1", "down-1"} {
-		events = append(events, sdk.Event{
-			JSON: []byte(`{"event":"Order Completed","messageId":"` + id + `","userId":"u1","timestamp":"2026-01-02T03:04:05.000Z",` +
-				`"receivedAt":"2026-01-02T03:04:05.000Z","type":"track","version":2}`),
-			MessageID: id, Name: "Order Completed", UserID: "u1",
-		})
-	}
-	var offered *Offered
-	bustest.WaitFor(t, func() bool {
-		offered = d.Offer(events, make([]time.Time, len(events)))
-		return offered != nil
-	})
-	out := d.Await(offered)
+	events := directEvents("ok-1", "bad-1", "down-1")
+	out := d.Await(offerWhenDirect(t, d, events))
 	if len(out) != 3 || !out[0].Done || !out[1].Done || out[2].Done || out[2].RetryAt.IsZero() {
 		t.Fatalf("outcomes %+v; want ok-1 and bad-1 done, down-1 to retry at a time", out)
 	}
@@ -290,48 +269,21 @@ func TestDirectPathSlowAnswer(t *testing.T) {
 			close(release)
 		}
 	}()
-	cons, err := topo.Destination(t.Context(), "hook", 100)
-	if err != nil {
-		t.Fatal(err)
-	}
-	d := hookDeliverer(t, b.JS, cons, srv.URL, 1, config.Retry{
-		Initial: config.Duration{Duration: time.Second}, Max: config.Duration{Duration: time.Second},
-		MaxAttempts: 3, MaxAge: config.Duration{Duration: time.Hour},
-	})
-	runCtx, cancel := context.WithCancel(t.Context())
-	done := make(chan struct{})
-	go func() { defer close(done); _ = d.Run(runCtx) }()
-	defer func() { cancel(); <-done }()
-
-	event := func(ids ...string) []sdk.Event {
-		var events []sdk.Event
-		for _, id := range ids {
-			events = append(events, sdk.Event{
-				JSON: []byte(`{"event":"Order Completed","messageId":"` + id + `","userId":"u1","timestamp":"2026-01-02T03:04:05.000Z",` +
-					`"receivedAt":"2026-01-02T03:04:05.000Z","type":"track","version":2}`),
-				MessageID: id, Name: "Order Completed", UserID: "u1",
-			})
-		}
-		return events
-	}
 	// Batches of one: the slow offer takes every call the direct path may make.
+	d := runHook(t, b, topo, srv.URL, 1, defaultRetry)
 	var slowIDs []string
 	for i := range directCalls {
 		slowIDs = append(slowIDs, fmt.Sprintf("slow-%d", i+1))
 	}
-	var slow *Offered
-	bustest.WaitFor(t, func() bool {
-		slow = d.Offer(event(slowIDs...), make([]time.Time, len(slowIDs)))
-		return slow != nil
-	})
-	behind := d.Offer(event("behind-1"), make([]time.Time, 1))
+	slow := offerWhenDirect(t, d, directEvents(slowIDs...))
+	behind := d.Offer(directEvents("behind-1"), make([]time.Time, 1))
 	if behind == nil {
 		t.Fatal("a second offer was refused with room in the queue")
 	}
 	if out := d.Await(behind); out != nil {
 		t.Fatalf("the offer behind a slow call was answered %+v; want it withdrawn (nil)", out)
 	}
-	if d.Offer(event("after-1"), make([]time.Time, 1)) != nil {
+	if d.Offer(directEvents("after-1"), make([]time.Time, 1)) != nil {
 		t.Error("the destination took an offer after failing to answer in time")
 	}
 	close(release)
@@ -382,33 +334,8 @@ func TestDirectPathCallsOverlap(t *testing.T) {
 		mu.Unlock()
 	}))
 	defer srv.Close()
-	cons, err := topo.Destination(t.Context(), "hook", 100)
-	if err != nil {
-		t.Fatal(err)
-	}
-	d := hookDeliverer(t, b.JS, cons, srv.URL, 1, config.Retry{
-		Initial: config.Duration{Duration: time.Second}, Max: config.Duration{Duration: time.Second},
-		MaxAttempts: 3, MaxAge: config.Duration{Duration: time.Hour},
-	})
-	runCtx, cancel := context.WithCancel(t.Context())
-	done := make(chan struct{})
-	go func() { defer close(done); _ = d.Run(runCtx) }()
-	defer func() { cancel(); <-done }()
-
-	var events []sdk.Event
-	for _, id := range []string{"a-1", "b-1"} {
-		events = append(events, sdk.Event{
-			JSON: []byte(`{"event":"Order Completed","messageId":"` + id + `","userId":"u1","timestamp":"2026-01-02T03:04:05.000Z",` +
-				`"receivedAt":"2026-01-02T03:04:05.000Z","type":"track","version":2}`),
-			MessageID: id, Name: "Order Completed", UserID: "u1",
-		})
-	}
-	var offered *Offered
-	bustest.WaitFor(t, func() bool {
-		offered = d.Offer(events, make([]time.Time, len(events)))
-		return offered != nil
-	})
-	out := d.Await(offered)
+	d := runHook(t, b, topo, srv.URL, 1, defaultRetry)
+	out := d.Await(offerWhenDirect(t, d, directEvents("a-1", "b-1")))
 	if len(out) != 2 || !out[0].Done || !out[1].Done {
 		t.Fatalf("outcomes %+v; want both delivered", out)
 	}
@@ -417,4 +344,50 @@ func TestDirectPathCallsOverlap(t *testing.T) {
 	if most < 2 {
 		t.Errorf("at most %d plugin calls were under way at once; want the offer's 2 calls together", most)
 	}
+}
+
+// defaultRetry is a retry policy for tests that do not look at retries.
+var defaultRetry = config.Retry{
+	Initial: config.Duration{Duration: time.Second}, Max: config.Duration{Duration: time.Second},
+	MaxAttempts: 3, MaxAge: config.Duration{Duration: time.Hour},
+}
+
+// runHook runs destination "hook" (the webhook plugin posting to url) until
+// the test ends.
+func runHook(t *testing.T, b *bus.Bus, topo *bus.Topology, url string, batch int, retry config.Retry) *Deliverer {
+	t.Helper()
+	cons, err := topo.Destination(t.Context(), "hook", 100)
+	if err != nil {
+		t.Fatal(err)
+	}
+	d := hookDeliverer(t, b.JS, cons, url, batch, retry)
+	ctx, cancel := context.WithCancel(t.Context())
+	done := make(chan struct{})
+	go func() { defer close(done); _ = d.Run(ctx) }()
+	t.Cleanup(func() { cancel(); <-done })
+	return d
+}
+
+// directEvents are normalized events with the given messageIds.
+func directEvents(ids ...string) []sdk.Event {
+	var events []sdk.Event
+	for _, id := range ids {
+		events = append(events, sdk.Event{
+			JSON: []byte(`{"event":"Order Completed","messageId":"` + id + `","userId":"u1","timestamp":"2026-01-02T03:04:05.000Z",` +
+				`"receivedAt":"2026-01-02T03:04:05.000Z","type":"track","version":2}`),
+			MessageID: id, Name: "Order Completed", UserID: "u1",
+		})
+	}
+	return events
+}
+
+// offerWhenDirect offers events as soon as the destination is on the direct path.
+func offerWhenDirect(t *testing.T, d *Deliverer, events []sdk.Event) *Offered {
+	t.Helper()
+	var o *Offered
+	bustest.WaitFor(t, func() bool {
+		o = d.Offer(events, make([]time.Time, len(events)))
+		return o != nil
+	})
+	return o
 }
