@@ -85,26 +85,22 @@ func (p *File) Deliver(_ context.Context, batch []sdk.Event) []sdk.Result {
 	return results
 }
 
-// write appends b and syncs the file. The sync is made outside the lock:
-// calls that arrive together each write in turn, and the first sync to run
-// puts all their lines on disk, so the ones after it have little left to do.
 func (p *File) write(b []byte) error {
 	p.mu.Lock()
-	f, sync := p.f, p.sync
-	if f == nil {
-		p.mu.Unlock()
+	defer p.mu.Unlock()
+	if p.f == nil {
 		return errors.New("file plugin is not configured")
 	}
 	if len(b) == 0 {
-		p.mu.Unlock()
 		return nil
 	}
-	_, err := f.Write(b)
-	p.mu.Unlock()
-	if err != nil || !sync {
+	if _, err := p.f.Write(b); err != nil {
 		return err
 	}
-	return f.Sync()
+	if p.sync {
+		return p.f.Sync()
+	}
+	return nil
 }
 
 // appendLine appends event JSON to buf as one line. The daemon's JSON is

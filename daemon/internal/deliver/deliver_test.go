@@ -317,12 +317,13 @@ func TestDirectPathCallsOverlap(t *testing.T) {
 		most     int
 		together = make(chan struct{})
 	)
+	closeTogether := sync.OnceFunc(func() { close(together) })
 	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		mu.Lock()
 		inFlight++
 		most = max(most, inFlight)
 		if inFlight == 2 {
-			close(together)
+			closeTogether()
 		}
 		mu.Unlock()
 		select {

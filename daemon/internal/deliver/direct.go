@@ -143,22 +143,28 @@ func (d *Deliverer) serveOffers(ctx context.Context) {
 			continue // withdrawn
 		}
 		d.offering.Add(1)
-		cctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), deliverTimeout)
 		out := make([]Outcome, len(o.events))
 		var wg sync.WaitGroup
+		held := true // the slot taken above, for the first call
 		for start := 0; start < len(o.events); start += d.BatchSize {
-			if start > 0 {
-				calls <- struct{}{} // the first call has the slot taken above
+			if !held {
+				calls <- struct{}{}
 			}
+			held = false
 			end := min(start+d.BatchSize, len(o.events))
 			wg.Go(func() {
 				defer func() { <-calls }()
+				// Each call gets the whole timeout from when it begins.
+				cctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), deliverTimeout)
+				defer cancel()
 				d.offerCall(cctx, o.events[start:end], o.received[start:end], out[start:end])
 			})
 		}
+		if held {
+			<-calls // an offer without events
+		}
 		go func() {
 			wg.Wait()
-			cancel()
 			d.offering.Add(-1)
 			o.answer <- out
 		}()

@@ -8,7 +8,6 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
-	"os"
 	"os/exec"
 	"strings"
 	"sync"
@@ -99,22 +98,6 @@ func (h *Host) Deliver(ctx context.Context, batch []sdk.Event) ([]sdk.Result, er
 	return results, nil
 }
 
-// pluginEnv is the environment a plugin runs with: trackd's own, with
-// GOMAXPROCS=1 added unless it sets GOMAXPROCS. A plugin spends its time
-// waiting for its API, and concurrent calls need goroutines, not cores; a Go
-// process with a scheduler thread per core spends CPU waking and parking them
-// on every call: with one, the plugins of the end-to-end benchmark used about
-// a fifth less CPU and trackd's rate rose by about as much (BENCHMARKS.md).
-// A plugin that needs more can set runtime.GOMAXPROCS itself.
-func pluginEnv(env []string) []string {
-	for _, kv := range env {
-		if strings.HasPrefix(kv, "GOMAXPROCS=") {
-			return env
-		}
-	}
-	return append(env, "GOMAXPROCS=1")
-}
-
 // running returns a live client, starting one when needed; h.mu is held.
 func (h *Host) running(ctx context.Context) (*sdk.Client, error) {
 	if h.closed {
@@ -130,7 +113,15 @@ func (h *Host) running(ctx context.Context) (*sdk.Client, error) {
 	}
 	cmd := exec.Command(h.path)
 	cmd.Dir = h.dir
-	cmd.Env = pluginEnv(os.Environ())
+	// A plugin spends its time waiting for its API, and concurrent calls need
+	// goroutines, not cores; a Go process with a scheduler thread per core
+	// spends CPU waking and parking them on every call: with one, the plugins
+	// of the end-to-end benchmark used about a fifth less CPU and trackd's
+	// rate rose by about as much (BENCHMARKS.md). go-plugin appends trackd's
+	// own environment after cmd.Env and the last value wins, so GOMAXPROCS set
+	// for trackd applies to its plugins; a plugin that needs more cores can
+	// also set runtime.GOMAXPROCS itself.
+	cmd.Env = []string{"GOMAXPROCS=1"}
 	dieWithParent(cmd)
 	c, err := sdk.Start(cmd, &lineLogger{log: h.log, mask: h.mask})
 	if err != nil {
