@@ -125,7 +125,7 @@ func benchFloor(b *testing.B, n int) (rate, cpu float64) {
 	}()
 	cpu0, start := bustest.CPUTime(), time.Now()
 	go func() {
-		_ = bus.ConsumeBatches(ctx, cons, routerBatch, func(msgs []jetstream.Msg) {
+		_ = bus.ConsumeBatches(ctx, cons, routerBatch, nil, func(msgs []jetstream.Msg) {
 			claims := make([]dedupe.Claim, len(msgs))
 			for i, m := range msgs {
 				md, err := m.Metadata()

@@ -12,12 +12,15 @@ const pullExpiry = 5 * time.Second
 
 // ConsumeBatches pulls from cons and calls handle with batches of at most max
 // messages. A batch is whatever is waiting — it never waits to fill — so a
-// quiet stream gets low latency and a busy one gets full batches.
+// quiet stream gets low latency and a busy one gets full batches. When ready
+// is not nil, a batch is gathered only once ready, called when a message has
+// come, returns true: while it waits, messages gather for the next batch. It
+// returns false when ctx is done.
 //
 // It returns once ctx is done and the batch in hand is handled; messages
 // fetched but not yet handed out are nak'ed so another daemon takes them now
 // rather than after the ack wait.
-func ConsumeBatches(ctx context.Context, cons jetstream.Consumer, max int, handle func([]jetstream.Msg)) error {
+func ConsumeBatches(ctx context.Context, cons jetstream.Consumer, max int, ready func(context.Context) bool, handle func([]jetstream.Msg)) error {
 	msgs := make(chan jetstream.Msg, max)
 	cc, err := cons.Consume(func(m jetstream.Msg) {
 		select {
@@ -50,6 +53,10 @@ func ConsumeBatches(ctx context.Context, cons jetstream.Consumer, max int, handl
 			return nil
 		case m := <-msgs:
 			batch = append(batch[:0], m)
+		}
+		if ready != nil && !ready(ctx) {
+			_ = batch[0].Nak()
+			return nil
 		}
 	fill:
 		for len(batch) < max {

@@ -9,6 +9,7 @@ import (
 	"log/slog"
 	"math/rand/v2"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -27,6 +28,11 @@ const (
 	// deliverTimeout bounds one plugin call; plugins have their own, shorter,
 	// request timeouts, so this only catches a plugin that hangs.
 	deliverTimeout = 2 * time.Minute
+	// maxCalls is how many plugin calls a destination may have under way at
+	// once, from its consumer and the direct path together: a destination
+	// whose API answers in tens of milliseconds, or whose plugin syncs each
+	// call to disk, would otherwise be held to batch_size events a call.
+	maxCalls = 4
 	// progressEvery keeps a long batch's messages from passing bus.AckWait.
 	progressEvery = bus.AckWait / 3
 )
@@ -42,7 +48,8 @@ type Deliverer struct {
 	Metrics   *metrics.Metrics
 	Log       *slog.Logger
 
-	direct   atomic.Bool // the router may Offer events to the plugin
+	calls    chan struct{} // one element for each plugin call under way (maxCalls)
+	direct   atomic.Bool   // the router may Offer events to the plugin
 	offers   chan *Offered
 	offering atomic.Int32 // offers started and not yet answered
 	callTime atomic.Int64 // a moving average of the direct path's plugin calls, in ns
@@ -65,18 +72,37 @@ func (d *Deliverer) Run(ctx context.Context) error {
 		case <-time.After(wait):
 		}
 	}
+	d.calls = make(chan struct{}, maxCalls)
 	d.offers = make(chan *Offered, directQueue) // before the direct path opens
 	go d.serveOffers(ctx)
 	go d.watchDirect(ctx)
-	// One batch at a time: while the plugin has one, the next gathers in the
-	// consumer, so batches grow with load. (Preparing the next batch during
-	// the call was measured: smaller batches, more calls, no gain.)
-	return bus.ConsumeBatches(ctx, d.Consumer, d.BatchSize, func(msgs []jetstream.Msg) {
-		// A batch in hand is finished even when the daemon is stopping.
-		bctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), deliverTimeout)
-		defer cancel()
-		d.handle(bctx, d.prepare(msgs))
+	// A batch from the consumer is gathered only when a plugin call may
+	// start: while every call is busy, the next batch gathers in the
+	// consumer, so batches grow with load.
+	var handling sync.WaitGroup
+	defer handling.Wait()
+	return bus.ConsumeBatches(ctx, d.Consumer, d.BatchSize, d.takeCall, func(msgs []jetstream.Msg) {
+		b := d.prepare(msgs)
+		handling.Go(func() {
+			defer func() { <-d.calls }()
+			// A batch in hand is finished even when the daemon is stopping.
+			bctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), deliverTimeout)
+			defer cancel()
+			d.handle(bctx, b)
+		})
 	})
+}
+
+// takeCall waits for one of the destination's maxCalls plugin call slots; it
+// returns false, with none taken, once ctx is done. The call gives it back
+// with <-d.calls.
+func (d *Deliverer) takeCall(ctx context.Context) bool {
+	select {
+	case d.calls <- struct{}{}:
+		return true
+	case <-ctx.Done():
+		return false
+	}
 }
 
 // batch is what prepare read of a batch of routed messages.

@@ -161,7 +161,8 @@ func hookDeliverer(t *testing.T, js jetstream.JetStream, cons jetstream.Consumer
 	m := metrics.New()
 	log := slog.New(slog.NewTextHandler(io.Discard, nil))
 	host, err := pluginhost.New("hook", destinationtest.Build(t, "trackd.dev/trackd/plugins/webhook"), t.TempDir(),
-		map[string]any{"url": url}, log, m.PluginRestarts.WithLabelValues("hook"))
+		// A long timeout: the tests' endpoints that hold requests decide when they end.
+		map[string]any{"url": url, "timeout": "2m"}, log, m.PluginRestarts.WithLabelValues("hook"))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -244,7 +245,7 @@ func TestDirectPath(t *testing.T) {
 
 // TestDirectPathSlowAnswer: a destination that does not answer within
 // directWait leaves the direct path; an offer still waiting behind the slow
-// calls (all directCalls of them) is withdrawn untried, while the one the
+// calls (all maxCalls of them) is withdrawn untried, while the one the
 // plugin has is waited for, so no event is both delivered and handed to the
 // consumer.
 func TestDirectPathSlowAnswer(t *testing.T) {
@@ -272,7 +273,7 @@ func TestDirectPathSlowAnswer(t *testing.T) {
 	// Batches of one: the slow offer takes every call the direct path may make.
 	d := runHook(t, b, topo, srv.URL, 1, defaultRetry)
 	var slowIDs []string
-	for i := range directCalls {
+	for i := range maxCalls {
 		slowIDs = append(slowIDs, fmt.Sprintf("slow-%d", i+1))
 	}
 	slow := offerWhenDirect(t, d, directEvents(slowIDs...))
@@ -306,22 +307,55 @@ func TestDirectPathSlowAnswer(t *testing.T) {
 
 // TestDirectPathCallsOverlap: an offer larger than batch_size goes to the
 // plugin in several calls, and they are under way together, so a destination
-// whose API answers slowly is not limited to one batch per answer. The
-// endpoint holds each request until a second one arrives (or a minute has
-// passed, which fails the test).
+// whose API answers slowly is not limited to one batch per answer.
 func TestDirectPathCallsOverlap(t *testing.T) {
 	b, topo := bustest.Open(t, time.Hour)
+	url, most := rendezvous(t)
+	d := runHook(t, b, topo, url, 1, defaultRetry)
+	out := d.Await(offerWhenDirect(t, d, directEvents("a-1", "b-1")))
+	if len(out) != 2 || !out[0].Done || !out[1].Done {
+		t.Fatalf("outcomes %+v; want both delivered", out)
+	}
+	if got := most(); got < 2 {
+		t.Errorf("at most %d plugin calls were under way at once; want the offer's 2 calls together", got)
+	}
+}
+
+// TestConsumerCallsOverlap: batches from a destination's consumer (retries,
+// backlogs) go to the plugin together too.
+func TestConsumerCallsOverlap(t *testing.T) {
+	b, topo := bustest.Open(t, time.Hour)
+	url, most := rendezvous(t)
+	d := runHook(t, b, topo, url, 1, defaultRetry)
+	for _, ev := range directEvents("a-1", "b-1") {
+		msg := nats.NewMsg(bus.RoutedSubjectFor("hook"))
+		msg.Header.Set(bus.HeaderDestinations, "hook")
+		msg.Data = ev.JSON
+		if _, err := b.JS.PublishMsg(t.Context(), msg); err != nil {
+			t.Fatal(err)
+		}
+	}
+	bustest.WaitFor(t, func() bool { return d.caughtUp(t.Context()) })
+	if got := most(); got < 2 {
+		t.Errorf("at most %d plugin calls were under way at once; want the consumer's 2 batches together", got)
+	}
+}
+
+// rendezvous is an endpoint that holds each request until a second one
+// arrives (or a minute has passed: longer than the tests wait), and most
+// reports how many requests it has held at once.
+func rendezvous(t *testing.T) (url string, most func() int) {
 	var (
 		mu       sync.Mutex
 		inFlight int
-		most     int
+		peak     int
 		together = make(chan struct{})
 	)
 	closeTogether := sync.OnceFunc(func() { close(together) })
 	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		mu.Lock()
 		inFlight++
-		most = max(most, inFlight)
+		peak = max(peak, inFlight)
 		if inFlight == 2 {
 			closeTogether()
 		}
@@ -334,16 +368,11 @@ func TestDirectPathCallsOverlap(t *testing.T) {
 		inFlight--
 		mu.Unlock()
 	}))
-	defer srv.Close()
-	d := runHook(t, b, topo, srv.URL, 1, defaultRetry)
-	out := d.Await(offerWhenDirect(t, d, directEvents("a-1", "b-1")))
-	if len(out) != 2 || !out[0].Done || !out[1].Done {
-		t.Fatalf("outcomes %+v; want both delivered", out)
-	}
-	mu.Lock()
-	defer mu.Unlock()
-	if most < 2 {
-		t.Errorf("at most %d plugin calls were under way at once; want the offer's 2 calls together", most)
+	t.Cleanup(srv.Close)
+	return srv.URL, func() int {
+		mu.Lock()
+		defer mu.Unlock()
+		return peak
 	}
 }
 

@@ -28,12 +28,6 @@ const (
 	// directPatience is how long the router may wait for room in the queue of
 	// a destination whose calls take no longer than that.
 	directPatience = 20 * time.Millisecond
-	// directCalls is how many plugin calls of the direct path may be under
-	// way at once, of one offer or of several: an offer holds up to the
-	// router's batch, and a destination whose API answers in tens of
-	// milliseconds, or whose plugin syncs each call to disk, would otherwise
-	// pace the router at batch_size events a call.
-	directCalls = 4
 	// directPoll is how often a destination off the direct path looks whether
 	// its consumer is empty, to take the direct path again.
 	directPoll = 500 * time.Millisecond
@@ -118,19 +112,12 @@ func (d *Deliverer) Await(o *Offered) []Outcome {
 }
 
 // serveOffers starts the direct path's offers in order, each as soon as a
-// plugin call may begin, so that an offer does not wait for the one before it
-// to be answered; until ctx is done, when offers not started are answered nil
-// (not tried). At most directCalls plugin calls are under way at once, and an
-// offer not yet started can still be withdrawn.
+// plugin call may begin (of the destination's maxCalls), so that an offer
+// does not wait for the one before it to be answered; until ctx is done, when
+// offers not started are answered nil (not tried). An offer not yet started
+// can still be withdrawn.
 func (d *Deliverer) serveOffers(ctx context.Context) {
-	calls := make(chan struct{}, directCalls)
 	for {
-		select {
-		case calls <- struct{}{}:
-		case <-ctx.Done():
-			d.closeOffers()
-			return
-		}
 		var o *Offered
 		select {
 		case o = <-d.offers:
@@ -138,9 +125,16 @@ func (d *Deliverer) serveOffers(ctx context.Context) {
 			d.closeOffers()
 			return
 		}
+		if !d.takeCall(ctx) {
+			if o.state.CompareAndSwap(offerWaiting, offerWithdrawn) {
+				o.answer <- nil
+			}
+			d.closeOffers()
+			return
+		}
 		if !o.state.CompareAndSwap(offerWaiting, offerStarted) {
-			<-calls
-			continue // withdrawn
+			<-d.calls
+			continue // withdrawn while it waited for a call
 		}
 		d.offering.Add(1)
 		out := make([]Outcome, len(o.events))
@@ -148,12 +142,12 @@ func (d *Deliverer) serveOffers(ctx context.Context) {
 		held := true // the slot taken above, for the first call
 		for start := 0; start < len(o.events); start += d.BatchSize {
 			if !held {
-				calls <- struct{}{}
+				d.calls <- struct{}{}
 			}
 			held = false
 			end := min(start+d.BatchSize, len(o.events))
 			wg.Go(func() {
-				defer func() { <-calls }()
+				defer func() { <-d.calls }()
 				// Each call gets the whole timeout from when it begins.
 				cctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), deliverTimeout)
 				defer cancel()
@@ -161,7 +155,7 @@ func (d *Deliverer) serveOffers(ctx context.Context) {
 			})
 		}
 		if held {
-			<-calls // an offer without events
+			<-d.calls // an offer without events
 		}
 		go func() {
 			wg.Wait()

@@ -74,7 +74,7 @@ func (r *Router) Run(ctx context.Context) error {
 		}
 		settling.Wait()
 	}()
-	err := bus.ConsumeBatches(ctx, r.Consumer, r.BatchSize, func(msgs []jetstream.Msg) {
+	err := bus.ConsumeBatches(ctx, r.Consumer, r.BatchSize, nil, func(msgs []jetstream.Msg) {
 		// A batch in hand is finished even when the daemon is stopping.
 		bctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), batchTimeout)
 		b := &batch{ctx: bctx, cancel: cancel}
