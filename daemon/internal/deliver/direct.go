@@ -251,14 +251,14 @@ func (d *Deliverer) leaveDirect(reason string) {
 }
 
 // watchDirect puts the destination on the direct path whenever its plugin is
-// running, no plugin call or offer is pending, and either its consumer is
-// empty or its last batch from the consumer was delivered whole; until ctx
-// is done.
+// running, no offer is pending, a plugin call may start (a destination whose
+// every call hangs stays off), and either its consumer is empty or its last
+// batch from the consumer was delivered whole; until ctx is done.
 func (d *Deliverer) watchDirect(ctx context.Context) {
 	t := time.NewTicker(directPoll)
 	defer t.Stop()
 	for {
-		if !d.direct.Load() && d.offering.Load() == 0 && len(d.calls) == 0 && len(d.offers) == 0 && d.Host.Ready() && (d.healthy.Load() || d.caughtUp(ctx)) && ctx.Err() == nil {
+		if !d.direct.Load() && d.offering.Load() == 0 && len(d.calls) < maxCalls && len(d.offers) == 0 && d.Host.Ready() && (d.healthy.Load() || d.caughtUp(ctx)) && ctx.Err() == nil {
 			d.direct.Store(true)
 			d.Log.Debug("destination is on the direct path", "destination", d.ID)
 		}
