@@ -210,13 +210,14 @@ func (d *Deliverer) offerCall(ctx context.Context, events []sdk.Event, received 
 		}
 	}
 	var delivered, retried, dead float64
+	delay := d.Metrics.DelaySeconds.WithLabelValues(d.ID)
 	now := time.Now()
 	for i, res := range results {
 		switch res.Status {
 		case sdk.StatusOK:
 			out[i].Done = true
 			delivered++
-			d.Metrics.DelaySeconds.WithLabelValues(d.ID).Observe(now.Sub(received[i]).Seconds())
+			delay.Observe(now.Sub(received[i]).Seconds())
 		case sdk.StatusRetry:
 			if d.Retry.MaxAttempts <= 1 {
 				deadLetter(i, "gave up after 1 attempts: "+res.Reason)

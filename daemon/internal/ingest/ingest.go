@@ -90,6 +90,7 @@ func (r *Router) Run(ctx context.Context) error {
 // acks once JetStream has confirmed the hand-offs.
 func (r *Router) settle(b *batch) {
 	defer b.cancel()
+	stop := func() {}
 	if len(b.offers) > 0 {
 		// A plugin may take minutes to answer: keep the messages from being
 		// handed to another worker meanwhile.
@@ -97,12 +98,10 @@ func (r *Router) settle(b *batch) {
 		for i, it := range b.routed {
 			msgs[i] = it.msg
 		}
-		stop := bus.KeepInProgress(msgs, bus.RouterAckWait/3)
-		r.handOn(b)
-		stop()
-	} else {
-		r.handOn(b)
+		stop = bus.KeepInProgress(msgs, bus.RouterAckWait/3)
 	}
+	r.handOn(b)
+	stop()
 	// The hand-offs get their own time, however long the answers took.
 	ctx, cancel := context.WithTimeout(context.WithoutCancel(b.ctx), batchTimeout)
 	defer cancel()
@@ -250,8 +249,15 @@ func (r *Router) offer(items []*item) []offer {
 	}
 	shares := map[string]*share{}
 	var order []string
+	// One allocation for the batch's outcomes, not one per event.
+	total := 0
+	for _, it := range items {
+		total += len(it.dests)
+	}
+	outcomes := make([]deliver.Outcome, total)
 	for i, it := range items {
-		it.outcomes = make([]deliver.Outcome, len(it.dests))
+		nd := len(it.dests)
+		it.outcomes, outcomes = outcomes[:nd:nd], outcomes[nd:]
 		for k, d := range it.dests {
 			s := shares[d]
 			if s == nil {
