@@ -20,6 +20,8 @@ import (
 	"unicode/utf8"
 
 	"github.com/google/uuid"
+
+	"trackd.dev/trackd/daemon/internal/jsonscan"
 )
 
 const (
@@ -281,7 +283,7 @@ var (
 // valid JSON as encoding/json defines it. The scan is done here rather than by
 // encoding/json because it is the hot path of the router: one pass, and nothing copied.
 func parseObject(body []byte, o *object) error {
-	i := skipSpace(body, 0)
+	i := jsonscan.SkipSpace(body, 0)
 	if i == len(body) {
 		return invalid("", "event is empty; send one JSON object")
 	}
@@ -292,7 +294,7 @@ func parseObject(body []byte, o *object) error {
 		}
 		return invalid("", "event is %s, not a JSON object", kindOf(raw))
 	}
-	ok := eachMember(body[i:], func(key []byte, plain bool, value []byte) {
+	ok := jsonscan.EachMember(body[i:], func(key []byte, plain bool, value []byte) {
 		f := field{key: key, plain: plain, value: value}
 		if !plain {
 			f.key = decodeKey(key)
@@ -509,7 +511,7 @@ func integrationsOf(o *object, raw json.RawMessage) (map[string]bool, error) {
 		return nil, nil
 	}
 	members := o.members[:0]
-	eachMember(raw, func(key []byte, plain bool, value []byte) {
+	jsonscan.EachMember(raw, func(key []byte, plain bool, value []byte) {
 		if !plain {
 			key = decodeKey(key)
 		}
@@ -703,7 +705,7 @@ func Summarize(event []byte) (Summary, error) {
 		timestamp  []byte
 		receivedAt []byte
 	)
-	ok := eachMember(event, func(key []byte, plain bool, value []byte) {
+	ok := jsonscan.EachMember(event, func(key []byte, plain bool, value []byte) {
 		var dst *string
 		switch string(key) {
 		case "messageId":
