@@ -19,6 +19,7 @@ import (
 	"trackd.dev/trackd/daemon/internal/metrics"
 	"trackd.dev/trackd/daemon/internal/normalize"
 	"trackd.dev/trackd/daemon/internal/tap"
+	"trackd.dev/trackd/daemon/internal/trackapi"
 )
 
 // The router takes events in batches of this many; the dedupe claims and
@@ -102,10 +103,24 @@ func run(ctx context.Context, cfg *config.Config, log *slog.Logger, level *slog.
 		defer func() { _ = srv.Close(context.Background()) }()
 		log.Info("admin listening", "addr", srv.Addr())
 	}
+	var api *trackapi.API
+	if cfg.HTTP.Listen != "" {
+		api, err = trackapi.New(b.Conn, trackapi.NewSources(cfg.HTTP.SubjectPrefix, cfg.HTTP.WriteKeys), m, log)
+		if err != nil {
+			return err
+		}
+	}
 	// Destination consumers exist before the router publishes: the routed
 	// stream keeps a message only for consumers that exist when it arrives.
 	if err := dests.Start(ctx, cfg, router.SetRoutes); err != nil {
 		return err
+	}
+	var front *trackapi.Listener
+	if api != nil {
+		if front, err = trackapi.Listen(cfg.HTTP.Listen, api); err != nil {
+			return err
+		}
+		log.Info("tracking API listening", "addr", front.Addr(), "sources", len(cfg.HTTP.WriteKeys))
 	}
 	routerDone := make(chan struct{})
 	go func() {
@@ -123,13 +138,22 @@ func run(ctx context.Context, cfg *config.Config, log *slog.Logger, level *slog.
 		case <-ctx.Done():
 			running = false
 		case <-reload:
-			cfg = reloadConfig(ctx, cfg, dests, router, level, log)
+			cfg = reloadConfig(ctx, cfg, dests, router, api, level, log)
 		}
 	}
 
 	timeout := cfg.Shutdown.Timeout.Duration
 	log.Info("stopping: finishing the batches in hand", "timeout", timeout.String())
 	deadline := time.After(timeout)
+	if front != nil {
+		// Requests in flight are answered once JetStream has their calls; the
+		// connection stays open until run returns.
+		sctx, cancel := context.WithTimeout(context.Background(), timeout)
+		if err := front.Shutdown(sctx); err != nil {
+			log.Warn("tracking API requests still in flight at shutdown.timeout", "err", err)
+		}
+		cancel()
+	}
 	select {
 	case <-routerDone:
 	case <-deadline:
@@ -144,7 +168,7 @@ func run(ctx context.Context, cfg *config.Config, log *slog.Logger, level *slog.
 }
 
 // reloadConfig applies the file's configuration, or keeps cur when it does not validate.
-func reloadConfig(ctx context.Context, cur *config.Config, dests *fleet.Fleet, router *ingest.Router, level *slog.LevelVar, log *slog.Logger) *config.Config {
+func reloadConfig(ctx context.Context, cur *config.Config, dests *fleet.Fleet, router *ingest.Router, api *trackapi.API, level *slog.LevelVar, log *slog.Logger) *config.Config {
 	next, err := config.Load(cur.Path)
 	if err != nil {
 		log.Error("configuration reload refused; the running configuration stays", "err", err)
@@ -156,6 +180,9 @@ func reloadConfig(ctx context.Context, cur *config.Config, dests *fleet.Fleet, r
 	if err := dests.Reload(ctx, next, router.SetRoutes, next.Shutdown.Timeout.Duration); err != nil {
 		log.Error("configuration reload refused; the running configuration stays", "err", err)
 		return cur
+	}
+	if api != nil && next.HTTP.Listen != "" {
+		api.SetSources(trackapi.NewSources(next.HTTP.SubjectPrefix, next.HTTP.WriteKeys))
 	}
 	_ = level.UnmarshalText([]byte(next.Log.Level))
 	log.Info("configuration reloaded", "destinations", len(next.Enabled()))

@@ -2,6 +2,7 @@ package config
 
 import (
 	"fmt"
+	"net"
 	"os"
 	"path"
 	"path/filepath"
@@ -56,6 +57,9 @@ func (c *Config) check(name string, lookupEnv func(string) (string, bool)) error
 	if c.Dedupe.Window.Duration <= 0 {
 		return bad("dedupe.window", "must be a positive duration such as \"12h\"")
 	}
+	if err := c.checkHTTP(bad, lookupEnv); err != nil {
+		return err
+	}
 	if err := checkRetry("retry", c.Retry, bad); err != nil {
 		return err
 	}
@@ -68,6 +72,81 @@ func (c *Config) check(name string, lookupEnv func(string) (string, bool)) error
 		return bad("shutdown.timeout", "must be a positive duration such as \"30s\"")
 	}
 	return c.checkDestinations(bad, lookupEnv)
+}
+
+func (c *Config) checkHTTP(bad func(key, format string, args ...any) error, lookupEnv func(string) (string, bool)) error {
+	h := &c.HTTP
+	if h.Listen == "" {
+		return nil
+	}
+	if _, _, err := net.SplitHostPort(h.Listen); err != nil {
+		return bad("http.listen", "%q is not host:port, such as \"127.0.0.1:8088\"", h.Listen)
+	}
+	if len(h.WriteKeys) == 0 {
+		return bad("http.write_keys", "is empty, so no call could be accepted; add a source, such as web = \"${WEB_WRITE_KEY}\", or set http.listen = \"\"")
+	}
+	if !validSubject(h.SubjectPrefix) {
+		return bad("http.subject_prefix", "%q is not a subject of tokens without wildcards, such as \"track\"", h.SubjectPrefix)
+	}
+	sources := map[string]string{} // write key → the source that has it
+	for _, source := range sortedKeys(h.WriteKeys) {
+		key := "http.write_keys." + source
+		if !idPattern.MatchString(source) {
+			return bad(key, "is not a source name of letters, digits, - and _ (it becomes the subject token after %s.)", h.SubjectPrefix)
+		}
+		v, err := expand(h.WriteKeys[source], lookupEnv)
+		if err != nil {
+			return bad(key, "%v", err)
+		}
+		if v == "" {
+			return bad(key, "is empty; a source needs a write key")
+		}
+		if prev, ok := sources[v]; ok {
+			return bad(key, "is the same write key as http.write_keys.%s; give each source its own", prev)
+		}
+		sources[v] = source
+		h.WriteKeys[source] = v
+		if subject := h.SubjectPrefix + "." + source; !c.ingests(subject) {
+			return bad("http.subject_prefix", "%q: calls of source %s would go to %s, which ingest.subjects %q do not cover", h.SubjectPrefix, source, subject, c.Ingest.Subjects)
+		}
+	}
+	return nil
+}
+
+// ingests reports whether one of the ingest subjects matches subject.
+func (c *Config) ingests(subject string) bool {
+	for _, pattern := range c.Ingest.Subjects {
+		if subjectMatches(pattern, subject) {
+			return true
+		}
+	}
+	return false
+}
+
+// subjectMatches reports whether the NATS subject pattern (with * and >
+// wildcards) matches the literal subject.
+func subjectMatches(pattern, subject string) bool {
+	p, s := strings.Split(pattern, "."), strings.Split(subject, ".")
+	for i, tok := range p {
+		switch {
+		case tok == ">":
+			return i < len(s)
+		case i == len(s):
+			return false
+		case tok != "*" && tok != s[i]:
+			return false
+		}
+	}
+	return len(p) == len(s)
+}
+
+func validSubject(s string) bool {
+	for _, tok := range strings.Split(s, ".") {
+		if tok == "" || tok == "*" || tok == ">" || strings.ContainsAny(tok, " \t\r\n") {
+			return false
+		}
+	}
+	return true
 }
 
 func checkRetry(key string, r Retry, bad func(key, format string, args ...any) error) error {

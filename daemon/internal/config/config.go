@@ -20,6 +20,7 @@ type Config struct {
 	NATS         NATS                    `toml:"nats"`
 	Ingest       Ingest                  `toml:"ingest"`
 	Dedupe       Dedupe                  `toml:"dedupe"`
+	HTTP         HTTP                    `toml:"http"`
 	Retry        Retry                   `toml:"retry"`
 	Admin        Admin                   `toml:"admin"`
 	Plugins      Plugins                 `toml:"plugins"`
@@ -68,6 +69,15 @@ type Ingest struct {
 type Dedupe struct {
 	Bucket string   `toml:"bucket"`
 	Window Duration `toml:"window"`
+}
+
+// HTTP is the Segment-compatible tracking API; an empty Listen turns it off.
+type HTTP struct {
+	Listen        string `toml:"listen"`
+	SubjectPrefix string `toml:"subject_prefix"`
+	// WriteKeys maps a source name to its write key; a call made with a
+	// source's key is published to <SubjectPrefix>.<source>.
+	WriteKeys map[string]string `toml:"write_keys"`
 }
 
 // Retry is the backoff policy for events a destination asks to retry.
@@ -148,6 +158,7 @@ func Defaults() Config {
 			MaxEventBytes: 32768,
 		},
 		Dedupe: Dedupe{Bucket: "TRACK_DEDUPE", Window: Duration{12 * time.Hour}},
+		HTTP:   HTTP{SubjectPrefix: "track"},
 		Retry: Retry{
 			Initial:     Duration{time.Second},
 			Max:         Duration{5 * time.Minute},
@@ -257,7 +268,8 @@ func (c *Config) RetryFor(d *Destination) Retry {
 }
 
 // RestartOnly lists the sections whose changes a reload cannot apply: the
-// NATS connection, the streams and bucket, and the admin listener.
+// NATS connection, the streams and bucket, and the admin and HTTP listeners.
+// (The HTTP write keys and subject prefix are reloaded.)
 func RestartOnly(cur, next *Config) []string {
 	var out []string
 	if !reflect.DeepEqual(cur.NATS, next.NATS) {
@@ -271,6 +283,9 @@ func RestartOnly(cur, next *Config) []string {
 	}
 	if cur.Admin != next.Admin {
 		out = append(out, "admin")
+	}
+	if cur.HTTP.Listen != next.HTTP.Listen {
+		out = append(out, "http.listen")
 	}
 	return out
 }

@@ -48,6 +48,8 @@ func TestDefaults(t *testing.T) {
 		{"ingest.max_event_bytes", cfg.Ingest.MaxEventBytes, 32768},
 		{"dedupe.bucket", cfg.Dedupe.Bucket, "TRACK_DEDUPE"},
 		{"dedupe.window", cfg.Dedupe.Window.Duration, 12 * time.Hour},
+		{"http.listen", cfg.HTTP.Listen, ""},
+		{"http.subject_prefix", cfg.HTTP.SubjectPrefix, "track"},
 		{"retry.initial", cfg.Retry.Initial.Duration, time.Second},
 		{"retry.max", cfg.Retry.Max.Duration, 5 * time.Minute},
 		{"retry.max_attempts", cfg.Retry.MaxAttempts, 10},
@@ -134,6 +136,15 @@ func TestErrorsNameTheKey(t *testing.T) {
 		{"bad log level", "[log]\nlevel = \"loud\"\n", "log.level"},
 		{"bad destination id", "[destinations.\"a b\"]\nplugin = \"file\"\n", "destinations.a b"},
 		{"not TOML", "[ingest\n", "config.toml line 2: expected"},
+		{"http without write keys", "[http]\nlisten = \"127.0.0.1:8088\"\n", "http.write_keys is empty"},
+		{"http listen not host:port", "[http]\nlisten = \"8088\"\n[http.write_keys]\nweb = \"k\"\n", "http.listen"},
+		{"http empty write key", "[http]\nlisten = \":8088\"\n[http.write_keys]\nweb = \"\"\n", "http.write_keys.web is empty"},
+		{"http write key unset variable", "[http]\nlisten = \":8088\"\n[http.write_keys]\nweb = \"${WEB_KEY}\"\n", "http.write_keys.web uses ${WEB_KEY}"},
+		{"http shared write key", "[http]\nlisten = \":8088\"\n[http.write_keys]\nios = \"k\"\nweb = \"k\"\n", "http.write_keys.web is the same write key as http.write_keys.ios"},
+		{"http bad source name", "[http]\nlisten = \":8088\"\n[http.write_keys]\n\"a.b\" = \"k\"\n", "http.write_keys.a.b"},
+		{"http prefix not ingested", "[http]\nlisten = \":8088\"\nsubject_prefix = \"events\"\n[http.write_keys]\nweb = \"k\"\n", "http.subject_prefix \"events\": calls of source web would go to events.web"},
+		{"http prefix with a wildcard", "[http]\nlisten = \":8088\"\nsubject_prefix = \"track.*\"\n[http.write_keys]\nweb = \"k\"\n", "http.subject_prefix"},
+		{"unknown http key", "[http]\nlisten = \":8088\"\nport = 1\n", "http.port"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -145,6 +156,44 @@ func TestErrorsNameTheKey(t *testing.T) {
 				t.Errorf("error %q does not start with the file name and name %q", err, tt.want)
 			}
 		})
+	}
+}
+
+func TestHTTP(t *testing.T) {
+	cfg, err := parse(t, fixture(t), `
+[ingest]
+subjects = ["track", "web.*"]
+[http]
+listen = "127.0.0.1:8088"
+subject_prefix = "web"
+[http.write_keys]
+site = "${SITE_KEY}"
+app = "$${literal}"
+`, map[string]string{"SITE_KEY": "s3cret"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got, want := cfg.HTTP.WriteKeys, map[string]string{"site": "s3cret", "app": "${literal}"}; !reflect.DeepEqual(got, want) {
+		t.Errorf("write keys = %v, want %v", got, want)
+	}
+	// Off, the table is not checked: an unset variable is no error.
+	if _, err := parse(t, fixture(t), "[http.write_keys]\nweb = \"${UNSET}\"\n", nil); err != nil {
+		t.Errorf("http off: %v", err)
+	}
+}
+
+func TestSubjectMatches(t *testing.T) {
+	for _, tt := range []struct {
+		pattern, subject string
+		want             bool
+	}{
+		{"track", "track", true}, {"track", "track.web", false}, {"track.>", "track.web", true},
+		{"track.>", "track", false}, {"track.*", "track.web", true}, {"track.*", "track.web.x", false},
+		{"*.web", "track.web", true}, {">", "a.b", true}, {"track.web", "track.ios", false},
+	} {
+		if got := subjectMatches(tt.pattern, tt.subject); got != tt.want {
+			t.Errorf("subjectMatches(%q, %q) = %v, want %v", tt.pattern, tt.subject, got, tt.want)
+		}
 	}
 }
 
@@ -161,6 +210,9 @@ func TestShippedConfig(t *testing.T) {
 	}
 	if got := cfg.Enabled(); len(got) != 1 || got[0].ID != "file" {
 		t.Errorf("the shipped config should enable only the file destination, got %v", got)
+	}
+	if cfg.HTTP.Listen != "127.0.0.1:8088" || cfg.HTTP.WriteKeys["dev"] == "" {
+		t.Errorf("the shipped config should serve the tracking API on loopback with a development key, got %+v", cfg.HTTP)
 	}
 }
 

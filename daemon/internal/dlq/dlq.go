@@ -15,6 +15,8 @@ import (
 const (
 	StageValidate = "validate"
 	StageDeliver  = "deliver"
+	// StageHTTP is the tracking API refusing one call of a batch it accepted.
+	StageHTTP = "http"
 )
 
 // Letter is one dead letter.

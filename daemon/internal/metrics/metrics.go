@@ -23,6 +23,10 @@ type Metrics struct {
 	PluginRestarts *prometheus.CounterVec
 	BatchSeconds   *prometheus.HistogramVec
 	DelaySeconds   *prometheus.HistogramVec
+
+	HTTPRequests          *prometheus.CounterVec
+	HTTPCalls             *prometheus.CounterVec
+	HTTPCallsDeadLettered *prometheus.CounterVec
 }
 
 // New creates and registers the instruments on a fresh registry.
@@ -68,12 +72,22 @@ func New() *Metrics {
 			Name: "trackd_delivery_delay_seconds", Help: "Time from an event's receivedAt to its destination accepting it.",
 			Buckets: prometheus.ExponentialBuckets(0.005, 4, 10),
 		}, perDest),
+		HTTPRequests: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "trackd_http_requests_total", Help: "Requests to the tracking API, by the source of their write key and the status answered.",
+		}, []string{"source", "code"}),
+		HTTPCalls: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "trackd_http_calls_total", Help: "Calls in requests to the tracking API, by source and the status their request was answered.",
+		}, []string{"source", "code"}),
+		HTTPCallsDeadLettered: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "trackd_http_calls_dead_lettered_total", Help: "Calls over 32 KB in an accepted batch, sent to the dead-letter stream.",
+		}, []string{"source"}),
 	}
 	m.Registry.MustRegister(
 		collectors.NewGoCollector(),
 		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
 		m.Received, m.Invalid, m.Deduplicated, m.Unrouted,
 		m.Routed, m.Queued, m.Delivered, m.Retried, m.DeadLettered, m.PluginRestarts, m.BatchSeconds, m.DelaySeconds,
+		m.HTTPRequests, m.HTTPCalls, m.HTTPCallsDeadLettered,
 	)
 	return m
 }

@@ -1,0 +1,270 @@
+// Package trackapi serves the Segment HTTP tracking API (/v1/track, /v1/batch
+// and the other calls), so that the analytics SDKs teams already use can send
+// to trackd with only their host changed. Calls are published to the ingest
+// stream, and a request is answered 200 only once JetStream has acknowledged
+// every call in it.
+package trackapi
+
+import (
+	"encoding/json"
+	"errors"
+	"log/slog"
+	"net/http"
+	"strconv"
+	"strings"
+	"sync/atomic"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+
+	"trackd.dev/trackd/daemon/internal/dlq"
+	"trackd.dev/trackd/daemon/internal/metrics"
+)
+
+// What the answers to a request JetStream could not take tell the SDK: retry
+// after this long.
+const retryAfterSeconds = "2"
+
+// The window of publishes awaiting their acknowledgement, shared by all
+// requests: a publish waits up to stallWait for room in it, then its request is
+// answered 429; a publish not acknowledged within ackTimeout is answered 503.
+// 8192 calls of 1 KB keep JetStream busy on loopback without holding more than
+// a few MB in flight.
+const (
+	window     = 8192
+	stallWait  = time.Second
+	ackTimeout = 10 * time.Second
+)
+
+// API is the HTTP handler of the tracking API.
+type API struct {
+	js      jetstream.JetStream
+	sources atomic.Pointer[Sources]
+	metrics *metrics.Metrics
+	log     *slog.Logger
+}
+
+// New returns the API publishing through nc.
+func New(nc *nats.Conn, sources *Sources, m *metrics.Metrics, log *slog.Logger) (*API, error) {
+	js, err := jetstream.New(nc, jetstream.WithPublishAsyncMaxPending(window), jetstream.WithPublishAsyncTimeout(ackTimeout))
+	if err != nil {
+		return nil, err
+	}
+	a := &API{js: js, metrics: m, log: log}
+	a.sources.Store(sources)
+	return a, nil
+}
+
+// SetSources replaces the write keys, as a reload does.
+func (a *API) SetSources(s *Sources) { a.sources.Store(s) }
+
+// endpoint is what a path does: the type it gives calls that have none, or a batch.
+type endpoint struct {
+	typ   string
+	batch bool
+}
+
+var endpoints = map[string]endpoint{
+	"track": {typ: "track"}, "identify": {typ: "identify"}, "page": {typ: "page"},
+	"screen": {typ: "screen"}, "group": {typ: "group"}, "alias": {typ: "alias"},
+	"batch": {batch: true}, "import": {batch: true},
+	// analytics.js and analytics-next post to these short forms.
+	"t": {typ: "track"}, "i": {typ: "identify"}, "p": {typ: "page"},
+	"s": {typ: "screen"}, "g": {typ: "group"}, "a": {typ: "alias"}, "b": {batch: true},
+}
+
+// answer is the outcome of one request.
+type answer struct {
+	status  int
+	message string // for the body of a failure
+	source  string // the source of the request's first call, "" before it is known
+	calls   int
+}
+
+func (a *API) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	h := w.Header()
+	if origin := r.Header.Get("Origin"); origin != "" {
+		// Browser SDKs send credentials-free requests from any origin.
+		h.Set("Access-Control-Allow-Origin", origin)
+		h.Add("Vary", "Origin")
+	} else {
+		h.Set("Access-Control-Allow-Origin", "*")
+	}
+	if r.Method == http.MethodOptions {
+		h.Set("Access-Control-Allow-Methods", "POST, OPTIONS")
+		h.Set("Access-Control-Allow-Headers", "Authorization, Content-Type, Content-Encoding")
+		h.Set("Access-Control-Max-Age", "86400")
+		w.WriteHeader(http.StatusNoContent)
+		return
+	}
+	ans := a.serve(r)
+	a.metrics.HTTPRequests.WithLabelValues(ans.source, strconv.Itoa(ans.status)).Inc()
+	a.metrics.HTTPCalls.WithLabelValues(ans.source, strconv.Itoa(ans.status)).Add(float64(ans.calls))
+	h.Set("Content-Type", "application/json")
+	switch ans.status {
+	case http.StatusOK:
+		_, _ = w.Write([]byte(`{"success":true}`))
+		return
+	case http.StatusTooManyRequests, http.StatusServiceUnavailable:
+		h.Set("Retry-After", retryAfterSeconds)
+	case http.StatusUnauthorized:
+		h.Set("WWW-Authenticate", `Basic realm="trackd"`)
+	case http.StatusMethodNotAllowed:
+		h.Set("Allow", "POST, OPTIONS")
+	}
+	w.WriteHeader(ans.status)
+	body, _ := json.Marshal(struct {
+		Success bool   `json:"success"`
+		Message string `json:"message"`
+	}{false, ans.message})
+	_, _ = w.Write(body)
+}
+
+func (a *API) serve(r *http.Request) answer {
+	name, ok := strings.CutPrefix(strings.TrimSuffix(r.URL.Path, "/"), "/v1/")
+	ep, known := endpoints[name]
+	if !ok || !known {
+		return answer{status: http.StatusNotFound, message: "no such endpoint: " + r.URL.Path + "; use /v1/track, /v1/batch or another call of the Segment tracking API"}
+	}
+	if r.Method != http.MethodPost {
+		return answer{status: http.StatusMethodNotAllowed, message: r.Method + " is not allowed; send calls with POST"}
+	}
+	limit, what := MaxCallBytes, "a call"
+	if ep.batch {
+		limit, what = MaxBatchBytes, "a batch request"
+	}
+	body, err := readBody(r, limit, what)
+	if err != nil {
+		return answer{status: http.StatusBadRequest, message: err.Error()}
+	}
+	calls, err := split(body, ep)
+	if err != nil {
+		return answer{status: http.StatusBadRequest, message: err.Error()}
+	}
+	ans := answer{calls: len(calls.list)}
+	headerKey, hasHeader := basicAuthKey(r)
+	srcs, err := a.authenticate(calls, headerKey, hasHeader)
+	if len(srcs) > 0 && srcs[0] != nil {
+		ans.source = srcs[0].name
+	}
+	if err != nil {
+		ans.status, ans.message = http.StatusUnauthorized, err.Error()
+		return ans
+	}
+	ans.status, ans.message = a.publish(calls.list, srcs)
+	return ans
+}
+
+// request is a request's calls with the envelope they were taken from.
+type request struct {
+	env  envelope
+	list []call
+}
+
+// split turns a body into the calls to publish.
+func split(body []byte, ep endpoint) (request, error) {
+	var req request
+	raws := [][]byte{body}
+	if ep.batch {
+		var err error
+		if req.env, raws, err = parseBatch(body); err != nil {
+			return req, err
+		}
+	}
+	var arena []byte
+	req.list = make([]call, len(raws))
+	for i, raw := range raws {
+		c, err := parseCall(raw, &req.env, ep.typ, &arena)
+		if err != nil {
+			if ep.batch {
+				return req, badf("batch[%d]: %v", i, err)
+			}
+			return req, err
+		}
+		req.list[i] = c
+	}
+	return req, nil
+}
+
+// authenticate finds the source of every call: the Basic auth username when
+// given, else the call's own writeKey, else the batch's. Any call without a
+// known key refuses the whole request.
+func (a *API) authenticate(req request, headerKey string, hasHeader bool) ([]*source, error) {
+	sources := a.sources.Load()
+	if len(req.list) == 0 {
+		// Nothing to publish, but a bad key is still told so.
+		req.list = []call{{}}
+	}
+	out := make([]*source, len(req.list))
+	var lastKey string
+	var last *source
+	for i, c := range req.list {
+		key := headerKey
+		if !hasHeader {
+			key = c.key
+			if key == "" {
+				key = req.env.writeKey
+			}
+		}
+		if key == "" {
+			return out, errors.New("no write key: send it as the Basic auth username (empty password) or as writeKey in the body")
+		}
+		if last == nil || key != lastKey {
+			last, lastKey = sources.lookup(key), key
+		}
+		if last == nil {
+			return out, errors.New("the write key is not one of http.write_keys")
+		}
+		out[i] = last
+	}
+	return out, nil
+}
+
+// publish publishes every call and waits for all their acknowledgements
+// together; it returns the status to answer with.
+func (a *API) publish(calls []call, srcs []*source) (int, string) {
+	futures := make([]jetstream.PubAckFuture, 0, len(calls))
+	status, message := http.StatusOK, ""
+	for i, c := range calls {
+		var f jetstream.PubAckFuture
+		var err error
+		if c.size > MaxCallBytes {
+			f, err = dlq.PublishAsync(a.js, dlq.Letter{
+				Body: c.body, Stage: dlq.StageHTTP, Attempts: 0,
+				Reason: "call is " + strconv.Itoa(c.size) + " bytes, over the tracking API's limit of " + strconv.Itoa(MaxCallBytes) + " bytes per call",
+			})
+			a.metrics.HTTPCallsDeadLettered.WithLabelValues(srcs[i].name).Inc()
+		} else {
+			m := &nats.Msg{Subject: srcs[i].subject, Data: c.body}
+			f, err = a.js.PublishMsgAsync(m, jetstream.WithStallWait(stallWait))
+		}
+		if err != nil {
+			status, message = refusal(err)
+			break
+		}
+		futures = append(futures, f)
+	}
+	for _, f := range futures {
+		select {
+		case <-f.Ok():
+		case err := <-f.Err():
+			if status == http.StatusOK {
+				status, message = refusal(err)
+			}
+		}
+	}
+	if status != http.StatusOK {
+		a.log.Warn("http: calls not stored; the client is told to retry", "calls", len(calls), "status", status, "err", message)
+	}
+	return status, message
+}
+
+// refusal is the answer when JetStream did not take a call: 429 when the
+// window of acknowledgements is full (trackd is behind), 503 otherwise.
+func refusal(err error) (int, string) {
+	if errors.Is(err, jetstream.ErrTooManyStalledMsgs) {
+		return http.StatusTooManyRequests, "trackd is taking calls slower than they arrive; retry later"
+	}
+	return http.StatusServiceUnavailable, "JetStream did not store the calls (" + err.Error() + "); retry later"
+}
