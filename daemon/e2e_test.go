@@ -75,6 +75,7 @@ type daemon struct {
 	bin      string
 	config   string
 	header   string   // the config's NATS, admin and log tables
+	dests    string   // its destination tables
 	args     []string // more flags for trackd run
 	natsURL  string
 	adminURL string
@@ -119,9 +120,23 @@ level = "debug"
 	return d
 }
 
+// testWriteKey is the write key of source "web" when a test daemon serves the tracking API.
+const testWriteKey = "test-write-key"
+
+// serveHTTP turns on the tracking API on a free port, with source "web" whose
+// key is testWriteKey, and returns its base URL. Call it before start.
+func (d *daemon) serveHTTP(t *testing.T) string {
+	t.Helper()
+	addr := freePort(t)
+	d.header += fmt.Sprintf("[http]\nlisten = %q\n[http.write_keys]\nweb = %q\n", addr, testWriteKey)
+	d.writeConfig(t, d.dests)
+	return "http://" + addr
+}
+
 // writeConfig replaces the config's destination tables.
 func (d *daemon) writeConfig(t *testing.T, destinations string) {
 	t.Helper()
+	d.dests = destinations
 	if err := os.WriteFile(d.config, []byte(d.header+destinations), 0o644); err != nil {
 		t.Fatal(err)
 	}

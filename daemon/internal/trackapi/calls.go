@@ -113,7 +113,7 @@ func parseCall(raw []byte, env *envelope, typ string, arena *[]byte) (call, erro
 		}
 	})
 	if !ok {
-		return c, notAnObject("call", raw)
+		return c, notAnObject("body", raw)
 	}
 	if fault != nil {
 		return c, fault
