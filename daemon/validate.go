@@ -6,7 +6,10 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"maps"
 	"path/filepath"
+	"slices"
+	"strings"
 	"time"
 
 	"trackd.dev/trackd/daemon/internal/config"
@@ -25,7 +28,8 @@ var errInvalid = errors.New("the configuration is not valid")
 func validateCommand(args []string, stdout, stderr io.Writer) error {
 	fs := newFlagSet("validate", "[--config FILE]",
 		"Parses the configuration, starts every enabled plugin, hands it its settings, and prints\n"+
-			"one line per destination. Exits 0 only if all are ok. Sends no NATS traffic.",
+			"one line per destination (and one for the tracking API when [http] turns it on).\n"+
+			"Exits 0 only if all are ok. Sends no NATS traffic.",
 		"trackd validate --config config.toml", stderr)
 	configPath := fs.String("config", "config.toml", "the configuration `file`")
 	if err := fs.Parse(args); err != nil {
@@ -45,6 +49,9 @@ func validateCommand(args []string, stdout, stderr io.Writer) error {
 			continue
 		}
 		fmt.Fprintf(stdout, "%s: ok\n", d.ID)
+	}
+	if cfg.HTTP.Listen != "" {
+		fmt.Fprintf(stdout, "http: ok, the tracking API on %s for sources %s\n", cfg.HTTP.Listen, strings.Join(slices.Sorted(maps.Keys(cfg.HTTP.WriteKeys)), ", "))
 	}
 	if len(cfg.Enabled()) == 0 {
 		fmt.Fprintf(stdout, "%s: ok, but no destination is enabled\n", name)

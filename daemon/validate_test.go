@@ -69,6 +69,19 @@ secret = "hunter2"
 			stderr: "config.toml: unknown key ingest.streem",
 		},
 		{
+			name:     "the tracking API",
+			config:   "[http]\nlisten = \"127.0.0.1:8088\"\n[http.write_keys]\nweb = \"s3cret-key\"\nios = \"other-key\"\n",
+			code:     0,
+			stdout:   []string{"http: ok, the tracking API on 127.0.0.1:8088 for sources ios, web\n"},
+			notInOut: "s3cret-key",
+		},
+		{
+			name:   "the tracking API without a write key",
+			config: "[http]\nlisten = \"127.0.0.1:8088\"\n",
+			code:   1,
+			stderr: "config.toml: http.write_keys is empty",
+		},
+		{
 			name:   "an unset variable",
 			config: fmt.Sprintf("[destinations.hook]\nplugin = %q\n[destinations.hook.settings]\nurl = \"${TRACKD_TEST_UNSET_URL}\"\n", hookBin),
 			code:   1,
