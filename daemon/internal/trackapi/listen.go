@@ -3,6 +3,7 @@ package trackapi
 import (
 	"context"
 	"fmt"
+	"log/slog"
 	"net"
 	"net/http"
 	"time"
@@ -27,6 +28,8 @@ func Listen(addr string, api *API) (*Listener, error) {
 		ReadTimeout:    time.Minute,
 		IdleTimeout:    2 * time.Minute,
 		MaxHeaderBytes: 64 << 10,
+		// What net/http has to say (a client's TLS or protocol fault) goes to the daemon's log.
+		ErrorLog: slog.NewLogLogger(api.log.Handler(), slog.LevelWarn),
 	}}
 	// Serve only fails once the listener is closed, which Shutdown does.
 	go func() { _ = l.srv.Serve(ln) }()
