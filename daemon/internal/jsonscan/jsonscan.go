@@ -30,43 +30,8 @@ func EachMember(b []byte, fn func(key []byte, plain bool, value []byte)) bool {
 	if i == len(b) || b[i] != '{' {
 		return false
 	}
-	i = SkipSpace(b, i+1)
-	if i < len(b) && b[i] == '}' {
-		return SkipSpace(b, i+1) == len(b)
-	}
-	for {
-		if i == len(b) || b[i] != '"' {
-			return false
-		}
-		end, escaped := scanString(b, i)
-		if end < 0 {
-			return false
-		}
-		key := b[i+1 : end-1]
-		plain := !escaped && utf8.Valid(key)
-		i = SkipSpace(b, end)
-		if i == len(b) || b[i] != ':' {
-			return false
-		}
-		i = SkipSpace(b, i+1)
-		start := i
-		if i = skipValue(b, i, 1); i < 0 {
-			return false
-		}
-		fn(key, plain, b[start:i])
-		i = SkipSpace(b, i)
-		if i == len(b) {
-			return false
-		}
-		switch b[i] {
-		case ',':
-			i = SkipSpace(b, i+1)
-		case '}':
-			return SkipSpace(b, i+1) == len(b)
-		default:
-			return false
-		}
-	}
+	end := members(b, i, 1, fn)
+	return end >= 0 && SkipSpace(b, end) == len(b)
 }
 
 // EachElement reads the JSON array that b holds (with white space around it allowed),
@@ -77,27 +42,79 @@ func EachElement(b []byte, fn func(value []byte)) bool {
 	if i == len(b) || b[i] != '[' {
 		return false
 	}
+	end := elements(b, i, 1, fn)
+	return end >= 0 && SkipSpace(b, end) == len(b)
+}
+
+// members reads the object whose opening brace is b[i] and whose own nesting is
+// depth, calling fn (when not nil) with each member, and returns the index just past
+// its closing brace, or -1 if it is not a valid object.
+func members(b []byte, i, depth int, fn func(key []byte, plain bool, value []byte)) int {
+	i = SkipSpace(b, i+1)
+	if i < len(b) && b[i] == '}' {
+		return i + 1
+	}
+	for {
+		if i == len(b) || b[i] != '"' {
+			return -1
+		}
+		end, escaped := scanString(b, i)
+		if end < 0 {
+			return -1
+		}
+		key := b[i+1 : end-1]
+		i = SkipSpace(b, end)
+		if i == len(b) || b[i] != ':' {
+			return -1
+		}
+		i = SkipSpace(b, i+1)
+		start := i
+		if i = skipValue(b, i, depth); i < 0 {
+			return -1
+		}
+		if fn != nil {
+			fn(key, !escaped && utf8.Valid(key), b[start:i])
+		}
+		i = SkipSpace(b, i)
+		if i == len(b) {
+			return -1
+		}
+		switch b[i] {
+		case ',':
+			i = SkipSpace(b, i+1)
+		case '}':
+			return i + 1
+		default:
+			return -1
+		}
+	}
+}
+
+// elements is members for the array whose opening bracket is b[i].
+func elements(b []byte, i, depth int, fn func(value []byte)) int {
 	i = SkipSpace(b, i+1)
 	if i < len(b) && b[i] == ']' {
-		return SkipSpace(b, i+1) == len(b)
+		return i + 1
 	}
 	for {
 		start := i
-		if i = skipValue(b, i, 1); i < 0 {
-			return false
+		if i = skipValue(b, i, depth); i < 0 {
+			return -1
 		}
-		fn(b[start:i])
+		if fn != nil {
+			fn(b[start:i])
+		}
 		i = SkipSpace(b, i)
 		if i == len(b) {
-			return false
+			return -1
 		}
 		switch b[i] {
 		case ',':
 			i = SkipSpace(b, i+1)
 		case ']':
-			return SkipSpace(b, i+1) == len(b)
+			return i + 1
 		default:
-			return false
+			return -1
 		}
 	}
 }
@@ -116,62 +133,12 @@ func skipValue(b []byte, i, depth int) int {
 		if depth+1 > MaxDepth {
 			return -1
 		}
-		i = SkipSpace(b, i+1)
-		if i < len(b) && b[i] == '}' {
-			return i + 1
-		}
-		for {
-			if i == len(b) || b[i] != '"' {
-				return -1
-			}
-			if i, _ = scanString(b, i); i < 0 {
-				return -1
-			}
-			i = SkipSpace(b, i)
-			if i == len(b) || b[i] != ':' {
-				return -1
-			}
-			if i = skipValue(b, SkipSpace(b, i+1), depth+1); i < 0 {
-				return -1
-			}
-			i = SkipSpace(b, i)
-			if i == len(b) {
-				return -1
-			}
-			switch b[i] {
-			case ',':
-				i = SkipSpace(b, i+1)
-			case '}':
-				return i + 1
-			default:
-				return -1
-			}
-		}
+		return members(b, i, depth+1, nil)
 	case c == '[':
 		if depth+1 > MaxDepth {
 			return -1
 		}
-		i = SkipSpace(b, i+1)
-		if i < len(b) && b[i] == ']' {
-			return i + 1
-		}
-		for {
-			if i = skipValue(b, i, depth+1); i < 0 {
-				return -1
-			}
-			i = SkipSpace(b, i)
-			if i == len(b) {
-				return -1
-			}
-			switch b[i] {
-			case ',':
-				i = SkipSpace(b, i+1)
-			case ']':
-				return i + 1
-			default:
-				return -1
-			}
-		}
+		return elements(b, i, depth+1, nil)
 	case c == 't':
 		return literal(b, i, "true")
 	case c == 'f':
