@@ -126,7 +126,9 @@ func (a *API) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 }
 
 func (a *API) serve(r *http.Request) answer {
-	name, ok := strings.CutPrefix(strings.TrimSuffix(r.URL.Path, "/"), "/v1/")
+	// A host configured with a trailing slash makes some SDKs post to //v1/batch.
+	path := "/" + strings.Trim(r.URL.Path, "/")
+	name, ok := strings.CutPrefix(path, "/v1/")
 	ep, known := endpoints[name]
 	if !ok || !known {
 		return answer{status: http.StatusNotFound, message: "no such endpoint: " + r.URL.Path + "; use /v1/track, /v1/batch or another call of the Segment tracking API"}

@@ -306,6 +306,7 @@ func TestEndpoints(t *testing.T) {
 		{"/v1/b", `{"batch":[{"type":"screen","userId":"u"}]}`, "screen"},
 		{"/v1/import", `{"batch":[{"type":"group","userId":"u"}]}`, "group"},
 		{"/v1/batch/", `{"batch":[{"type":"track","event":"E","userId":"u"}]}`, "track"},
+		{"//v1/batch", `{"batch":[{"type":"track","event":"E","userId":"u"}]}`, "track"},
 	}
 	for _, tt := range tests {
 		before := lastSeq(t, s.topo.Ingest)
