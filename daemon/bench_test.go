@@ -96,7 +96,7 @@ func benchFloor(b *testing.B, n int) (rate, cpu float64) {
 	if err != nil {
 		b.Fatal(err)
 	}
-	claimer := dedupe.New(bs.JS, topo.Dedupe)
+	claimer := dedupe.New(bs.JS, topo.Dedupe...)
 	type claimed struct {
 		msgs    []jetstream.Msg
 		pending *dedupe.Pending

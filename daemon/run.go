@@ -26,6 +26,9 @@ import (
 // hand-offs of a batch are pipelined.
 const routerBatch = 512
 
+// How often the dedupe buckets' keys and effective window are read for /metrics.
+const dedupeWatchEvery = 5 * time.Second
+
 var runCmd = command{
 	name:    "run",
 	summary: "run the daemon until SIGINT or SIGTERM",
@@ -79,6 +82,7 @@ func run(ctx context.Context, cfg *config.Config, log *slog.Logger, level *slog.
 		defer cancel()
 		return topo.Backlog(bctx)
 	}))
+	go dedupe.Watch(ctx, b.JS, cfg.Dedupe.Buckets(), cfg.Dedupe.MaxKeys, dedupeWatchEvery, m, log)
 	routerCons, err := topo.Router(ctx, 8*routerBatch)
 	if err != nil {
 		return err
@@ -89,7 +93,7 @@ func run(ctx context.Context, cfg *config.Config, log *slog.Logger, level *slog.
 	}
 	defer taps.Close()
 	router := &ingest.Router{
-		JS: b.JS, Consumer: routerCons, Claimer: dedupe.New(b.JS, topo.Dedupe),
+		JS: b.JS, Consumer: routerCons, Claimer: dedupe.New(b.JS, topo.Dedupe...),
 		Normalize: normalize.Options{MaxEventBytes: cfg.Ingest.MaxEventBytes},
 		Metrics:   m, Log: log, BatchSize: routerBatch, Tap: taps,
 	}

@@ -170,13 +170,16 @@ type Topology struct {
 	Ingest jetstream.Stream
 	Routed jetstream.Stream
 	DLQ    jetstream.Stream
-	Dedupe jetstream.KeyValue
+	// Dedupe holds the dedupe buckets, one per shard.
+	Dedupe []jetstream.KeyValue
 }
 
-// Setup creates or updates the streams and the dedupe bucket.
+// Setup creates or updates the streams and the dedupe buckets, each with
+// [nats] replicas.
 func (b *Bus) Setup(ctx context.Context, cfg *config.Config) (*Topology, error) {
 	var t Topology
 	var err error
+	replicas := cfg.NATS.Replicas
 	t.Ingest, err = b.JS.CreateOrUpdateStream(ctx, jetstream.StreamConfig{
 		Name:        cfg.Ingest.Stream,
 		Description: "track events from producers",
@@ -184,6 +187,7 @@ func (b *Bus) Setup(ctx context.Context, cfg *config.Config) (*Topology, error) 
 		Storage:     jetstream.FileStorage,
 		// Every daemon shares one consumer, so a message is done once it is routed.
 		Retention: jetstream.WorkQueuePolicy,
+		Replicas:  replicas,
 	})
 	if err != nil {
 		return nil, fmt.Errorf("cannot create stream %s (ingest.stream): %w", cfg.Ingest.Stream, err)
@@ -201,6 +205,7 @@ func (b *Bus) Setup(ctx context.Context, cfg *config.Config) (*Topology, error) 
 		// A message lives until every destination consumer has acked it.
 		Retention:  jetstream.InterestPolicy,
 		Duplicates: dup,
+		Replicas:   replicas,
 	})
 	if err != nil {
 		return nil, fmt.Errorf("cannot create stream %s: %w", RoutedStream, err)
@@ -210,21 +215,55 @@ func (b *Bus) Setup(ctx context.Context, cfg *config.Config) (*Topology, error) 
 		Description: "invalid events and events a destination finally failed",
 		Subjects:    []string{DLQPrefix + ">"},
 		Storage:     jetstream.FileStorage,
+		Replicas:    replicas,
 	})
 	if err != nil {
 		return nil, fmt.Errorf("cannot create stream %s: %w", DLQStream, err)
 	}
-	t.Dedupe, err = b.JS.CreateOrUpdateKeyValue(ctx, jetstream.KeyValueConfig{
-		Bucket:      cfg.Dedupe.Bucket,
-		Description: "messageIds seen within the dedupe window",
-		TTL:         cfg.Dedupe.Window.Duration,
-		History:     1,
-		Storage:     jetstream.FileStorage,
-	})
-	if err != nil {
-		return nil, fmt.Errorf("cannot create key-value bucket %s (dedupe.bucket): %w", cfg.Dedupe.Bucket, err)
+	for _, name := range cfg.Dedupe.Buckets() {
+		kv, err := b.dedupeBucket(ctx, name, cfg)
+		if err != nil {
+			return nil, fmt.Errorf("cannot create key-value bucket %s (dedupe.bucket): %w", name, err)
+		}
+		t.Dedupe = append(t.Dedupe, kv)
 	}
 	return &t, nil
+}
+
+// dedupeBucket creates or updates the stream of a dedupe bucket and binds to
+// it. The stream is made here rather than by jetstream's CreateKeyValue, which
+// always discards new messages when full: with dedupe.max_keys a full bucket
+// must drop its oldest claims instead, never refuse a claim.
+func (b *Bus) dedupeBucket(ctx context.Context, name string, cfg *config.Config) (jetstream.KeyValue, error) {
+	maxMsgs := cfg.Dedupe.MaxKeys
+	if maxMsgs == 0 {
+		maxMsgs = -1
+	}
+	window := cfg.Dedupe.Window.Duration
+	_, err := b.JS.CreateOrUpdateStream(ctx, jetstream.StreamConfig{
+		// What jetstream's KeyValueConfig{History: 1, TTL: window} makes, but
+		// for MaxMsgs and Discard.
+		Name:              "KV_" + name,
+		Description:       "messageIds seen within the dedupe window",
+		Subjects:          []string{"$KV." + name + ".>"},
+		MaxMsgsPerSubject: 1,
+		MaxMsgs:           maxMsgs,
+		Discard:           jetstream.DiscardOld,
+		MaxBytes:          -1,
+		MaxAge:            window,
+		MaxMsgSize:        -1,
+		MaxConsumers:      -1,
+		Storage:           jetstream.FileStorage,
+		Replicas:          cfg.NATS.Replicas,
+		AllowRollup:       true,
+		DenyDelete:        true,
+		AllowDirect:       true,
+		Duplicates:        min(2*time.Minute, window),
+	})
+	if err != nil {
+		return nil, err
+	}
+	return b.JS.KeyValue(ctx, name)
 }
 
 // IsWrongLastSequence reports whether err is JetStream refusing a publish whose

@@ -34,6 +34,15 @@ func (c *Config) check(name string, lookupEnv func(string) (string, bool)) error
 		}
 		*p = v
 	}
+	for _, p := range []*string{&c.NATS.Creds, &c.NATS.NKey, &c.NATS.TLS.CAFile, &c.NATS.TLS.CertFile, &c.NATS.TLS.KeyFile} {
+		*p = c.Resolve(*p)
+	}
+	if c.NATS.Replicas < 1 || c.NATS.Replicas > 5 {
+		return bad("nats.replicas", "is %d; it must be between 1 and 5 (3 on a three-node cluster)", c.NATS.Replicas)
+	}
+	if c.NATS.URL == "" && c.NATS.Replicas > 1 {
+		return bad("nats.replicas", "is %d, but the embedded server is one node; set nats.url to a cluster or use 1", c.NATS.Replicas)
+	}
 	if c.NATS.URL == "" && c.NATS.Embedded.Listen == "" {
 		return bad("nats.embedded.listen", "is empty; set it (for example \"127.0.0.1:4222\") or set nats.url")
 	}
@@ -56,6 +65,12 @@ func (c *Config) check(name string, lookupEnv func(string) (string, bool)) error
 	}
 	if c.Dedupe.Window.Duration <= 0 {
 		return bad("dedupe.window", "must be a positive duration such as \"12h\"")
+	}
+	if c.Dedupe.Shards < 1 || c.Dedupe.Shards > 64 {
+		return bad("dedupe.shards", "is %d; it must be between 1 and 64", c.Dedupe.Shards)
+	}
+	if c.Dedupe.MaxKeys < 0 {
+		return bad("dedupe.max_keys", "is %d; use 0 for no limit, or the most messageIds a bucket may hold", c.Dedupe.MaxKeys)
 	}
 	if err := c.checkHTTP(bad, lookupEnv); err != nil {
 		return err

@@ -29,13 +29,15 @@ type Config struct {
 	Destinations map[string]*Destination `toml:"destinations"`
 
 	// Path is the file the configuration was read from; relative paths in it
-	// (store_dir, plugins.dir, plugin paths) are resolved against its directory.
+	// (store_dir, plugins.dir, plugin paths, NATS credentials and TLS files)
+	// are resolved against its directory.
 	Path string `toml:"-"`
 }
 
 // NATS says which server to use: an embedded one when URL is empty.
 type NATS struct {
 	URL      string   `toml:"url"`
+	Replicas int      `toml:"replicas"`
 	Creds    string   `toml:"creds"`
 	NKey     string   `toml:"nkey"`
 	User     string   `toml:"user"`
@@ -67,8 +69,23 @@ type Ingest struct {
 
 // Dedupe is the messageId repeat window.
 type Dedupe struct {
-	Bucket string   `toml:"bucket"`
-	Window Duration `toml:"window"`
+	Bucket  string   `toml:"bucket"`
+	Window  Duration `toml:"window"`
+	Shards  int      `toml:"shards"`
+	MaxKeys int64    `toml:"max_keys"`
+}
+
+// Buckets are the names of the dedupe buckets: Bucket itself with one shard,
+// else Bucket_0 … Bucket_<Shards-1>.
+func (d Dedupe) Buckets() []string {
+	if d.Shards <= 1 {
+		return []string{d.Bucket}
+	}
+	names := make([]string, d.Shards)
+	for i := range names {
+		names[i] = fmt.Sprintf("%s_%d", d.Bucket, i)
+	}
+	return names
 }
 
 // HTTP is the Segment-compatible tracking API; an empty Listen turns it off.
@@ -151,13 +168,13 @@ func (d Duration) MarshalText() ([]byte, error) { return []byte(d.String()), nil
 // Defaults returns the configuration an empty file means.
 func Defaults() Config {
 	return Config{
-		NATS: NATS{Embedded: Embedded{Listen: "127.0.0.1:4222", StoreDir: "data/nats"}},
+		NATS: NATS{Replicas: 1, Embedded: Embedded{Listen: "127.0.0.1:4222", StoreDir: "data/nats"}},
 		Ingest: Ingest{
 			Stream:        "TRACK",
 			Subjects:      []string{"track", "track.>"},
 			MaxEventBytes: 32768,
 		},
-		Dedupe: Dedupe{Bucket: "TRACK_DEDUPE", Window: Duration{12 * time.Hour}},
+		Dedupe: Dedupe{Bucket: "TRACK_DEDUPE", Window: Duration{12 * time.Hour}, Shards: 1},
 		HTTP:   HTTP{SubjectPrefix: "track"},
 		Retry: Retry{
 			Initial:     Duration{time.Second},

@@ -48,6 +48,10 @@ func TestDefaults(t *testing.T) {
 		{"ingest.max_event_bytes", cfg.Ingest.MaxEventBytes, 32768},
 		{"dedupe.bucket", cfg.Dedupe.Bucket, "TRACK_DEDUPE"},
 		{"dedupe.window", cfg.Dedupe.Window.Duration, 12 * time.Hour},
+		{"nats.replicas", cfg.NATS.Replicas, 1},
+		{"dedupe.shards", cfg.Dedupe.Shards, 1},
+		{"dedupe.max_keys", cfg.Dedupe.MaxKeys, int64(0)},
+		{"dedupe buckets", strings.Join(cfg.Dedupe.Buckets(), ","), "TRACK_DEDUPE"},
 		{"http.listen", cfg.HTTP.Listen, ""},
 		{"http.subject_prefix", cfg.HTTP.SubjectPrefix, "track"},
 		{"retry.initial", cfg.Retry.Initial.Duration, time.Second},
@@ -136,6 +140,10 @@ func TestErrorsNameTheKey(t *testing.T) {
 		{"bad log level", "[log]\nlevel = \"loud\"\n", "log.level"},
 		{"bad destination id", "[destinations.\"a b\"]\nplugin = \"file\"\n", "destinations.a b"},
 		{"not TOML", "[ingest\n", "config.toml line 2: expected"},
+		{"replicas on the embedded server", "[nats]\nreplicas = 3\n", "nats.replicas is 3, but the embedded server is one node"},
+		{"too many replicas", "[nats]\nurl = \"nats://a:4222\"\nreplicas = 7\n", "nats.replicas is 7"},
+		{"no shards", "[dedupe]\nshards = 0\n", "dedupe.shards is 0"},
+		{"negative max_keys", "[dedupe]\nmax_keys = -1\n", "dedupe.max_keys is -1"},
 		{"http without write keys", "[http]\nlisten = \"127.0.0.1:8088\"\n", "http.write_keys is empty"},
 		{"http listen not host:port", "[http]\nlisten = \"8088\"\n[http.write_keys]\nweb = \"k\"\n", "http.listen"},
 		{"http empty write key", "[http]\nlisten = \":8088\"\n[http.write_keys]\nweb = \"\"\n", "http.write_keys.web is empty"},
@@ -156,6 +164,34 @@ func TestErrorsNameTheKey(t *testing.T) {
 				t.Errorf("error %q does not start with the file name and name %q", err, tt.want)
 			}
 		})
+	}
+}
+
+// A cluster: replicas, sharded buckets, and credentials found next to the file.
+func TestCluster(t *testing.T) {
+	dir := fixture(t)
+	cfg, err := parse(t, dir, `
+[nats]
+url = "nats://10.0.0.5:4222,nats://10.0.0.6:4222"
+replicas = 3
+creds = "trackd.creds"
+[nats.tls]
+ca_file = "/etc/trackd/ca.pem"
+[dedupe]
+shards = 3
+max_keys = 1000000
+`, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got, want := strings.Join(cfg.Dedupe.Buckets(), ","), "TRACK_DEDUPE_0,TRACK_DEDUPE_1,TRACK_DEDUPE_2"; got != want {
+		t.Errorf("buckets %s, want %s", got, want)
+	}
+	if want := filepath.Join(dir, "trackd.creds"); cfg.NATS.Creds != want {
+		t.Errorf("nats.creds = %q, want %q (relative to the config file)", cfg.NATS.Creds, want)
+	}
+	if cfg.NATS.TLS.CAFile != "/etc/trackd/ca.pem" || cfg.NATS.Replicas != 3 || cfg.Dedupe.MaxKeys != 1000000 {
+		t.Errorf("parsed %+v %+v", cfg.NATS, cfg.Dedupe)
 	}
 }
 

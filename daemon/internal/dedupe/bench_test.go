@@ -13,7 +13,7 @@ import (
 // claim.
 func BenchmarkClaimAll(b *testing.B) {
 	bs, topo := bustest.Open(b, time.Hour)
-	c := New(bs.JS, topo.Dedupe)
+	c := New(bs.JS, topo.Dedupe...)
 	const batch = 512
 	claims := make([]Claim, 0, batch)
 	b.ReportAllocs()

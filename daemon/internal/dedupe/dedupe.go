@@ -1,5 +1,6 @@
 // Package dedupe decides whether a messageId was seen within the window, using
-// a JetStream key-value bucket whose TTL is the window.
+// JetStream key-value buckets whose TTL is the window: one, or several shards
+// with each messageId in the one its hash picks.
 //
 // A claim's value is the ingest stream sequence of the message that made it, so
 // a redelivery of that same message after a crash finds its own claim and is
@@ -10,6 +11,7 @@ import (
 	"context"
 	"crypto/sha256"
 	"encoding/base64"
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"strconv"
@@ -27,16 +29,32 @@ type Claim struct {
 	Seq       uint64
 }
 
-// Claimer claims messageIds in one bucket.
+// Claimer claims messageIds in a set of buckets.
 type Claimer struct {
-	js     jetstream.JetStream
-	kv     jetstream.KeyValue
-	prefix string
+	js      jetstream.JetStream
+	buckets []bucket
 }
 
-// New returns a Claimer on an existing bucket.
-func New(js jetstream.JetStream, kv jetstream.KeyValue) *Claimer {
-	return &Claimer{js: js, kv: kv, prefix: "$KV." + kv.Bucket() + "."}
+type bucket struct {
+	kv     jetstream.KeyValue
+	prefix string // of its keys' subjects
+}
+
+// New returns a Claimer on existing buckets, the shards in order.
+func New(js jetstream.JetStream, shards ...jetstream.KeyValue) *Claimer {
+	c := &Claimer{js: js}
+	for _, kv := range shards {
+		c.buckets = append(c.buckets, bucket{kv: kv, prefix: "$KV." + kv.Bucket() + "."})
+	}
+	return c
+}
+
+// locate returns a messageId's bucket and key there.
+func (c *Claimer) locate(messageID string) (*bucket, string) {
+	sum := sha256.Sum256([]byte(messageID))
+	// The shard comes from bytes the key does not use.
+	shard := binary.BigEndian.Uint32(sum[keyBytes:]) % uint32(len(c.buckets))
+	return &c.buckets[shard], keyOf(sum)
 }
 
 // Key is the bucket key of a messageId: KV keys allow few characters, and a
@@ -44,10 +62,9 @@ func New(js jetstream.JetStream, kv jetstream.KeyValue) *Claimer {
 // in memory, and its size grows with the key's, so the key is the first 128
 // bits of the SHA-256 (22 characters): two ids in the window sharing one is
 // as likely as guessing a random UUID.
-func Key(messageID string) string {
-	sum := sha256.Sum256([]byte(messageID))
-	return base64.RawURLEncoding.EncodeToString(sum[:keyBytes])
-}
+func Key(messageID string) string { return keyOf(sha256.Sum256([]byte(messageID))) }
+
+func keyOf(sum [sha256.Size]byte) string { return base64.RawURLEncoding.EncodeToString(sum[:keyBytes]) }
 
 const keyBytes = 16
 
@@ -119,8 +136,9 @@ func (p *Pending) Wait(ctx context.Context) ([]bool, error) {
 }
 
 func (c *Claimer) claimMsg(cl Claim) *nats.Msg {
+	b, key := c.locate(cl.MessageID)
 	return &nats.Msg{
-		Subject: c.prefix + Key(cl.MessageID),
+		Subject: b.prefix + key,
 		Data:    strconv.AppendUint(nil, cl.Seq, 10),
 		// Expected last subject sequence 0 means "create only": it fails when the
 		// key holds a live value, and succeeds again once that value has expired.
@@ -133,10 +151,10 @@ var createOnly = []string{"0"}
 // resolve settles a claim whose key already exists: it is ours when the
 // stored sequence is the claimant's own.
 func (c *Claimer) resolve(ctx context.Context, cl Claim) (bool, error) {
-	key := Key(cl.MessageID)
+	b, key := c.locate(cl.MessageID)
 	want := strconv.FormatUint(cl.Seq, 10)
 	for range 3 {
-		e, err := c.kv.Get(ctx, key)
+		e, err := b.kv.Get(ctx, key)
 		if err == nil {
 			return string(e.Value()) == want, nil
 		}
@@ -144,7 +162,7 @@ func (c *Claimer) resolve(ctx context.Context, cl Claim) (bool, error) {
 			return false, fmt.Errorf("dedupe lookup: %w", err)
 		}
 		// The earlier claim expired between our publish and the read: claim again.
-		_, err = c.kv.Create(ctx, key, []byte(want))
+		_, err = b.kv.Create(ctx, key, []byte(want))
 		if err == nil {
 			return true, nil
 		}

@@ -1,16 +1,27 @@
 package dedupe
 
 import (
+	"bytes"
+	"context"
+	"fmt"
+	"log/slog"
 	"slices"
+	"strings"
+	"sync"
 	"testing"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
+	dto "github.com/prometheus/client_model/go"
+
 	"trackd.dev/trackd/daemon/internal/bus/bustest"
+	"trackd.dev/trackd/daemon/internal/config"
+	"trackd.dev/trackd/daemon/internal/metrics"
 )
 
 func TestClaimAll(t *testing.T) {
 	b, topo := bustest.Open(t, time.Hour)
-	c := New(b.JS, topo.Dedupe)
+	c := New(b.JS, topo.Dedupe...)
 	ctx := t.Context()
 
 	steps := []struct {
@@ -39,7 +50,7 @@ func TestClaimAll(t *testing.T) {
 // With a short window, a messageId is accepted again once its claim expires.
 func TestWindowExpires(t *testing.T) {
 	b, topo := bustest.Open(t, 2*time.Second)
-	c := New(b.JS, topo.Dedupe)
+	c := New(b.JS, topo.Dedupe...)
 	ctx := t.Context()
 
 	first, err := c.ClaimAll(ctx, []Claim{{"x", 1}})
@@ -80,4 +91,130 @@ func TestKey(t *testing.T) {
 	if Key("a") == Key("b") {
 		t.Error("different ids share a key")
 	}
+}
+
+// With shards, each messageId lives in the bucket its hash picks, the claims of
+// one batch spread over all of them, and repeats are still caught.
+func TestShards(t *testing.T) {
+	b, topo := bustest.OpenWith(t, func(cfg *config.Config) { cfg.Dedupe.Shards = 3 })
+	if len(topo.Dedupe) != 3 || topo.Dedupe[2].Bucket() != "TRACK_DEDUPE_2" {
+		t.Fatalf("buckets %v, want TRACK_DEDUPE_0 … _2", topo.Dedupe)
+	}
+	c := New(b.JS, topo.Dedupe...)
+	ctx := t.Context()
+	var claims []Claim
+	for i := range 300 {
+		claims = append(claims, Claim{fmt.Sprintf("id-%d", i), uint64(i + 1)})
+	}
+	first, err := c.ClaimAll(ctx, claims)
+	if err != nil || slices.Contains(first, false) {
+		t.Fatalf("first sightings = %v, %v", first, err)
+	}
+	for _, kv := range topo.Dedupe {
+		st, err := kv.Status(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		// 100 each on average; any bucket left empty or taking all would be a bad spread.
+		if n := st.Values(); n < 50 || n > 150 {
+			t.Errorf("bucket %s holds %d of 300 claims", kv.Bucket(), n)
+		}
+	}
+	for i := range claims {
+		claims[i].Seq += 1000
+	}
+	again, err := c.ClaimAll(ctx, claims)
+	if err != nil || slices.Contains(again, true) {
+		t.Fatalf("repeats = %v, %v; want every one a repeat", again, err)
+	}
+	own, err := c.ClaimAll(ctx, []Claim{{"id-7", 8}})
+	if err != nil || !own[0] {
+		t.Errorf("a redelivery across shards = %v, %v; want it not a repeat", own, err)
+	}
+}
+
+// A bucket with max_keys drops its oldest claims when full: no claim is ever
+// refused, it holds max_keys at most, and the dropped ids can be claimed again.
+func TestMaxKeys(t *testing.T) {
+	b, topo := bustest.OpenWith(t, func(cfg *config.Config) { cfg.Dedupe.MaxKeys = 10 })
+	c := New(b.JS, topo.Dedupe...)
+	ctx := t.Context()
+	for i := range 30 {
+		got, err := c.ClaimAll(ctx, []Claim{{fmt.Sprintf("id-%d", i), uint64(i + 1)}})
+		if err != nil || !got[0] {
+			t.Fatalf("claim %d = %v, %v; want a first sighting", i, got, err)
+		}
+	}
+	st, err := topo.Dedupe[0].Status(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if st.Values() != 10 {
+		t.Errorf("the bucket holds %d claims, want max_keys = 10", st.Values())
+	}
+	got, err := c.ClaimAll(ctx, []Claim{{"id-29", 100}, {"id-0", 101}})
+	if err != nil || got[0] || !got[1] {
+		t.Errorf("claims = %v, %v; want the newest a repeat and the dropped oldest a first sighting", got, err)
+	}
+}
+
+// Watch reports each bucket's keys and effective window, and counts what a
+// full bucket drops.
+func TestWatch(t *testing.T) {
+	b, topo := bustest.OpenWith(t, func(cfg *config.Config) { cfg.Dedupe.MaxKeys = 5 })
+	c := New(b.JS, topo.Dedupe...)
+	m := metrics.New()
+	ctx, cancel := context.WithCancel(t.Context())
+	defer cancel()
+	logs := &syncBuffer{}
+	log := slog.New(slog.NewTextHandler(logs, nil))
+	go Watch(ctx, b.JS, []string{"TRACK_DEDUPE"}, 5, 20*time.Millisecond, m, log)
+
+	claim := func(from, to int) {
+		for i := from; i < to; i++ {
+			if _, err := c.ClaimAll(ctx, []Claim{{fmt.Sprintf("id-%d", i), uint64(i + 1)}}); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	claim(0, 5)
+	bustest.WaitFor(t, func() bool { return gauge(m.DedupeKeys.WithLabelValues("TRACK_DEDUPE")) == 5 })
+	if w := gauge(m.DedupeWindow.WithLabelValues("TRACK_DEDUPE")); w <= 0 || w > 3600 {
+		t.Errorf("effective window %v s, want the age of the oldest claim", w)
+	}
+	claim(5, 12)
+	bustest.WaitFor(t, func() bool { return counter(m.DedupeEvicted.WithLabelValues("TRACK_DEDUPE")) == 7 })
+	if n := strings.Count(logs.String(), "dedupe bucket is full"); n != 1 {
+		t.Errorf("logged the full bucket %d times, want once:\n%s", n, logs.String())
+	}
+}
+
+func gauge(g prometheus.Gauge) float64 {
+	var m dto.Metric
+	_ = g.Write(&m)
+	return m.GetGauge().GetValue()
+}
+
+func counter(c prometheus.Counter) float64 {
+	var m dto.Metric
+	_ = c.Write(&m)
+	return m.GetCounter().GetValue()
+}
+
+// syncBuffer is a log the watcher writes while the test reads it.
+type syncBuffer struct {
+	mu  sync.Mutex
+	buf bytes.Buffer
+}
+
+func (b *syncBuffer) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.Write(p)
+}
+
+func (b *syncBuffer) String() string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.String()
 }

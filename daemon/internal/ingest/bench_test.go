@@ -45,7 +45,7 @@ func BenchmarkRouter(b *testing.B) {
 		b.Fatal(err)
 	}
 	r := &Router{
-		JS: bs.JS, Consumer: cons, Claimer: dedupe.New(bs.JS, topo.Dedupe), Metrics: metrics.New(),
+		JS: bs.JS, Consumer: cons, Claimer: dedupe.New(bs.JS, topo.Dedupe...), Metrics: metrics.New(),
 		Log: slog.New(slog.NewTextHandler(io.Discard, nil)), BatchSize: batch,
 	}
 	r.SetRoutes(route.NewTable([]route.Destination{{ID: "d1", Name: "D1"}, {ID: "d2", Name: "D2"}, {ID: "d3", Name: "D3"}}))

@@ -27,7 +27,7 @@ func TestRedeliveryAfterClaimIsDelivered(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	claimer := dedupe.New(b.JS, topo.Dedupe)
+	claimer := dedupe.New(b.JS, topo.Dedupe...)
 
 	publish := func(body string) uint64 {
 		t.Helper()

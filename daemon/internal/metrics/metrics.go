@@ -24,6 +24,10 @@ type Metrics struct {
 	BatchSeconds   *prometheus.HistogramVec
 	DelaySeconds   *prometheus.HistogramVec
 
+	DedupeKeys    *prometheus.GaugeVec
+	DedupeWindow  *prometheus.GaugeVec
+	DedupeEvicted *prometheus.CounterVec
+
 	HTTPRequests          *prometheus.CounterVec
 	HTTPCalls             *prometheus.CounterVec
 	HTTPCallsDeadLettered *prometheus.CounterVec
@@ -72,6 +76,15 @@ func New() *Metrics {
 			Name: "trackd_delivery_delay_seconds", Help: "Time from an event's receivedAt to its destination accepting it.",
 			Buckets: prometheus.ExponentialBuckets(0.005, 4, 10),
 		}, perDest),
+		DedupeKeys: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Name: "trackd_dedupe_keys", Help: "MessageIds a dedupe bucket holds: each costs the NATS server memory per replica.",
+		}, []string{"bucket"}),
+		DedupeWindow: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Name: "trackd_dedupe_window_seconds", Help: "Age of a dedupe bucket's oldest claim: the window repeats are caught in, shorter than dedupe.window once the bucket is full.",
+		}, []string{"bucket"}),
+		DedupeEvicted: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "trackd_dedupe_evicted_total", Help: "Claims a full dedupe bucket dropped before their window ended (dedupe.max_keys), estimated as the claims made while it was full.",
+		}, []string{"bucket"}),
 		HTTPRequests: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "trackd_http_requests_total", Help: "Requests to the tracking API, by the source of their write key and the status answered.",
 		}, []string{"source", "code"}),
@@ -87,6 +100,7 @@ func New() *Metrics {
 		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
 		m.Received, m.Invalid, m.Deduplicated, m.Unrouted,
 		m.Routed, m.Queued, m.Delivered, m.Retried, m.DeadLettered, m.PluginRestarts, m.BatchSeconds, m.DelaySeconds,
+		m.DedupeKeys, m.DedupeWindow, m.DedupeEvicted,
 		m.HTTPRequests, m.HTTPCalls, m.HTTPCallsDeadLettered,
 	)
 	return m

@@ -16,10 +16,16 @@ import (
 // closes everything when the test ends.
 func Open(t testing.TB, window time.Duration) (*bus.Bus, *bus.Topology) {
 	t.Helper()
+	return OpenWith(t, func(cfg *config.Config) { cfg.Dedupe.Window = config.Duration{Duration: window} })
+}
+
+// OpenWith is Open with the defaults changed by set.
+func OpenWith(t testing.TB, set func(*config.Config)) (*bus.Bus, *bus.Topology) {
+	t.Helper()
 	cfg := config.Defaults()
 	cfg.Path = t.TempDir() + "/config.toml"
 	cfg.NATS.Embedded.Listen = "127.0.0.1:-1"
-	cfg.Dedupe.Window = config.Duration{Duration: window}
+	set(&cfg)
 	b, err := bus.Open(&cfg)
 	if err != nil {
 		t.Fatal(err)

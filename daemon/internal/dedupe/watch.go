@@ -1,0 +1,64 @@
+package dedupe
+
+import (
+	"context"
+	"log/slog"
+	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
+
+	"trackd.dev/trackd/daemon/internal/metrics"
+)
+
+// Watch reports the state of the buckets every interval until ctx is done:
+// the keys each holds and its effective window (the age of its oldest claim)
+// as gauges. With maxKeys set, a bucket that is full drops its oldest claim
+// for every new one: Watch logs that once per episode and counts the claims
+// dropped (estimated as those made while it was full).
+func Watch(ctx context.Context, js jetstream.JetStream, buckets []string, maxKeys int64, interval time.Duration, m *metrics.Metrics, log *slog.Logger) {
+	type state struct {
+		full    bool
+		lastSeq uint64
+	}
+	states := make([]state, len(buckets))
+	t := time.NewTicker(interval)
+	defer t.Stop()
+	for {
+		for i, name := range buckets {
+			sctx, cancel := context.WithTimeout(ctx, interval)
+			s, err := js.Stream(sctx, "KV_"+name)
+			cancel()
+			if err != nil {
+				if ctx.Err() == nil {
+					log.Debug("dedupe bucket state unknown", "bucket", name, "err", err)
+				}
+				continue
+			}
+			st := s.CachedInfo().State
+			m.DedupeKeys.WithLabelValues(name).Set(float64(st.Msgs))
+			window := 0.0
+			if st.Msgs > 0 {
+				window = time.Since(st.FirstTime).Seconds()
+			}
+			m.DedupeWindow.WithLabelValues(name).Set(window)
+
+			full := maxKeys > 0 && st.Msgs >= uint64(maxKeys)
+			prev := &states[i]
+			switch {
+			case full && prev.full:
+				m.DedupeEvicted.WithLabelValues(name).Add(float64(st.LastSeq - prev.lastSeq))
+			case full:
+				log.Warn("dedupe bucket is full (dedupe.max_keys): each new messageId drops the oldest, so repeats are caught only within the effective window",
+					"bucket", name, "max_keys", maxKeys, "effective_window", time.Duration(window*float64(time.Second)).Round(time.Second).String())
+			case prev.full:
+				log.Info("dedupe bucket has room again", "bucket", name, "keys", st.Msgs, "max_keys", maxKeys)
+			}
+			*prev = state{full: full, lastSeq: st.LastSeq}
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+	}
+}
