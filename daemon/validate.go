@@ -7,6 +7,7 @@ import (
 	"io"
 	"log/slog"
 	"maps"
+	"math"
 	"path/filepath"
 	"slices"
 	"strings"
@@ -26,14 +27,20 @@ var validateCmd = command{
 var errInvalid = errors.New("the configuration is not valid")
 
 func validateCommand(args []string, stdout, stderr io.Writer) error {
-	fs := newFlagSet("validate", "[--config FILE]",
+	fs := newFlagSet("validate", "[--config FILE] [--expected-rate N]",
 		"Parses the configuration, starts every enabled plugin, hands it its settings, and prints\n"+
 			"one line per destination (and one for the tracking API when [http] turns it on).\n"+
-			"Exits 0 only if all are ok. Sends no NATS traffic.",
-		"trackd validate --config config.toml", stderr)
+			"With --expected-rate, also what the dedupe window will hold at that rate, and a warning\n"+
+			"when a bucket would pass a million messageIds. Exits 0 only if all are ok. Sends no\n"+
+			"NATS traffic.",
+		"trackd validate --config config.toml --expected-rate 2000", stderr)
 	configPath := fs.String("config", "config.toml", "the configuration `file`")
+	rate := fs.Float64("expected-rate", 0, "events per `second` you expect: warns when the dedupe window would hold over a million messageIds in a bucket")
 	if err := fs.Parse(args); err != nil {
 		return err
+	}
+	if *rate < 0 || math.IsNaN(*rate) || math.IsInf(*rate, 0) {
+		return fmt.Errorf("--expected-rate %v is not a number of events per second", *rate)
 	}
 	cfg, err := config.Load(*configPath)
 	if err != nil {
@@ -53,6 +60,9 @@ func validateCommand(args []string, stdout, stderr io.Writer) error {
 	if cfg.HTTP.Listen != "" {
 		fmt.Fprintf(stdout, "http: ok, the tracking API on %s for sources %s\n", cfg.HTTP.Listen, strings.Join(slices.Sorted(maps.Keys(cfg.HTTP.WriteKeys)), ", "))
 	}
+	if *rate > 0 {
+		fmt.Fprintln(stdout, dedupeCapacity(cfg.Dedupe, cfg.NATS.Replicas, *rate))
+	}
 	if len(cfg.Enabled()) == 0 {
 		fmt.Fprintf(stdout, "%s: ok, but no destination is enabled\n", name)
 	}
@@ -60,6 +70,49 @@ func validateCommand(args []string, stdout, stderr io.Writer) error {
 		return errInvalid
 	}
 	return nil
+}
+
+// Above this many subjects nats-server stops writing a stream's index.db, so a
+// restart after a crash reads every block of the bucket again.
+const maxKeysIndexed = 1_000_000
+
+// bytesPerKey is what nats-server holds in memory per dedupe key and replica
+// (measured: BENCHMARKS.md, "Dedupe capacity").
+const bytesPerKey = 215
+
+// dedupeCapacity says how many messageIds each dedupe bucket would hold at
+// rate events per second, what that costs the servers, and warns when a
+// bucket would pass maxKeysIndexed.
+func dedupeCapacity(d config.Dedupe, replicas int, rate float64) string {
+	perBucket := rate * d.Window.Seconds() / float64(d.Shards)
+	window := d.Window.Duration
+	held := perBucket
+	if d.MaxKeys > 0 && perBucket > float64(d.MaxKeys) {
+		held = float64(d.MaxKeys)
+		window = time.Duration(float64(d.MaxKeys) * float64(d.Shards) / rate * float64(time.Second))
+	}
+	mem := held * float64(d.Shards) * bytesPerKey * float64(replicas)
+	line := fmt.Sprintf("dedupe: at %g events/s, %.0f messageIds per bucket (%d bucket(s), %d replica(s)): about %s of NATS server memory in all; repeats caught within %s",
+		rate, held, d.Shards, replicas, humanBytes(mem), window.Round(time.Second))
+	switch {
+	case d.MaxKeys > 0 && perBucket > float64(d.MaxKeys):
+		line += fmt.Sprintf("\ndedupe: warning: the window would hold %.0f messageIds per bucket, over dedupe.max_keys (%d): the oldest claims will be dropped, so the effective window is %s, not dedupe.window (%s)",
+			perBucket, d.MaxKeys, window.Round(time.Second), d.Window)
+	case held > maxKeysIndexed:
+		line += fmt.Sprintf("\ndedupe: warning: over %d messageIds per bucket; nats-server then stops writing the bucket's index, and after a crash it reads every block again on restart. Raise dedupe.shards to %d or more, or set dedupe.max_keys",
+			maxKeysIndexed, int(math.Ceil(perBucket*float64(d.Shards)/maxKeysIndexed)))
+	}
+	return line
+}
+
+func humanBytes(b float64) string {
+	switch {
+	case b >= 1<<30:
+		return fmt.Sprintf("%.1f GiB", b/(1<<30))
+	case b >= 1<<20:
+		return fmt.Sprintf("%.0f MiB", b/(1<<20))
+	}
+	return fmt.Sprintf("%.0f KiB", b/(1<<10))
 }
 
 // checkPlugin starts the destination's plugin, configures it and stops it.

@@ -26,6 +26,7 @@ func TestValidate(t *testing.T) {
 	tests := []struct {
 		name     string
 		config   string
+		args     []string
 		code     int
 		stdout   []string
 		stderr   string
@@ -82,6 +83,28 @@ secret = "hunter2"
 			stderr: "config.toml: http.write_keys is empty",
 		},
 		{
+			name:   "the dedupe state at the expected rate",
+			config: "[dedupe]\nwindow = \"12h\"\n",
+			args:   []string{"--expected-rate", "1000"},
+			code:   0,
+			stdout: []string{"dedupe: at 1000 events/s, 43200000 messageIds per bucket (1 bucket(s), 1 replica(s)): about 8.7 GiB", "warning: over 1000000 messageIds per bucket", "Raise dedupe.shards to 44"},
+		},
+		{
+			name:     "a rate the dedupe state holds",
+			config:   "[dedupe]\nwindow = \"1h\"\nshards = 2\n",
+			args:     []string{"--expected-rate", "100"},
+			code:     0,
+			stdout:   []string{"dedupe: at 100 events/s, 180000 messageIds per bucket (2 bucket(s), 1 replica(s)): about 74 MiB of NATS server memory in all; repeats caught within 1h0m0s"},
+			notInOut: "warning",
+		},
+		{
+			name:   "a rate over max_keys",
+			config: "[dedupe]\nwindow = \"12h\"\nmax_keys = 360000\n",
+			args:   []string{"--expected-rate", "100"},
+			code:   0,
+			stdout: []string{"360000 messageIds per bucket", "repeats caught within 1h0m0s", "over dedupe.max_keys (360000)"},
+		},
+		{
 			name:   "an unset variable",
 			config: fmt.Sprintf("[destinations.hook]\nplugin = %q\n[destinations.hook.settings]\nurl = \"${TRACKD_TEST_UNSET_URL}\"\n", hookBin),
 			code:   1,
@@ -91,7 +114,7 @@ secret = "hunter2"
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			var stdout, stderr bytes.Buffer
-			code := dispatch([]string{"validate", "--config", writeConfig(t, tt.config)}, &stdout, &stderr)
+			code := dispatch(append([]string{"validate", "--config", writeConfig(t, tt.config)}, tt.args...), &stdout, &stderr)
 			if code != tt.code {
 				t.Errorf("exit code %d, want %d\nstdout: %s\nstderr: %s", code, tt.code, stdout.String(), stderr.String())
 			}
