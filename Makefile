@@ -20,7 +20,7 @@ run: build
 test:
 	$(GO) test -race -count=1 ./...
 
-## bench: micro-benchmarks, then the end-to-end ones (about 3 minutes, never with -race);
+## bench: micro-benchmarks, then the end-to-end ones (about 8 minutes, never with -race);
 ## the summary lines for BENCHMARKS.md come last
 bench:
 	@out=$$(mktemp); \

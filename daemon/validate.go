@@ -76,9 +76,11 @@ func validateCommand(args []string, stdout, stderr io.Writer) error {
 // restart after a crash reads every block of the bucket again.
 const maxKeysIndexed = 1_000_000
 
-// bytesPerKey is what nats-server holds in memory per dedupe key and replica
-// (measured: BENCHMARKS.md, "Dedupe capacity").
-const bytesPerKey = 215
+// bytesPerKey is the memory to plan per dedupe key and replica: nats-server's
+// RSS while claims are written (its live heap is about 230 B a key; the Go
+// heap grows to about twice that between collections). BENCHMARKS.md, "Dedupe
+// capacity", has the measurements.
+const bytesPerKey = 400
 
 // dedupeCapacity says how many messageIds each dedupe bucket would hold at
 // rate events per second, what that costs the servers, and warns when a
@@ -92,7 +94,7 @@ func dedupeCapacity(d config.Dedupe, replicas int, rate float64) string {
 		window = time.Duration(float64(d.MaxKeys) * float64(d.Shards) / rate * float64(time.Second))
 	}
 	mem := held * float64(d.Shards) * bytesPerKey * float64(replicas)
-	line := fmt.Sprintf("dedupe: at %g events/s, %.0f messageIds per bucket (%d bucket(s), %d replica(s)): about %s of NATS server memory in all; repeats caught within %s",
+	line := fmt.Sprintf("dedupe: at %g events/s, %.0f messageIds per bucket (%d bucket(s), %d replica(s)): plan for about %s of NATS server memory in all; repeats caught within %s",
 		rate, held, d.Shards, replicas, humanBytes(mem), window.Round(time.Second))
 	switch {
 	case d.MaxKeys > 0 && perBucket > float64(d.MaxKeys):

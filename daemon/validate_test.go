@@ -87,14 +87,14 @@ secret = "hunter2"
 			config: "[dedupe]\nwindow = \"12h\"\n",
 			args:   []string{"--expected-rate", "1000"},
 			code:   0,
-			stdout: []string{"dedupe: at 1000 events/s, 43200000 messageIds per bucket (1 bucket(s), 1 replica(s)): about 8.7 GiB", "warning: over 1000000 messageIds per bucket", "Raise dedupe.shards to 44"},
+			stdout: []string{"dedupe: at 1000 events/s, 43200000 messageIds per bucket (1 bucket(s), 1 replica(s)): plan for about 16.1 GiB", "warning: over 1000000 messageIds per bucket", "Raise dedupe.shards to 44"},
 		},
 		{
 			name:     "a rate the dedupe state holds",
 			config:   "[dedupe]\nwindow = \"1h\"\nshards = 2\n",
 			args:     []string{"--expected-rate", "100"},
 			code:     0,
-			stdout:   []string{"dedupe: at 100 events/s, 180000 messageIds per bucket (2 bucket(s), 1 replica(s)): about 74 MiB of NATS server memory in all; repeats caught within 1h0m0s"},
+			stdout:   []string{"dedupe: at 100 events/s, 180000 messageIds per bucket (2 bucket(s), 1 replica(s)): plan for about 137 MiB of NATS server memory in all; repeats caught within 1h0m0s"},
 			notInOut: "warning",
 		},
 		{
