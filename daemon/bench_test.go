@@ -52,7 +52,7 @@ func BenchmarkEndToEnd(b *testing.B) {
 func benchEndToEnd(b *testing.B) {
 	raw := benchRawJetStream(b, benchEvents)
 	floor, floorCPU := benchFloor(b, benchEvents)
-	noop := benchBuild(b, "trackd.dev/trackd/daemon/internal/noopplugin")
+	noop := benchBuild(b, "trackd.dev/trackd/daemon/internal/testplugins/noop")
 	file := benchBuild(b, "trackd.dev/trackd/plugins/file")
 
 	e := benchTrackd(b, "", noop, file)
@@ -232,7 +232,7 @@ func BenchmarkBacklogMemory(b *testing.B) {
 }
 
 func benchBacklogMemory(b *testing.B) {
-	noop := benchBuild(b, "trackd.dev/trackd/daemon/internal/noopplugin")
+	noop := benchBuild(b, "trackd.dev/trackd/daemon/internal/testplugins/noop")
 	destinations := fmt.Sprintf(`
 [destinations.up]
 plugin = %q

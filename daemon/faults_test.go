@@ -240,7 +240,7 @@ timeout = "10m"
 // destination.
 func TestPluginFailures(t *testing.T) {
 	dir := t.TempDir()
-	faulty := destinationtest.Build(t, "trackd.dev/trackd/daemon/internal/faultyplugin")
+	faulty := destinationtest.Build(t, "trackd.dev/trackd/daemon/internal/testplugins/faulty")
 	notAPlugin := filepath.Join(dir, "not-a-plugin")
 	if err := os.WriteFile(notAPlugin, []byte("#!/bin/sh\necho hello\n"), 0o755); err != nil {
 		t.Fatal(err)

@@ -15,7 +15,7 @@ import (
 	"trackd.dev/trackd/daemon/internal/config"
 	"trackd.dev/trackd/daemon/internal/dedupe"
 	"trackd.dev/trackd/daemon/internal/fleet"
-	"trackd.dev/trackd/daemon/internal/ingest"
+	"trackd.dev/trackd/daemon/internal/router"
 	"trackd.dev/trackd/daemon/internal/metrics"
 	"trackd.dev/trackd/daemon/internal/normalize"
 	"trackd.dev/trackd/daemon/internal/tap"
@@ -92,13 +92,13 @@ func run(ctx context.Context, cfg *config.Config, log *slog.Logger, level *slog.
 		return err
 	}
 	defer taps.Close()
-	router := &ingest.Router{
+	rt := &router.Router{
 		JS: b.JS, Consumer: routerCons, Claimer: dedupe.New(b.JS, topo.Dedupe...),
 		Normalize: normalize.Options{MaxEventBytes: cfg.Ingest.MaxEventBytes},
 		Metrics:   m, Log: log, BatchSize: routerBatch, Tap: taps,
 	}
 	dests := fleet.New(b, topo, m, log)
-	router.Deliverer = dests.Deliverer
+	rt.Deliverer = dests.Deliverer
 	if cfg.Admin.Listen != "" {
 		srv, err := admin.Start(cfg.Admin.Listen, m.Registry, func() error { return readiness(b, dests) })
 		if err != nil {
@@ -116,7 +116,7 @@ func run(ctx context.Context, cfg *config.Config, log *slog.Logger, level *slog.
 	}
 	// Destination consumers exist before the router publishes: the routed
 	// stream keeps a message only for consumers that exist when it arrives.
-	if err := dests.Start(ctx, cfg, router.SetRoutes); err != nil {
+	if err := dests.Start(ctx, cfg, rt.SetRoutes); err != nil {
 		return err
 	}
 	var front *trackapi.Listener
@@ -129,7 +129,7 @@ func run(ctx context.Context, cfg *config.Config, log *slog.Logger, level *slog.
 	routerDone := make(chan struct{})
 	go func() {
 		defer close(routerDone)
-		if err := router.Run(ctx); err != nil {
+		if err := rt.Run(ctx); err != nil {
 			log.Error("router stopped", "err", err)
 		}
 	}()
@@ -142,7 +142,7 @@ func run(ctx context.Context, cfg *config.Config, log *slog.Logger, level *slog.
 		case <-ctx.Done():
 			running = false
 		case <-reload:
-			cfg = reloadConfig(ctx, cfg, dests, router, api, level, log)
+			cfg = reloadConfig(ctx, cfg, dests, rt, api, level, log)
 		}
 	}
 
@@ -172,7 +172,7 @@ func run(ctx context.Context, cfg *config.Config, log *slog.Logger, level *slog.
 }
 
 // reloadConfig applies the file's configuration, or keeps cur when it does not validate.
-func reloadConfig(ctx context.Context, cur *config.Config, dests *fleet.Fleet, router *ingest.Router, api *trackapi.API, level *slog.LevelVar, log *slog.Logger) *config.Config {
+func reloadConfig(ctx context.Context, cur *config.Config, dests *fleet.Fleet, rt *router.Router, api *trackapi.API, level *slog.LevelVar, log *slog.Logger) *config.Config {
 	next, err := config.Load(cur.Path)
 	if err != nil {
 		log.Error("configuration reload refused; the running configuration stays", "err", err)
@@ -181,7 +181,7 @@ func reloadConfig(ctx context.Context, cur *config.Config, dests *fleet.Fleet, r
 	for _, s := range config.RestartOnly(cur, next) {
 		log.Warn("this change takes effect at the next restart, not on reload", "section", s)
 	}
-	if err := dests.Reload(ctx, next, router.SetRoutes, next.Shutdown.Timeout.Duration); err != nil {
+	if err := dests.Reload(ctx, next, rt.SetRoutes, next.Shutdown.Timeout.Duration); err != nil {
 		log.Error("configuration reload refused; the running configuration stays", "err", err)
 		return cur
 	}

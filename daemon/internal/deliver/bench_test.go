@@ -37,7 +37,7 @@ func benchEvent(b *testing.B, i int) []byte {
 // benchmarks measure what ships.
 func noopPlugin(b *testing.B) string {
 	out := filepath.Join(b.TempDir(), "noopplugin")
-	if msg, err := exec.Command("go", "build", "-o", out, "trackd.dev/trackd/daemon/internal/noopplugin").CombinedOutput(); err != nil {
+	if msg, err := exec.Command("go", "build", "-o", out, "trackd.dev/trackd/daemon/internal/testplugins/noop").CombinedOutput(); err != nil {
 		b.Fatalf("build the no-op plugin: %v\n%s", err, msg)
 	}
 	return out

@@ -18,7 +18,7 @@ func TestMain(m *testing.M) { destinationtest.Main(m) }
 func TestSecretsAreMasked(t *testing.T) {
 	var logs bytes.Buffer
 	log := slog.New(slog.NewTextHandler(&logs, nil))
-	bin := destinationtest.Build(t, "trackd.dev/trackd/daemon/internal/faultyplugin")
+	bin := destinationtest.Build(t, "trackd.dev/trackd/daemon/internal/testplugins/faulty")
 	h, err := New("x", bin, t.TempDir(), map[string]any{
 		"out":            "out.txt",
 		"fail_configure": "the api token s3cr3t-t0ken is wrong",
@@ -56,7 +56,7 @@ func TestSecretsReplacer(t *testing.T) {
 
 // A plugin runs with GOMAXPROCS=1 unless trackd's environment sets it.
 func TestPluginGOMAXPROCS(t *testing.T) {
-	bin := destinationtest.Build(t, "trackd.dev/trackd/daemon/internal/faultyplugin")
+	bin := destinationtest.Build(t, "trackd.dev/trackd/daemon/internal/testplugins/faulty")
 	procs := func() string {
 		h, err := New("x", bin, t.TempDir(), map[string]any{"fail_configure": "procs={procs}"}, slog.New(slog.DiscardHandler), nil)
 		if err != nil {

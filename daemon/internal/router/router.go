@@ -1,7 +1,7 @@
-// Package ingest is the router stage: it reads producers' events from the
+// Package router is the router stage: it reads producers' events from the
 // ingest stream, validates and normalizes them, drops repeats, decides their
 // destinations and hands each one on to the routed stream before acking it.
-package ingest
+package router
 
 import (
 	"context"
@@ -31,7 +31,7 @@ import (
 // it: the messages are kept in progress meanwhile.)
 const batchTimeout = bus.RouterAckWait
 
-// Router runs the ingest stage.
+// Router runs the router stage.
 type Router struct {
 	JS        jetstream.JetStream
 	Consumer  jetstream.Consumer

@@ -1,6 +1,6 @@
 //go:build crashtest
 
-package ingest
+package router
 
 import (
 	"os"

@@ -1,6 +1,6 @@
 //go:build !crashtest
 
-package ingest
+package router
 
 // crashAfterClaim is a test hook; see crash_on.go.
 func crashAfterClaim() {}
