@@ -18,6 +18,7 @@ import (
 
 	"trackd.dev/trackd/daemon/internal/bus"
 	"trackd.dev/trackd/daemon/internal/config"
+	"trackd.dev/trackd/daemon/internal/deliver"
 )
 
 var dlqCmd = command{
@@ -230,12 +231,12 @@ func dlqReplay(args []string, stdout, stderr io.Writer) error {
 	}
 	defer s.nc.Close()
 
+	// Invalid events go back through validation; a destination's to it alone.
 	subject := config.Defaults().Ingest.Subjects[0]
 	if s.target.cfg != nil {
 		subject = s.target.cfg.Ingest.Subjects[0]
 	}
 	if dest != "invalid" {
-		subject = bus.RoutedSubjectFor(dest)
 		if _, err := s.js.Consumer(ctx, bus.RoutedStream, bus.ConsumerName(dest)); err != nil {
 			return fmt.Errorf("destination %q has no consumer %s on %s (%v); is it enabled in the running trackd?", dest, bus.ConsumerName(dest), bus.RoutedStream, err)
 		}
@@ -250,13 +251,12 @@ func dlqReplay(args []string, stdout, stderr io.Writer) error {
 		if err != nil {
 			return err
 		}
-		out := nats.NewMsg(subject)
-		out.Data = m.Data()
-		if dest != "invalid" {
-			out.Header.Set(bus.HeaderDestinations, dest)
-		}
 		// Running replay again after an interruption does not queue a letter twice.
-		out.Header.Set(jetstream.MsgIDHeader, "dlq-"+strconv.FormatUint(l.seq, 10))
+		msgID := "dlq-" + strconv.FormatUint(l.seq, 10)
+		out := &nats.Msg{Subject: subject, Data: m.Data(), Header: nats.Header{jetstream.MsgIDHeader: {msgID}}}
+		if dest != "invalid" {
+			out = deliver.RoutedMsg(dest, m.Data(), msgID)
+		}
 		if _, err := s.js.PublishMsg(ctx, out); err != nil {
 			return fmt.Errorf("after %d replayed, cannot queue messageId %s again: %w", replayed, l.messageID, err)
 		}

@@ -224,7 +224,7 @@ timeout = "10m"
 		t.Fatalf("the stuck destination completed %d deliveries with %d requests hanging; want 0 completed and some hanging", u, blocked)
 	}
 	// It leaves the direct path: its events not yet with the plugin go to its
-	// consumer (offers waiting behind the hung calls once directWait passes).
+	// consumer (offers waiting behind the hung calls once direct_timeout passes).
 	waitFor(t, "some of the stuck destination's events queued in its consumer", func() bool {
 		return d.metric(t, `trackd_events_queued_total{destination="stuck"}`) > 0
 	})

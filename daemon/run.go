@@ -14,10 +14,11 @@ import (
 	"trackd.dev/trackd/daemon/internal/bus"
 	"trackd.dev/trackd/daemon/internal/config"
 	"trackd.dev/trackd/daemon/internal/dedupe"
+	"trackd.dev/trackd/daemon/internal/deliver"
 	"trackd.dev/trackd/daemon/internal/fleet"
-	"trackd.dev/trackd/daemon/internal/router"
 	"trackd.dev/trackd/daemon/internal/metrics"
 	"trackd.dev/trackd/daemon/internal/normalize"
+	"trackd.dev/trackd/daemon/internal/router"
 	"trackd.dev/trackd/daemon/internal/tap"
 	"trackd.dev/trackd/daemon/internal/trackapi"
 )
@@ -98,7 +99,7 @@ func run(ctx context.Context, cfg *config.Config, log *slog.Logger, level *slog.
 		Metrics:   m, Log: log, BatchSize: routerBatch, Tap: taps,
 	}
 	dests := fleet.New(b, topo, m, log)
-	rt.Deliverer = dests.Deliverer
+	rt.HandOff = &deliver.HandOff{JS: b.JS, Destination: dests.Deliverer, Metrics: m, Log: log}
 	if cfg.Admin.Listen != "" {
 		srv, err := admin.Start(cfg.Admin.Listen, m.Registry, func() error { return readiness(b, dests) })
 		if err != nil {

@@ -29,16 +29,12 @@ const (
 	RouterConsumer = "router"
 )
 
-// Header names the daemon writes.
+// Header names of dead letters.
 const (
-	HeaderDestinations = "Trackd-Destinations"
-	HeaderError        = "Trackd-Error"
-	HeaderDestination  = "Trackd-Destination"
-	HeaderAttempts     = "Trackd-Attempts"
-	HeaderStage        = "Trackd-Stage"
-	// HeaderRetryAt, on a routed message, says its destination already had
-	// one attempt (on the router's direct path) and when to try again.
-	HeaderRetryAt = "Trackd-Retry-At"
+	HeaderError       = "Trackd-Error"
+	HeaderDestination = "Trackd-Destination"
+	HeaderAttempts    = "Trackd-Attempts"
+	HeaderStage       = "Trackd-Stage"
 )
 
 // ConsumerName is the durable consumer of a destination on the routed stream.
@@ -46,7 +42,7 @@ func ConsumerName(destinationID string) string { return "dest_" + destinationID 
 
 // RoutedSubjectFor is the routed stream's subject for one destination's events.
 // (Messages on RoutedSubject itself, from earlier versions, name their
-// destinations in HeaderDestinations.)
+// destinations in a header; deliver reads and writes routed messages.)
 func RoutedSubjectFor(destinationID string) string { return RoutedSubject + "." + destinationID }
 
 // Bus is an open connection, and the embedded server when there is one.

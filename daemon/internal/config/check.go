@@ -9,6 +9,7 @@ import (
 	"regexp"
 	"sort"
 	"strings"
+	"time"
 )
 
 // A destination id becomes part of a consumer name and a subject token.
@@ -209,6 +210,15 @@ func (c *Config) checkDestinations(bad func(key, format string, args ...any) err
 		}
 		if d.BatchSize < 0 || d.BatchSize > 10000 {
 			return bad(key+".batch_size", "is %d; it must be between 1 and 10000", d.BatchSize)
+		}
+		if d.MaxInFlight == 0 {
+			d.MaxInFlight = 4
+		}
+		if d.MaxInFlight < 0 || d.MaxInFlight > 64 {
+			return bad(key+".max_in_flight", "is %d; it must be between 1 and 64", d.MaxInFlight)
+		}
+		if d.DirectTimeout.Duration == 0 {
+			d.DirectTimeout.Duration = 2 * time.Second
 		}
 		for _, g := range [...]struct {
 			key   string

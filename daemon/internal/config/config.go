@@ -136,6 +136,8 @@ type Destination struct {
 	Events        []string       `toml:"events"`
 	ExcludeEvents []string       `toml:"exclude_events"`
 	BatchSize     int            `toml:"batch_size"`
+	MaxInFlight   int            `toml:"max_in_flight"`
+	DirectTimeout Duration       `toml:"direct_timeout"`
 	Retry         Retry          `toml:"retry"`
 	Settings      map[string]any `toml:"settings"`
 

@@ -87,7 +87,7 @@ func BenchmarkDeliverer(b *testing.B) {
 		bodies[i] = benchEvent(b, i)
 	}
 	for i := range b.N {
-		m := &nats.Msg{Subject: bus.RoutedSubject, Data: bodies[i%len(bodies)], Header: nats.Header{bus.HeaderDestinations: {"noop"}}}
+		m := &nats.Msg{Subject: bus.RoutedSubject, Data: bodies[i%len(bodies)], Header: nats.Header{HeaderDestinations: {"noop"}}}
 		if _, err := bs.JS.PublishMsgAsync(m); err != nil {
 			b.Fatal(err)
 		}
@@ -108,7 +108,7 @@ func BenchmarkDeliverer(b *testing.B) {
 		b.Fatal(err)
 	}
 	d := &Deliverer{
-		ID: "noop", JS: bs.JS, Consumer: cons, Host: host, BatchSize: 100, Metrics: m, Log: log,
+		ID: "noop", JS: bs.JS, Consumer: cons, Host: host, BatchSize: 100, MaxInFlight: 4, DirectTimeout: 2 * time.Second, Metrics: m, Log: log,
 		Retry: config.Retry{Initial: config.Duration{Duration: time.Second}, Max: config.Duration{Duration: time.Second}, MaxAttempts: 3, MaxAge: config.Duration{Duration: time.Hour}},
 	}
 	b.ReportAllocs()

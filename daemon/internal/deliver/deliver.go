@@ -5,10 +5,8 @@ package deliver
 
 import (
 	"context"
-	"fmt"
 	"log/slog"
 	"math/rand/v2"
-	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -19,22 +17,8 @@ import (
 	"trackd.dev/trackd/daemon/internal/config"
 	"trackd.dev/trackd/daemon/internal/dlq"
 	"trackd.dev/trackd/daemon/internal/metrics"
-	"trackd.dev/trackd/daemon/internal/normalize"
 	"trackd.dev/trackd/daemon/internal/pluginhost"
 	"trackd.dev/trackd/sdk"
-)
-
-const (
-	// deliverTimeout bounds one plugin call; plugins have their own, shorter,
-	// request timeouts, so this only catches a plugin that hangs.
-	deliverTimeout = 2 * time.Minute
-	// maxCalls is how many plugin calls a destination may have under way at
-	// once, from its consumer and the direct path together: a destination
-	// whose API answers in tens of milliseconds, or whose plugin syncs each
-	// call to disk, would otherwise be held to batch_size events a call.
-	maxCalls = 4
-	// progressEvery keeps a long batch's messages from passing bus.AckWait.
-	progressEvery = bus.AckWait / 3
 )
 
 // Deliverer runs one destination.
@@ -45,10 +29,16 @@ type Deliverer struct {
 	Host      *pluginhost.Host
 	Retry     config.Retry
 	BatchSize int
-	Metrics   *metrics.Metrics
-	Log       *slog.Logger
+	// MaxInFlight is how many plugin calls may be under way at once, from
+	// the consumer and the direct path together (max_in_flight).
+	MaxInFlight int
+	// DirectTimeout is how long the destination may take to answer an offer
+	// on the direct path before it leaves it (direct_timeout).
+	DirectTimeout time.Duration
+	Metrics       *metrics.Metrics
+	Log           *slog.Logger
 
-	calls    chan struct{} // one element for each plugin call under way (maxCalls)
+	calls    chan struct{} // one element for each plugin call under way (MaxInFlight)
 	direct   atomic.Bool   // the router may Offer events to the plugin
 	offers   chan *Offered
 	offering atomic.Int32 // offers started and not yet answered
@@ -72,7 +62,7 @@ func (d *Deliverer) Run(ctx context.Context) error {
 		case <-time.After(wait):
 		}
 	}
-	d.calls = make(chan struct{}, maxCalls)
+	d.calls = make(chan struct{}, d.MaxInFlight)
 	d.offers = make(chan *Offered, directQueue) // before the direct path opens
 	go d.serveOffers(ctx)
 	go d.watchDirect(ctx)
@@ -93,7 +83,7 @@ func (d *Deliverer) Run(ctx context.Context) error {
 	})
 }
 
-// takeCall waits for one of the destination's maxCalls plugin call slots; it
+// takeCall waits for one of the destination's MaxInFlight plugin call slots; it
 // returns false, with none taken, once ctx is done. The call gives it back
 // with <-d.calls.
 func (d *Deliverer) takeCall(ctx context.Context) bool {
@@ -117,7 +107,7 @@ type batch struct {
 func (d *Deliverer) prepare(msgs []jetstream.Msg) *batch {
 	b := &batch{events: make([]sdk.Event, 0, len(msgs)), received: make([]time.Time, 0, len(msgs))}
 	for _, m := range msgs {
-		if !addressedTo(m.Headers().Get(bus.HeaderDestinations), d.ID) {
+		if !addressedTo(m, d.ID) {
 			_ = m.Ack()
 			continue
 		}
@@ -170,34 +160,38 @@ func (d *Deliverer) deliver(ctx context.Context, b *batch, letters []pendingLett
 	d.Metrics.BatchSeconds.WithLabelValues(d.ID).Observe(time.Since(start).Seconds())
 	stop()
 	if err != nil {
-		d.healthy.Store(false)
 		d.Log.Error("batch not delivered", "destination", d.ID, "events", len(b.mine), "err", err)
-		for _, m := range b.mine {
-			letters = d.retry(letters, m, err.Error(), 0)
-		}
-		return letters
+		results = make([]sdk.Result, len(b.mine))
 	}
 	delay := d.Metrics.DelaySeconds.WithLabelValues(d.ID)
 	now := time.Now()
-	var delivered float64
-	healthy := true
+	var delivered, retried float64
+	healthy := err == nil
 	for i, res := range results {
 		m := b.mine[i]
-		switch res.Status {
-		case sdk.StatusOK:
+		md, merr := m.Metadata()
+		if merr != nil {
+			_ = m.NakWithDelay(d.Retry.Initial.Duration)
+			healthy = false
+			continue
+		}
+		v := d.judge(res, err, int(md.NumDelivered), now.Sub(md.Timestamp))
+		switch v.fate {
+		case fateDelivered:
 			_ = m.Ack()
 			delivered++
 			delay.Observe(now.Sub(b.received[i]).Seconds())
-		case sdk.StatusRetry:
+		case fateRetry:
 			healthy = false
-			letters = d.retry(letters, m, res.Reason, res.RetryAfter)
+			retried++
+			_ = m.NakWithDelay(v.after)
 		default:
-			letters = d.deadLetter(letters, m, "dropped by the destination: "+res.Reason)
+			healthy = healthy && res.Status != sdk.StatusRetry
+			letters = d.deadLetter(letters, m, v.reason)
 		}
 	}
-	if delivered > 0 {
-		d.Metrics.Delivered.WithLabelValues(d.ID).Add(delivered)
-	}
+	d.Metrics.Delivered.WithLabelValues(d.ID).Add(delivered)
+	d.Metrics.Retried.WithLabelValues(d.ID).Add(retried)
 	d.healthy.Store(healthy)
 	return letters
 }
@@ -205,26 +199,6 @@ func (d *Deliverer) deliver(ctx context.Context, b *batch, letters []pendingLett
 type pendingLetter struct {
 	msg jetstream.Msg
 	fut jetstream.PubAckFuture
-}
-
-// retry naks m with backoff, or dead-letters it once attempts or age run out.
-func (d *Deliverer) retry(letters []pendingLetter, m jetstream.Msg, reason string, after time.Duration) []pendingLetter {
-	md, err := m.Metadata()
-	if err != nil {
-		_ = m.NakWithDelay(d.Retry.Initial.Duration)
-		return letters
-	}
-	attempts := int(md.NumDelivered)
-	if attempts >= d.Retry.MaxAttempts {
-		return d.deadLetter(letters, m, fmt.Sprintf("gave up after %d attempts: %s", attempts, reason))
-	}
-	delay := max(backoff(d.Retry, attempts), after)
-	if age := time.Since(md.Timestamp); age+delay > d.Retry.MaxAge.Duration {
-		return d.deadLetter(letters, m, fmt.Sprintf("gave up after %s and %d attempts: %s", age.Round(time.Second), attempts, reason))
-	}
-	d.Metrics.Retried.WithLabelValues(d.ID).Inc()
-	_ = m.NakWithDelay(delay)
-	return letters
 }
 
 func (d *Deliverer) deadLetter(letters []pendingLetter, m jetstream.Msg, reason string) []pendingLetter {
@@ -264,45 +238,4 @@ func backoff(r config.Retry, attempt int) time.Duration {
 	}
 	jitter := 0.8 + 0.4*rand.Float64()
 	return min(time.Duration(float64(d)*jitter), r.Max.Duration)
-}
-
-// firstTryWait is how long to wait before trying a message that the direct
-// path tried and was asked to retry; 0 to try it now.
-func firstTryWait(m jetstream.Msg) time.Duration {
-	h := m.Headers().Get(bus.HeaderRetryAt)
-	if h == "" {
-		return 0
-	}
-	md, err := m.Metadata()
-	if err != nil || md.NumDelivered > 1 {
-		return 0
-	}
-	at, err := time.Parse(time.RFC3339Nano, h)
-	if err != nil {
-		return 0
-	}
-	return time.Until(at)
-}
-
-func addressedTo(header, id string) bool {
-	for header != "" {
-		var d string
-		d, header, _ = strings.Cut(header, ",")
-		if d == id {
-			return true
-		}
-	}
-	return false
-}
-
-// toEvent reads what a plugin gets besides the bytes, and when the event was received.
-func toEvent(body []byte) (sdk.Event, time.Time, error) {
-	r, err := normalize.Summarize(body)
-	if err != nil {
-		return sdk.Event{}, time.Time{}, err
-	}
-	return sdk.Event{
-		JSON: body, MessageID: r.MessageID, Name: r.Name,
-		UserID: r.UserID, AnonymousID: r.AnonymousID, Timestamp: r.Timestamp,
-	}, r.ReceivedAt, nil
 }

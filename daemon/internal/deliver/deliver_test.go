@@ -110,7 +110,7 @@ func TestRetriesAndDeadLetters(t *testing.T) {
 		{"ok-1", "other,hook"}, {"bad-1", "hook"}, {"flaky-1", "hook"}, {"down-1", "hook"}, {"other-1", "other"},
 	} {
 		msg := nats.NewMsg(bus.RoutedSubject)
-		msg.Header.Set(bus.HeaderDestinations, ev.dests)
+		msg.Header.Set(HeaderDestinations, ev.dests)
 		msg.Data = []byte(`{"event":"Order Completed","messageId":"` + ev.id + `","userId":"u1","timestamp":"2026-01-02T03:04:05.000Z","receivedAt":"2026-01-02T03:04:05.000Z","type":"track","version":2}`)
 		if _, err := b.JS.PublishMsg(ctx, msg); err != nil {
 			t.Fatal(err)
@@ -155,6 +155,9 @@ func TestRetriesAndDeadLetters(t *testing.T) {
 	}
 }
 
+// testMaxInFlight is the destinations' max_in_flight, as by default.
+const testMaxInFlight = 4
+
 // hookDeliverer runs destination "hook": the webhook plugin posting to url.
 func hookDeliverer(t *testing.T, js jetstream.JetStream, cons jetstream.Consumer, url string, batch int, retry config.Retry) *Deliverer {
 	t.Helper()
@@ -167,7 +170,10 @@ func hookDeliverer(t *testing.T, js jetstream.JetStream, cons jetstream.Consumer
 		t.Fatal(err)
 	}
 	t.Cleanup(host.Close)
-	return &Deliverer{ID: "hook", JS: js, Consumer: cons, Host: host, BatchSize: batch, Metrics: m, Log: log, Retry: retry}
+	return &Deliverer{
+		ID: "hook", JS: js, Consumer: cons, Host: host, BatchSize: batch, Metrics: m, Log: log, Retry: retry,
+		MaxInFlight: testMaxInFlight, DirectTimeout: 2 * time.Second,
+	}
 }
 
 // deadLetters reads n dead letters of a destination, by messageId.
@@ -220,8 +226,8 @@ func TestDirectPath(t *testing.T) {
 	}
 
 	msg := nats.NewMsg(bus.RoutedSubjectFor("hook"))
-	msg.Header.Set(bus.HeaderDestinations, "hook")
-	msg.Header.Set(bus.HeaderRetryAt, out[2].RetryAt.Format(time.RFC3339Nano))
+	msg.Header.Set(HeaderDestinations, "hook")
+	msg.Header.Set(HeaderRetryAt, out[2].RetryAt.Format(time.RFC3339Nano))
 	msg.Data = events[2].JSON
 	if _, err := b.JS.PublishMsg(ctx, msg); err != nil {
 		t.Fatal(err)
@@ -244,8 +250,8 @@ func TestDirectPath(t *testing.T) {
 }
 
 // TestDirectPathSlowAnswer: a destination that does not answer within
-// directWait leaves the direct path; an offer still waiting behind the slow
-// calls (all maxCalls of them) is withdrawn untried, while the one the
+// DirectTimeout leaves the direct path; an offer still waiting behind the slow
+// calls (all MaxInFlight of them) is withdrawn untried, while the one the
 // plugin has is waited for, so no event is both delivered and handed to the
 // consumer.
 func TestDirectPathSlowAnswer(t *testing.T) {
@@ -273,7 +279,7 @@ func TestDirectPathSlowAnswer(t *testing.T) {
 	// Batches of one: the slow offer takes every call the direct path may make.
 	d := runHook(t, b, topo, srv.URL, 1, defaultRetry)
 	var slowIDs []string
-	for i := range maxCalls {
+	for i := range testMaxInFlight {
 		slowIDs = append(slowIDs, fmt.Sprintf("slow-%d", i+1))
 	}
 	slow := offerWhenDirect(t, d, directEvents(slowIDs...))
@@ -329,7 +335,7 @@ func TestConsumerCallsOverlap(t *testing.T) {
 	d := runHook(t, b, topo, url, 1, defaultRetry)
 	for _, ev := range directEvents("a-1", "b-1") {
 		msg := nats.NewMsg(bus.RoutedSubjectFor("hook"))
-		msg.Header.Set(bus.HeaderDestinations, "hook")
+		msg.Header.Set(HeaderDestinations, "hook")
 		msg.Data = ev.JSON
 		if _, err := b.JS.PublishMsg(t.Context(), msg); err != nil {
 			t.Fatal(err)

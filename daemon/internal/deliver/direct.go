@@ -18,21 +18,6 @@ import (
 // else: events the plugin asked to retry, every event of a destination that
 // failed, was slow or has a backlog, and everything while the daemon starts.
 
-const (
-	// directWait is how long a destination on the direct path may take to
-	// answer before it leaves the direct path.
-	directWait = 2 * time.Second
-	// directQueue is how many offers may wait for a destination's plugin; past
-	// that, a batch's events for it take the routed stream.
-	directQueue = 4
-	// directPatience is how long the router may wait for room in the queue of
-	// a destination whose calls take no longer than that.
-	directPatience = 20 * time.Millisecond
-	// directPoll is how often a destination off the direct path looks whether
-	// its consumer is empty, to take the direct path again.
-	directPoll = 500 * time.Millisecond
-)
-
 // Outcome is what became of one event offered on the direct path.
 type Outcome struct {
 	// Done: delivered, or dead-lettered because the destination dropped it.
@@ -48,7 +33,7 @@ type Outcome struct {
 // whose answer Await gives: what became of each event. It returns nil, and
 // the events must take the routed stream, when the destination is off the
 // direct path or that busy. A failed call, a retry answer or an answer later
-// than directWait takes the destination off the direct path until it
+// than DirectTimeout takes the destination off the direct path until it
 // catches up.
 func (d *Deliverer) Offer(events []sdk.Event, received []time.Time) *Offered {
 	if !d.direct.Load() {
@@ -91,20 +76,20 @@ const (
 	offerWithdrawn
 )
 
-// Await returns the answer to an offer. Past directWait the destination
+// Await returns the answer to an offer. Past DirectTimeout the destination
 // leaves the direct path, and an offer still waiting for the plugin is
 // withdrawn: Await returns nil, none of its events was tried. One the plugin
 // already has is waited for, as long as a plugin call may take, so that no
 // event is both delivered and handed to the consumer.
 func (d *Deliverer) Await(o *Offered) []Outcome {
-	t := time.NewTimer(time.Until(o.at.Add(directWait)))
+	t := time.NewTimer(time.Until(o.at.Add(d.DirectTimeout)))
 	defer t.Stop()
 	select {
 	case out := <-o.answer:
 		return out
 	case <-t.C:
 	}
-	d.leaveDirect("no answer within " + directWait.String())
+	d.leaveDirect("no answer within " + d.DirectTimeout.String() + " (direct_timeout)")
 	if o.state.CompareAndSwap(offerWaiting, offerWithdrawn) {
 		return nil
 	}
@@ -112,7 +97,7 @@ func (d *Deliverer) Await(o *Offered) []Outcome {
 }
 
 // serveOffers starts the direct path's offers in order, each as soon as a
-// plugin call may begin (of the destination's maxCalls), so that an offer
+// plugin call may begin (of the destination's MaxInFlight), so that an offer
 // does not wait for the one before it to be answered; until ctx is done, when
 // offers not started are answered nil (not tried). An offer not yet started
 // can still be withdrawn.
@@ -190,44 +175,34 @@ func (d *Deliverer) offerCall(ctx context.Context, events []sdk.Event, received 
 	d.callTime.Store(d.callTime.Load() + (int64(took)-d.callTime.Load())/8)
 	if err != nil {
 		d.Log.Error("batch not delivered", "destination", d.ID, "events", len(events), "err", err)
-		at := time.Now().Add(backoff(d.Retry, 1))
-		for i := range out {
-			out[i].RetryAt = at
-		}
-		d.Metrics.Retried.WithLabelValues(d.ID).Add(float64(len(events)))
 		d.leaveDirect("the plugin failed")
-		return
+		results = make([]sdk.Result, len(events))
 	}
 	type letter struct {
 		i   int
 		fut jetstream.PubAckFuture
 	}
 	var letters []letter
-	deadLetter := func(i int, reason string) {
-		// One not sent is not done: the consumer will have it and try again.
-		if fut := d.publishLetter(events[i].JSON, 1, reason); fut != nil {
-			letters = append(letters, letter{i, fut})
-		}
-	}
 	var delivered, retried, dead float64
 	delay := d.Metrics.DelaySeconds.WithLabelValues(d.ID)
 	now := time.Now()
 	for i, res := range results {
-		switch res.Status {
-		case sdk.StatusOK:
+		// The direct path's is an event's first attempt.
+		v := d.judge(res, err, 1, now.Sub(received[i]))
+		switch v.fate {
+		case fateDelivered:
 			out[i].Done = true
 			delivered++
 			delay.Observe(now.Sub(received[i]).Seconds())
-		case sdk.StatusRetry:
-			if d.Retry.MaxAttempts <= 1 {
-				deadLetter(i, "gave up after 1 attempts: "+res.Reason)
-				continue
-			}
-			out[i].RetryAt = now.Add(max(backoff(d.Retry, 1), res.RetryAfter))
+		case fateRetry:
+			out[i].RetryAt = now.Add(v.after)
 			retried++
 			d.leaveDirect("the destination asked to retry")
 		default:
-			deadLetter(i, "dropped by the destination: "+res.Reason)
+			// One not sent is not done: the consumer will have it and try again.
+			if fut := d.publishLetter(events[i].JSON, 1, v.reason); fut != nil {
+				letters = append(letters, letter{i, fut})
+			}
 		}
 	}
 	for _, l := range letters {
@@ -259,7 +234,7 @@ func (d *Deliverer) watchDirect(ctx context.Context) {
 	t := time.NewTicker(directPoll)
 	defer t.Stop()
 	for {
-		if !d.direct.Load() && d.offering.Load() == 0 && len(d.calls) < maxCalls && len(d.offers) == 0 && d.Host.Ready() && (d.healthy.Load() || d.caughtUp(ctx)) && ctx.Err() == nil {
+		if !d.direct.Load() && d.offering.Load() == 0 && len(d.calls) < d.MaxInFlight && len(d.offers) == 0 && d.Host.Ready() && (d.healthy.Load() || d.caughtUp(ctx)) && ctx.Err() == nil {
 			d.direct.Store(true)
 			d.Log.Debug("destination is on the direct path", "destination", d.ID)
 		}

@@ -163,7 +163,8 @@ func (f *Fleet) prepare(ctx context.Context, cfg *config.Config, d *config.Desti
 	}
 	dl := &deliver.Deliverer{
 		ID: d.ID, JS: f.bus.JS, Consumer: cons, Host: host, Retry: retry,
-		BatchSize: d.BatchSize, Metrics: f.metrics, Log: f.log,
+		BatchSize: d.BatchSize, MaxInFlight: d.MaxInFlight, DirectTimeout: d.DirectTimeout.Duration,
+		Metrics: f.metrics, Log: f.log,
 	}
 	return &member{dest: *d, retry: retry, host: host, deliverer: dl, done: make(chan struct{})}, nil
 }

@@ -11,6 +11,7 @@ import (
 
 	"trackd.dev/trackd/daemon/internal/bus/bustest"
 	"trackd.dev/trackd/daemon/internal/dedupe"
+	"trackd.dev/trackd/daemon/internal/deliver"
 	"trackd.dev/trackd/daemon/internal/eventtest"
 	"trackd.dev/trackd/daemon/internal/metrics"
 	"trackd.dev/trackd/daemon/internal/route"
@@ -44,9 +45,12 @@ func BenchmarkRouter(b *testing.B) {
 	if err != nil {
 		b.Fatal(err)
 	}
+	m := metrics.New()
+	log := slog.New(slog.NewTextHandler(io.Discard, nil))
 	r := &Router{
-		JS: bs.JS, Consumer: cons, Claimer: dedupe.New(bs.JS, topo.Dedupe...), Metrics: metrics.New(),
-		Log: slog.New(slog.NewTextHandler(io.Discard, nil)), BatchSize: batch,
+		JS: bs.JS, Consumer: cons, Claimer: dedupe.New(bs.JS, topo.Dedupe...), Metrics: m,
+		Log: log, BatchSize: batch,
+		HandOff: &deliver.HandOff{JS: bs.JS, Metrics: m, Log: log},
 	}
 	r.SetRoutes(route.NewTable([]route.Destination{{ID: "d1", Name: "D1"}, {ID: "d2", Name: "D2"}, {ID: "d3", Name: "D3"}}))
 	b.ReportAllocs()

@@ -6,12 +6,10 @@ package router
 import (
 	"context"
 	"log/slog"
-	"strconv"
 	"sync"
 	"sync/atomic"
 	"time"
 
-	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
 	"trackd.dev/trackd/daemon/internal/bus"
@@ -42,11 +40,16 @@ type Router struct {
 	BatchSize int
 	// Tap, when not nil, hears about each decision while a `trackd tap` listens.
 	Tap *tap.Publisher
-	// Deliverer, when not nil, returns a destination's deliverer, to which
-	// routed events are offered directly before they take the routed stream.
-	Deliverer func(id string) *deliver.Deliverer
+	// HandOff takes routed events to their destinations.
+	HandOff HandOff
 
 	routes atomic.Pointer[route.Table]
+}
+
+// HandOff takes routed events to their destinations and says, per event,
+// when its ingest message may be acked (deliver.HandOff).
+type HandOff interface {
+	Start(events []deliver.Routed) *deliver.Batch
 }
 
 // SetRoutes replaces the routing table; events in flight keep the old one.
@@ -86,26 +89,45 @@ func (r *Router) Run(ctx context.Context) error {
 	return err
 }
 
-// settle takes the direct path's answers, hands on what was not taken, and
-// acks once JetStream has confirmed the hand-offs.
+// settle takes the hand-off's word on each routed event, acking the ingest
+// message of each one safely handed on, and acks the invalid events once
+// their dead letters are stored.
 func (r *Router) settle(b *batch) {
 	defer b.cancel()
-	stop := func() {}
-	if len(b.offers) > 0 {
-		// A plugin may take minutes to answer: keep the messages from being
-		// handed to another worker meanwhile.
-		msgs := make([]jetstream.Msg, len(b.routed))
-		for i, it := range b.routed {
-			msgs[i] = it.msg
+	if b.handoff != nil {
+		stop := func() {}
+		if b.handoff.Offered() {
+			// A plugin may take minutes to answer: keep the messages from being
+			// handed to another worker meanwhile.
+			msgs := make([]jetstream.Msg, len(b.routed))
+			for i, it := range b.routed {
+				msgs[i] = it.msg
+			}
+			stop = bus.KeepInProgress(msgs, bus.RouterAckWait/3)
 		}
-		stop = bus.KeepInProgress(msgs, bus.RouterAckWait/3)
+		// The hand-off gets its own time, however long the answers took.
+		b.handoff.Settle(context.WithoutCancel(b.ctx), func(i int, ok bool) {
+			if ok {
+				_ = b.routed[i].msg.Ack()
+			} else {
+				_ = b.routed[i].msg.NakWithDelay(time.Second)
+			}
+		})
+		stop()
 	}
-	r.handOn(b)
-	stop()
-	// The hand-offs get their own time, however long the answers took.
 	ctx, cancel := context.WithTimeout(context.WithoutCancel(b.ctx), batchTimeout)
 	defer cancel()
-	r.finish(ctx, b)
+	for _, l := range b.letters {
+		select {
+		case <-l.fut.Ok():
+			_ = l.msg.Ack()
+		case err := <-l.fut.Err():
+			r.Log.Error("cannot store an invalid event in the dead-letter stream; it will be retried", "err", err)
+			_ = l.msg.NakWithDelay(time.Second)
+		case <-ctx.Done():
+			_ = l.msg.Nak()
+		}
+	}
 }
 
 // batch is one batch of ingest messages on its way through the stages.
@@ -114,23 +136,24 @@ type batch struct {
 	cancel context.CancelFunc
 	items  []item
 	claims *dedupe.Pending
-	// routed are the items on their way to destinations, and offers what the
-	// direct path was given of them.
-	routed []*item
-	offers []offer
-	// pending are the items whose ack waits on a publish: dead letters from
-	// claim, hand-offs from handOn.
-	pending []item
+	// routed are the items on their way to destinations, which handoff takes.
+	routed  []*item
+	handoff *deliver.Batch
+	// letters are the invalid events' dead letters being stored.
+	letters []letter
 }
 
 type item struct {
-	msg      jetstream.Msg
-	seq      uint64
-	at       time.Time // when JetStream stored the ingest message
-	event    normalize.Event
-	dests    []string
-	outcomes []deliver.Outcome // of the direct path, by dests; nil when none was offered
-	futs     []jetstream.PubAckFuture
+	msg   jetstream.Msg
+	seq   uint64
+	at    time.Time // when JetStream stored the ingest message
+	event normalize.Event
+	dests []string
+}
+
+type letter struct {
+	msg jetstream.Msg
+	fut jetstream.PubAckFuture
 }
 
 // claim normalizes the messages, dead-letters the invalid ones and sends the
@@ -161,7 +184,7 @@ func (r *Router) claim(b *batch, msgs []jetstream.Msg) {
 			}
 			r.Metrics.Invalid.WithLabelValues(field).Inc()
 			r.tapInvalid(md.Timestamp, err)
-			b.pending = append(b.pending, item{msg: m, futs: []jetstream.PubAckFuture{fut}})
+			b.letters = append(b.letters, letter{msg: m, fut: fut})
 			continue
 		}
 		b.items = append(b.items, item{msg: m, seq: md.Sequence.Stream, at: md.Timestamp, event: ev})
@@ -224,165 +247,19 @@ func (r *Router) route(b *batch) {
 	}
 	r.Metrics.Deduplicated.Add(float64(repeats))
 	r.Metrics.Unrouted.Add(float64(unrouted))
+	if len(out) == 0 {
+		return
+	}
 	b.routed = out
-	b.offers = r.offer(out)
-}
-
-// offer is one destination's share of a batch, offered on the direct path.
-type offer struct {
-	deliverer *deliver.Deliverer
-	offered   *deliver.Offered
-	items     []int // each event's item in batch.routed,
-	dpos      []int // and the destination's position in the item's dests
-}
-
-// offer gives each destination on the direct path its share of the items;
-// the answers come later.
-func (r *Router) offer(items []*item) []offer {
-	if r.Deliverer == nil || len(items) == 0 {
-		return nil
-	}
-	type share struct {
-		offer
-		events   []sdk.Event
-		received []time.Time
-	}
-	shares := map[string]*share{}
-	var order []string
-	// One allocation for the batch's outcomes, not one per event.
-	total := 0
-	for _, it := range items {
-		total += len(it.dests)
-	}
-	outcomes := make([]deliver.Outcome, total)
-	for i, it := range items {
-		nd := len(it.dests)
-		it.outcomes, outcomes = outcomes[:nd:nd], outcomes[nd:]
-		for k, d := range it.dests {
-			s := shares[d]
-			if s == nil {
-				n := len(items)
-				s = &share{
-					offer:  offer{items: make([]int, 0, n), dpos: make([]int, 0, n)},
-					events: make([]sdk.Event, 0, n), received: make([]time.Time, 0, n),
-				}
-				shares[d] = s
-				order = append(order, d)
-			}
-			s.items, s.dpos = append(s.items, i), append(s.dpos, k)
-			s.events = append(s.events, sdk.Event{
+	events := make([]deliver.Routed, len(out))
+	for i, it := range out {
+		events[i] = deliver.Routed{
+			Event: sdk.Event{
 				JSON: it.event.JSON, MessageID: it.event.MessageID, Name: it.event.Name,
 				UserID: it.event.UserID, AnonymousID: it.event.AnonymousID, Timestamp: it.event.Timestamp,
-			})
-			s.received = append(s.received, it.at)
+			},
+			Received: it.at, Seq: it.seq, Dests: it.dests,
 		}
 	}
-	var offers []offer
-	for _, d := range order {
-		s := shares[d]
-		if s.deliverer = r.Deliverer(d); s.deliverer == nil {
-			continue
-		}
-		if s.offered = s.deliverer.Offer(s.events, s.received); s.offered == nil {
-			continue
-		}
-		offers = append(offers, s.offer)
-	}
-	return offers
-}
-
-// handOn takes the direct path's answers and publishes each item to the
-// routed stream for every destination that did not take it.
-func (r *Router) handOn(b *batch) {
-	for _, o := range b.offers {
-		for n, out := range o.deliverer.Await(o.offered) {
-			b.routed[o.items[n]].outcomes[o.dpos[n]] = out
-		}
-	}
-	for _, it := range b.routed {
-		if !r.publish(it) {
-			_ = it.msg.NakWithDelay(time.Second)
-			continue
-		}
-		b.pending = append(b.pending, *it)
-	}
-}
-
-// publish sends the item to the routed stream for each destination that did
-// not take it directly; false if a publish could not be sent.
-func (r *Router) publish(it *item) bool {
-	for k, d := range it.dests {
-		var o deliver.Outcome
-		if it.outcomes != nil {
-			o = it.outcomes[k]
-		}
-		if o.Done {
-			continue
-		}
-		fut, err := r.JS.PublishMsgAsync(routedMsg(it, d, o.RetryAt))
-		if err != nil {
-			r.Log.Error("cannot publish to the routed stream", "err", err)
-			return false
-		}
-		it.futs = append(it.futs, fut)
-	}
-	return true
-}
-
-// finish acks each message once JetStream has confirmed its hand-offs.
-func (r *Router) finish(ctx context.Context, b *batch) {
-	routed, queued := map[string]int{}, map[string]int{}
-	for _, it := range b.pending {
-		if !r.settled(ctx, &it) {
-			continue
-		}
-		_ = it.msg.Ack()
-		for k, d := range it.dests {
-			routed[d]++
-			if it.outcomes == nil || !it.outcomes[k].Done {
-				queued[d]++
-			}
-		}
-	}
-	for d, n := range routed {
-		r.Metrics.Routed.WithLabelValues(d).Add(float64(n))
-	}
-	for d, n := range queued {
-		r.Metrics.Queued.WithLabelValues(d).Add(float64(n))
-	}
-}
-
-// settled waits for an item's publishes; when one failed it naks the ingest
-// message and returns false.
-func (r *Router) settled(ctx context.Context, it *item) bool {
-	for _, fut := range it.futs {
-		select {
-		case <-fut.Ok():
-		case err := <-fut.Err():
-			r.Log.Error("hand-off failed; the event will be retried", "messageId", it.event.MessageID, "err", err)
-			_ = it.msg.NakWithDelay(time.Second)
-			return false
-		case <-ctx.Done():
-			_ = it.msg.Nak()
-			return false
-		}
-	}
-	return true
-}
-
-// routedMsg is the item on its way to one destination; retryAt, when not
-// zero, says the direct path tried it and when to try again.
-func routedMsg(it *item, dest string, retryAt time.Time) *nats.Msg {
-	h := nats.Header{
-		bus.HeaderDestinations: {dest},
-		// Keyed by the ingest message, not the messageId: a redelivered router step
-		// is absorbed even when it assigned a fresh messageId, while the same
-		// messageId accepted again after the dedupe window is not. The store time
-		// tells apart the messages of a stream that was deleted and made again.
-		jetstream.MsgIDHeader: {strconv.FormatUint(it.seq, 10) + "@" + strconv.FormatInt(it.at.UnixNano(), 10) + "/" + dest},
-	}
-	if !retryAt.IsZero() {
-		h[bus.HeaderRetryAt] = []string{retryAt.UTC().Format(time.RFC3339Nano)}
-	}
-	return &nats.Msg{Subject: bus.RoutedSubjectFor(dest), Data: it.event.JSON, Header: h}
+	b.handoff = r.HandOff.Start(events)
 }

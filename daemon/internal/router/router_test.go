@@ -10,9 +10,9 @@ import (
 
 	"github.com/nats-io/nats.go/jetstream"
 
-	"trackd.dev/trackd/daemon/internal/bus"
 	"trackd.dev/trackd/daemon/internal/bus/bustest"
 	"trackd.dev/trackd/daemon/internal/dedupe"
+	"trackd.dev/trackd/daemon/internal/deliver"
 	"trackd.dev/trackd/daemon/internal/metrics"
 	"trackd.dev/trackd/daemon/internal/route"
 )
@@ -49,9 +49,12 @@ func TestRedeliveryAfterClaimIsDelivered(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	m := metrics.New()
+	log := slog.New(slog.NewTextHandler(io.Discard, nil))
 	r := &Router{
-		JS: b.JS, Consumer: cons, Claimer: claimer, Metrics: metrics.New(),
-		Log: slog.New(slog.NewTextHandler(io.Discard, nil)), BatchSize: 10,
+		JS: b.JS, Consumer: cons, Claimer: claimer, Metrics: m,
+		Log: log, BatchSize: 10,
+		HandOff: &deliver.HandOff{JS: b.JS, Metrics: m, Log: log},
 	}
 	r.SetRoutes(route.NewTable([]route.Destination{{ID: "d1", Name: "D1"}}))
 	runCtx, cancel := context.WithCancel(ctx)
@@ -63,8 +66,8 @@ func TestRedeliveryAfterClaimIsDelivered(t *testing.T) {
 	if err != nil {
 		t.Fatalf("the orphaned event was not routed: %v", err)
 	}
-	if got := msg.Headers().Get(bus.HeaderDestinations); got != "d1" {
-		t.Errorf("%s = %q, want d1", bus.HeaderDestinations, got)
+	if got := msg.Headers().Get(deliver.HeaderDestinations); got != "d1" {
+		t.Errorf("%s = %q, want d1", deliver.HeaderDestinations, got)
 	}
 	var ev struct {
 		MessageID string `json:"messageId"`

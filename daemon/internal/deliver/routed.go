@@ -1,0 +1,94 @@
+package deliver
+
+import (
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+
+	"trackd.dev/trackd/daemon/internal/bus"
+	"trackd.dev/trackd/daemon/internal/normalize"
+	"trackd.dev/trackd/sdk"
+)
+
+// The routed message: a normalized event queued on the routed stream for one
+// destination. It is written and read here only.
+const (
+	// HeaderDestinations names the destinations a routed message is for.
+	// (Messages on bus.RoutedSubject itself, from earlier versions, name
+	// several; those on a destination's own subject name it alone.)
+	HeaderDestinations = "Trackd-Destinations"
+	// HeaderRetryAt, on a routed message, says its destination already had
+	// one attempt (on the direct path) and when to try again.
+	HeaderRetryAt = "Trackd-Retry-At"
+)
+
+// RoutedMsg queues body, a normalized event, for destination dest alone.
+// msgID absorbs a repeat of the same hand-off within the routed stream's
+// duplicate window.
+func RoutedMsg(dest string, body []byte, msgID string) *nats.Msg {
+	return routedMsg(dest, body, msgID, time.Time{})
+}
+
+// routedMsg is RoutedMsg for an event the direct path tried: retryAt, when
+// not zero, is when to try it again.
+func routedMsg(dest string, body []byte, msgID string, retryAt time.Time) *nats.Msg {
+	h := nats.Header{HeaderDestinations: {dest}, jetstream.MsgIDHeader: {msgID}}
+	if !retryAt.IsZero() {
+		h[HeaderRetryAt] = []string{retryAt.UTC().Format(time.RFC3339Nano)}
+	}
+	return &nats.Msg{Subject: bus.RoutedSubjectFor(dest), Data: body, Header: h}
+}
+
+// handOffID keys a routed message by its ingest message, not its messageId: a
+// redelivered router step is absorbed even when it assigned a fresh messageId,
+// while the same messageId accepted again after the dedupe window is not. The
+// store time tells apart the messages of a stream that was deleted and made
+// again.
+func handOffID(ev *Routed, dest string) string {
+	return strconv.FormatUint(ev.Seq, 10) + "@" + strconv.FormatInt(ev.Received.UnixNano(), 10) + "/" + dest
+}
+
+func addressedTo(m jetstream.Msg, id string) bool {
+	header := m.Headers().Get(HeaderDestinations)
+	for header != "" {
+		var d string
+		d, header, _ = strings.Cut(header, ",")
+		if d == id {
+			return true
+		}
+	}
+	return false
+}
+
+// firstTryWait is how long to wait before trying a message that the direct
+// path tried and was asked to retry; 0 to try it now.
+func firstTryWait(m jetstream.Msg) time.Duration {
+	h := m.Headers().Get(HeaderRetryAt)
+	if h == "" {
+		return 0
+	}
+	md, err := m.Metadata()
+	if err != nil || md.NumDelivered > 1 {
+		return 0
+	}
+	at, err := time.Parse(time.RFC3339Nano, h)
+	if err != nil {
+		return 0
+	}
+	return time.Until(at)
+}
+
+// toEvent reads what a plugin gets besides the bytes, and when the event was received.
+func toEvent(body []byte) (sdk.Event, time.Time, error) {
+	r, err := normalize.Summarize(body)
+	if err != nil {
+		return sdk.Event{}, time.Time{}, err
+	}
+	return sdk.Event{
+		JSON: body, MessageID: r.MessageID, Name: r.Name,
+		UserID: r.UserID, AnonymousID: r.AnonymousID, Timestamp: r.Timestamp,
+	}, r.ReceivedAt, nil
+}
