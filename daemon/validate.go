@@ -124,7 +124,7 @@ func checkPlugin(cfg *config.Config, d *config.Destination, log *slog.Logger) er
 		return err
 	}
 	defer host.Close()
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	ctx, cancel := context.WithTimeout(context.Background(), pluginhost.StartTimeout)
 	defer cancel()
 	return host.Start(ctx)
 }

@@ -36,7 +36,17 @@ type Destination interface {
 	Deliver(ctx context.Context, batch []Event) []Result
 }
 
-// Event is a normalized track event and the fields every plugin needs.
+// The form of the times the daemon writes (receivedAt, and a timestamp it
+// computes): UTC with milliseconds, so that they sort as strings and every
+// destination sees the same precision.
+const TimeLayout = "2006-01-02T15:04:05.000Z"
+
+// MaxMessageIDRunes is the longest messageId the daemon accepts.
+const MaxMessageIDRunes = 100
+
+// Event is a normalized track event and the fields every plugin needs. It is
+// the one definition of what crosses to plugins: the daemon's router and
+// delivery stages pass it as it is.
 type Event struct {
 	JSON        []byte // the normalized event, as the daemon produced it
 	MessageID   string

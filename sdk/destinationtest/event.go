@@ -31,9 +31,6 @@ type Track struct {
 	Context    string // a JSON object, kept as written; "" leaves context out
 }
 
-// timeLayout is how the daemon writes the times it sets: UTC, milliseconds.
-const timeLayout = "2006-01-02T15:04:05.000Z"
-
 // Event returns tr as the daemon hands it to a plugin: the sdk.Event, whose
 // JSON is the normalized event with type "track", version 2, and messageId,
 // timestamp and receivedAt filled in. Plugins must not depend on the order of
@@ -56,13 +53,13 @@ func Event(t testing.TB, tr Track) sdk.Event {
 		"version":    json.RawMessage(`2`),
 		"event":      jsonString(tr.Name),
 		"messageId":  jsonString(tr.MessageID),
-		"receivedAt": jsonString(received.Format(timeLayout)),
+		"receivedAt": jsonString(received.Format(sdk.TimeLayout)),
 		"properties": json.RawMessage(`{}`),
 	}
 	timestamp := tr.Timestamp
 	if timestamp.IsZero() {
 		timestamp = received
-		fields["timestamp"] = jsonString(timestamp.Format(timeLayout))
+		fields["timestamp"] = jsonString(timestamp.Format(sdk.TimeLayout))
 	} else {
 		fields["timestamp"] = jsonString(timestamp.Format(time.RFC3339Nano))
 	}

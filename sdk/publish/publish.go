@@ -29,6 +29,8 @@ import (
 
 	"github.com/google/uuid"
 	"github.com/nats-io/nats.go/jetstream"
+
+	"trackd.dev/trackd/sdk"
 )
 
 // Defaults of Options.
@@ -38,13 +40,7 @@ const (
 	DefaultLibrary     = "trackd-go"
 )
 
-const (
-	// The daemon refuses longer messageIds.
-	maxMessageIDRunes = 100
-	// The form the daemon writes times in: UTC with milliseconds.
-	timeLayout = "2006-01-02T15:04:05.000Z"
-	modulePath = "trackd.dev/trackd"
-)
+const modulePath = "trackd.dev/trackd"
 
 var (
 	// ErrInvalid is wrapped by the error Track returns for an event the daemon
@@ -319,8 +315,8 @@ func (c *Client) encode(e Event, now time.Time) ([]byte, string, error) {
 	if e.UserID == "" && e.AnonymousID == "" {
 		return nil, "", fmt.Errorf("%w: UserID and AnonymousID are both empty; set at least one", ErrInvalid)
 	}
-	if n := utf8.RuneCountInString(e.MessageID); n > maxMessageIDRunes {
-		return nil, "", fmt.Errorf("%w: MessageID is %d characters, over the limit of %d", ErrInvalid, n, maxMessageIDRunes)
+	if n := utf8.RuneCountInString(e.MessageID); n > sdk.MaxMessageIDRunes {
+		return nil, "", fmt.Errorf("%w: MessageID is %d characters, over the limit of %d", ErrInvalid, n, sdk.MaxMessageIDRunes)
 	}
 	if err := checkIntegrations(e.Integrations); err != nil {
 		return nil, "", err
@@ -331,13 +327,13 @@ func (c *Client) encode(e Event, now time.Time) ([]byte, string, error) {
 		UserID:            e.UserID,
 		AnonymousID:       e.AnonymousID,
 		MessageID:         e.MessageID,
-		OriginalTimestamp: now.UTC().Format(timeLayout),
+		OriginalTimestamp: now.UTC().Format(sdk.TimeLayout),
 	}
 	if w.MessageID == "" {
 		w.MessageID = uuid.NewString()
 	}
 	if !e.Timestamp.IsZero() {
-		w.Timestamp = e.Timestamp.UTC().Format(timeLayout)
+		w.Timestamp = e.Timestamp.UTC().Format(sdk.TimeLayout)
 	}
 	withLibrary := make(map[string]any, len(e.Context)+1)
 	maps.Copy(withLibrary, e.Context)
@@ -393,7 +389,7 @@ func checkIntegrations(in map[string]any) error {
 // appendSentAt closes the JSON object body with a sentAt field.
 func appendSentAt(body []byte, at time.Time) []byte {
 	body = append(body[:len(body)-1], `,"sentAt":"`...)
-	body = at.UTC().AppendFormat(body, timeLayout)
+	body = at.UTC().AppendFormat(body, sdk.TimeLayout)
 	return append(body, `"}`...)
 }
 

@@ -52,11 +52,11 @@ func BenchmarkPluginDeliver(b *testing.B) {
 			batch := make([]sdk.Event, size)
 			for i := range batch {
 				body := benchEvent(b, i)
-				s, err := normalize.Summarize(body)
+				ev, _, err := normalize.Summarize(body)
 				if err != nil {
 					b.Fatal(err)
 				}
-				batch[i] = sdk.Event{JSON: body, MessageID: s.MessageID, Name: s.Name, UserID: s.UserID, AnonymousID: s.AnonymousID, Timestamp: s.Timestamp}
+				batch[i] = ev
 			}
 			b.SetBytes(int64(size * len(batch[0].JSON)))
 			b.ReportAllocs()

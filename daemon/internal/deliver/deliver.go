@@ -17,6 +17,7 @@ import (
 	"trackd.dev/trackd/daemon/internal/config"
 	"trackd.dev/trackd/daemon/internal/dlq"
 	"trackd.dev/trackd/daemon/internal/metrics"
+	"trackd.dev/trackd/daemon/internal/normalize"
 	"trackd.dev/trackd/daemon/internal/pluginhost"
 	"trackd.dev/trackd/sdk"
 )
@@ -117,7 +118,7 @@ func (d *Deliverer) prepare(msgs []jetstream.Msg) *batch {
 			_ = m.NakWithDelay(wait)
 			continue
 		}
-		ev, at, err := toEvent(m.Data())
+		ev, at, err := normalize.Summarize(m.Data())
 		if err != nil {
 			b.letters = d.deadLetter(b.letters, m, "the routed event is unreadable: "+err.Error())
 			continue

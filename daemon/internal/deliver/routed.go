@@ -9,8 +9,6 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"trackd.dev/trackd/daemon/internal/bus"
-	"trackd.dev/trackd/daemon/internal/normalize"
-	"trackd.dev/trackd/sdk"
 )
 
 // The routed message: a normalized event queued on the routed stream for one
@@ -79,16 +77,4 @@ func firstTryWait(m jetstream.Msg) time.Duration {
 		return 0
 	}
 	return time.Until(at)
-}
-
-// toEvent reads what a plugin gets besides the bytes, and when the event was received.
-func toEvent(body []byte) (sdk.Event, time.Time, error) {
-	r, err := normalize.Summarize(body)
-	if err != nil {
-		return sdk.Event{}, time.Time{}, err
-	}
-	return sdk.Event{
-		JSON: body, MessageID: r.MessageID, Name: r.Name,
-		UserID: r.UserID, AnonymousID: r.AnonymousID, Timestamp: r.Timestamp,
-	}, r.ReceivedAt, nil
 }

@@ -154,7 +154,7 @@ func (f *Fleet) prepare(ctx context.Context, cfg *config.Config, d *config.Desti
 		return nil, err
 	}
 	if startPlugin {
-		sctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+		sctx, cancel := context.WithTimeout(ctx, pluginhost.StartTimeout)
 		defer cancel()
 		if err := host.Start(sctx); err != nil {
 			host.Close()

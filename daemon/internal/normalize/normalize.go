@@ -22,17 +22,14 @@ import (
 	"github.com/google/uuid"
 
 	"trackd.dev/trackd/daemon/internal/jsonscan"
+	"trackd.dev/trackd/sdk"
 )
 
 const (
 	defaultMaxEventBytes = 32768
-	maxMessageIDRunes    = 100
 	// A numeric id is expanded to plain decimal digits; the cap stops a body such as
 	// {"userId": 1e999999999} from asking for a gigabyte of zeros.
 	maxNumericIDLen = 100
-	// receivedAt and computed timestamps always carry milliseconds so that they sort as
-	// strings and every destination sees the same precision.
-	timeLayout = "2006-01-02T15:04:05.000Z"
 	// RFC 3339 wants "+05:30", but producers often write ISO 8601's "+0530".
 	isoLayout   = "2006-01-02T15:04:05Z0700"
 	timeExample = "2020-01-24T11:59:02.403Z"
@@ -43,14 +40,10 @@ type Options struct {
 	MaxEventBytes int // 0 (or less) means 32768
 }
 
-// Event is a validated, normalized track event.
+// Event is a validated, normalized track event: what crosses to plugins, and
+// what the router needs besides.
 type Event struct {
-	JSON        []byte    // the normalized event as a JSON object
-	MessageID   string    // the event's messageId, or the UUID assigned to it
-	Name        string    // the "event" field
-	UserID      string    // "" when absent
-	AnonymousID string    // "" when absent
-	Timestamp   time.Time // the normalized timestamp, in UTC
+	sdk.Event
 	// Integrations holds the event's integrations object with keys lower-cased;
 	// true/false for booleans, true for objects; null values are left out. "All" is under "all".
 	// When two spellings of a key disagree ({"Mixpanel": true, "mixpanel": false}), false
@@ -263,12 +256,14 @@ func Normalize(body []byte, receivedAt time.Time, opts Options) (Event, error) {
 	}
 
 	return Event{
-		JSON:         encode(o.fields, len(body)),
-		MessageID:    messageID,
-		Name:         name,
-		UserID:       userID,
-		AnonymousID:  anonymousID,
-		Timestamp:    timestamp,
+		Event: sdk.Event{
+			JSON:        encode(o.fields, len(body)),
+			MessageID:   messageID,
+			Name:        name,
+			UserID:      userID,
+			AnonymousID: anonymousID,
+			Timestamp:   timestamp,
+		},
 		Integrations: integrations,
 	}, nil
 }
@@ -496,11 +491,11 @@ func messageIDOf(raw json.RawMessage) (string, error) {
 	case raw == nil || raw[0] == 'n':
 		return "", nil
 	case raw[0] != '"':
-		return "", invalid("messageId", "messageId is %s; use a string of at most %d characters", kindOf(raw), maxMessageIDRunes)
+		return "", invalid("messageId", "messageId is %s; use a string of at most %d characters", kindOf(raw), sdk.MaxMessageIDRunes)
 	}
 	id := unquote(raw)
-	if n := utf8.RuneCountInString(id); n > maxMessageIDRunes {
-		return "", invalid("messageId", "messageId is %d characters, over the limit of %d", n, maxMessageIDRunes)
+	if n := utf8.RuneCountInString(id); n > sdk.MaxMessageIDRunes {
+		return "", invalid("messageId", "messageId is %d characters, over the limit of %d", n, sdk.MaxMessageIDRunes)
 	}
 	return id, nil
 }
@@ -639,7 +634,7 @@ func ParseTime(s string) (time.Time, error) {
 
 func appendTime(dst []byte, t time.Time) []byte {
 	dst = append(dst, '"')
-	dst = t.UTC().AppendFormat(dst, timeLayout)
+	dst = t.UTC().AppendFormat(dst, sdk.TimeLayout)
 	return append(dst, '"')
 }
 
@@ -685,25 +680,16 @@ func encode(fields []field, sizeHint int) []byte {
 	return append(out, '}')
 }
 
-// Summary is what the delivery stage reads back from a normalized event.
-type Summary struct {
-	MessageID   string
-	Name        string
-	UserID      string
-	AnonymousID string
-	Timestamp   time.Time
-	ReceivedAt  time.Time
-}
-
-// Summarize reads the top-level fields of an event Normalize wrote, skipping over
-// properties, context and the rest without decoding them. It refuses anything that is
-// not a JSON object with string ids and valid timestamp and receivedAt.
-func Summarize(event []byte) (Summary, error) {
+// Summarize reads back, from an event Normalize wrote, what a plugin gets and when
+// the event was received, skipping over properties, context and the rest without
+// decoding them. It refuses anything that is not a JSON object with string ids and
+// valid timestamp and receivedAt.
+func Summarize(event []byte) (s sdk.Event, receivedAt time.Time, err error) {
+	s.JSON = event
 	var (
-		s          Summary
-		fault      string
-		timestamp  []byte
-		receivedAt []byte
+		fault     string
+		timestamp []byte
+		received  []byte
 	)
 	ok := jsonscan.EachMember(event, func(key []byte, plain bool, value []byte) {
 		var dst *string
@@ -720,7 +706,7 @@ func Summarize(event []byte) (Summary, error) {
 			timestamp = value
 			return
 		case "receivedAt":
-			receivedAt = value
+			received = value
 			return
 		default:
 			return
@@ -736,19 +722,18 @@ func Summarize(event []byte) (Summary, error) {
 		}
 	})
 	if !ok {
-		return Summary{}, errors.New("not a valid JSON object")
+		return sdk.Event{}, time.Time{}, errors.New("not a valid JSON object")
 	}
 	if fault != "" {
-		return Summary{}, errors.New(fault)
+		return sdk.Event{}, time.Time{}, errors.New(fault)
 	}
-	var err error
 	if s.Timestamp, err = summaryTime(timestamp, "timestamp"); err != nil {
-		return Summary{}, err
+		return sdk.Event{}, time.Time{}, err
 	}
-	if s.ReceivedAt, err = summaryTime(receivedAt, "receivedAt"); err != nil {
-		return Summary{}, err
+	if receivedAt, err = summaryTime(received, "receivedAt"); err != nil {
+		return sdk.Event{}, time.Time{}, err
 	}
-	return s, nil
+	return s, receivedAt, nil
 }
 
 func summaryTime(raw []byte, key string) (time.Time, error) {

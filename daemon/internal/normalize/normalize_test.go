@@ -558,14 +558,13 @@ func TestSummarize(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	s, err := Summarize(ev.JSON)
+	s, at, err := Summarize(ev.JSON)
 	if err != nil {
 		t.Fatal(err)
 	}
-	want := Summary{MessageID: ev.MessageID, Name: ev.Name, UserID: ev.UserID, AnonymousID: ev.AnonymousID}
-	if s.MessageID != want.MessageID || s.Name != want.Name || s.UserID != want.UserID || s.AnonymousID != want.AnonymousID ||
-		!s.Timestamp.Equal(ev.Timestamp) || !s.ReceivedAt.Equal(received) {
-		t.Errorf("Summarize = %+v, want the event's %+v, timestamp %v, receivedAt %v", s, want, ev.Timestamp, received)
+	if s.MessageID != ev.MessageID || s.Name != ev.Name || s.UserID != ev.UserID || s.AnonymousID != ev.AnonymousID ||
+		!s.Timestamp.Equal(ev.Timestamp) || !at.Equal(received) || !bytes.Equal(s.JSON, ev.JSON) {
+		t.Errorf("Summarize = %+v, %v; want the event's %+v, receivedAt %v", s, at, ev.Event, received)
 	}
 	for _, bad := range []string{
 		`{"messageId":"m","timestamp":"2024-01-24T11:59:02Z"}`,
@@ -573,7 +572,7 @@ func TestSummarize(t *testing.T) {
 		`{"messageId":"m","timestamp":"yesterday","receivedAt":"2024-01-24T11:59:02Z"}`,
 		`{"messageId":"m",`,
 	} {
-		if _, err := Summarize([]byte(bad)); err == nil {
+		if _, _, err := Summarize([]byte(bad)); err == nil {
 			t.Errorf("Summarize(%s) accepted it", bad)
 		}
 	}
@@ -587,7 +586,7 @@ func BenchmarkSummarize(b *testing.B) {
 	b.SetBytes(int64(len(ev.JSON)))
 	b.ReportAllocs()
 	for b.Loop() {
-		if _, err := Summarize(ev.JSON); err != nil {
+		if _, _, err := Summarize(ev.JSON); err != nil {
 			b.Fatal(err)
 		}
 	}

@@ -4,6 +4,8 @@
 package pluginhost
 
 import (
+	"time"
+
 	"bytes"
 	"context"
 	"fmt"
@@ -58,6 +60,11 @@ func (h *Host) mask(s string) string {
 	}
 	return h.redact.Replace(s)
 }
+
+// StartTimeout bounds a plugin's start, handshake and Configure, where a caller
+// waits for it (validate, a reload): long enough for a cold binary on a busy
+// machine, short enough that a plugin that hangs is reported.
+const StartTimeout = 30 * time.Second
 
 // Start launches and configures the plugin unless it is already running.
 func (h *Host) Start(ctx context.Context) error {

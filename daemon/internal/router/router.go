@@ -20,7 +20,6 @@ import (
 	"trackd.dev/trackd/daemon/internal/normalize"
 	"trackd.dev/trackd/daemon/internal/route"
 	"trackd.dev/trackd/daemon/internal/tap"
-	"trackd.dev/trackd/sdk"
 )
 
 // How long a batch's dedupe claims, and then its hand-offs, may take before
@@ -253,13 +252,7 @@ func (r *Router) route(b *batch) {
 	b.routed = out
 	events := make([]deliver.Routed, len(out))
 	for i, it := range out {
-		events[i] = deliver.Routed{
-			Event: sdk.Event{
-				JSON: it.event.JSON, MessageID: it.event.MessageID, Name: it.event.Name,
-				UserID: it.event.UserID, AnonymousID: it.event.AnonymousID, Timestamp: it.event.Timestamp,
-			},
-			Received: it.at, Seq: it.seq, Dests: it.dests,
-		}
+		events[i] = deliver.Routed{Event: it.event.Event, Received: it.at, Seq: it.seq, Dests: it.dests}
 	}
 	b.handoff = r.HandOff.Start(events)
 }
