@@ -15,9 +15,35 @@ import (
 
 // File appends each event's JSON to a file as one line.
 type File struct {
-	mu   sync.Mutex
-	f    *os.File
-	sync bool // whether f is a regular file, which fsync applies to
+	mu  sync.Mutex
+	out *output // nil until configured
+
+	// syncFile, if set, replaces (*os.File).Sync for the files configured
+	// after, so that tests can count fsyncs, hold them and make them fail.
+	syncFile func(*os.File) error
+}
+
+// output is the configured file and the group commit of the calls writing to
+// it: a call writes under File.mu, then waits for an fsync that began after
+// its write. While one fsync runs, later calls write and wait, and the next
+// fsync covers them all, run by whichever of them gets there first.
+type output struct {
+	f       *os.File
+	regular bool // whether f is a regular file, which fsync applies to
+	sync    func(*os.File) error
+	cond    *sync.Cond // on File.mu; broadcast when an fsync ends and when users drops to 0
+
+	next    *round // the fsync that will cover the writes made now
+	syncing bool   // an fsync is under way, outside File.mu
+	users   int    // calls that wrote and wait for their fsync; f stays open until they are done
+}
+
+// round is one fsync, and its outcome for the calls whose writes it covers.
+// Each call keeps its own round: with Linux reporting a writeback error to
+// one fsync only, a later fsync succeeding says nothing about these writes.
+type round struct {
+	done bool
+	err  error
 }
 
 type settings struct {
@@ -51,18 +77,29 @@ func (p *File) Configure(_ context.Context, s sdk.Settings) error {
 		return fmt.Errorf("path %q: %w", cfg.Path, err)
 	}
 
+	o := &output{f: f, regular: fi.Mode().IsRegular(), sync: p.syncFile, cond: sync.NewCond(&p.mu), next: new(round)}
+	if o.sync == nil {
+		o.sync = (*os.File).Sync
+	}
+
 	p.mu.Lock()
-	old := p.f
-	p.f, p.sync = f, fi.Mode().IsRegular()
+	old := p.out
+	p.out = o
+	// Calls that wrote to the old file still need its fsync; closing it now
+	// would answer them retry ("file already closed") for lines written.
+	for old != nil && old.users > 0 {
+		old.cond.Wait()
+	}
 	p.mu.Unlock()
 	if old != nil {
-		_ = old.Close()
+		_ = old.f.Close()
 	}
 	return nil
 }
 
 // Deliver writes the batch with one write and syncs it to disk before
 // reporting it delivered; if either fails, the whole batch is retried.
+// Concurrent calls share fsyncs (see output).
 func (p *File) Deliver(_ context.Context, batch []sdk.Event) []sdk.Result {
 	results := make([]sdk.Result, len(batch))
 	var buf bytes.Buffer
@@ -88,19 +125,44 @@ func (p *File) Deliver(_ context.Context, batch []sdk.Event) []sdk.Result {
 func (p *File) write(b []byte) error {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	if p.f == nil {
+	o := p.out
+	if o == nil {
 		return errors.New("file plugin is not configured")
 	}
 	if len(b) == 0 {
 		return nil
 	}
-	if _, err := p.f.Write(b); err != nil {
+	if _, err := o.f.Write(b); err != nil {
 		return err
 	}
-	if p.sync {
-		return p.f.Sync()
+	if !o.regular {
+		return nil
 	}
-	return nil
+
+	r := o.next
+	o.users++
+	defer func() {
+		if o.users--; o.users == 0 {
+			o.cond.Broadcast()
+		}
+	}()
+	for !r.done {
+		if o.syncing {
+			o.cond.Wait()
+			continue
+		}
+		// No fsync runs, so r has not been taken (a taken round is done
+		// before syncing is cleared): r is o.next, and this call syncs it.
+		o.syncing = true
+		o.next = new(round)
+		p.mu.Unlock()
+		err := o.sync(o.f)
+		p.mu.Lock()
+		r.done, r.err = true, err
+		o.syncing = false
+		o.cond.Broadcast()
+	}
+	return r.err
 }
 
 // appendLine appends event JSON to buf as one line. The daemon's JSON is
