@@ -5,7 +5,7 @@ STATICCHECK := honnef.co/go/tools/cmd/staticcheck@v0.8.2
 PROTOC_GEN_GO      := google.golang.org/protobuf/cmd/protoc-gen-go@v1.36.12
 PROTOC_GEN_GO_GRPC := google.golang.org/grpc/cmd/protoc-gen-go-grpc@v1.5.1
 
-.PHONY: build run test bench lint fuzz proto clean
+.PHONY: build run test test-cluster bench lint fuzz proto clean
 
 ## build: bin/trackd and bin/plugins/<name> for every plugin
 build:
@@ -19,6 +19,10 @@ run: build
 ## test: the whole suite, race detector on (tests build the binaries they need)
 test:
 	$(GO) test -race -count=1 ./...
+
+## test-cluster: the tests on an in-process 3-node NATS cluster (about 90 s; build tag cluster)
+test-cluster:
+	$(GO) test -race -count=1 -tags cluster -run '^TestCluster' ./daemon
 
 ## bench: micro-benchmarks, then the end-to-end ones (about 8 minutes, never with -race);
 ## the summary lines for BENCHMARKS.md come last
@@ -37,7 +41,9 @@ fuzz:
 lint:
 	@test -z "$$(gofmt -l $$(git ls-files '*.go'))" || { gofmt -l $$(git ls-files '*.go'); echo "gofmt: the files above need formatting"; exit 1; }
 	$(GO) vet ./...
+	$(GO) vet -tags cluster ./daemon
 	$(GO) run $(STATICCHECK) ./...
+	$(GO) run $(STATICCHECK) -tags cluster ./daemon
 
 ## proto: regenerate sdk/destinationpb from destination.proto (installs protoc and the pinned generators)
 proto:

@@ -170,20 +170,24 @@ func TestWatch(t *testing.T) {
 	log := slog.New(slog.NewTextHandler(logs, nil))
 	go Watch(ctx, b.JS, []string{"TRACK_DEDUPE"}, 5, 20*time.Millisecond, m, log)
 
+	// One pipelined batch, most likely between two looks.
 	claim := func(from, to int) {
+		var claims []Claim
 		for i := from; i < to; i++ {
-			if _, err := c.ClaimAll(ctx, []Claim{{fmt.Sprintf("id-%d", i), uint64(i + 1)}}); err != nil {
-				t.Fatal(err)
-			}
+			claims = append(claims, Claim{fmt.Sprintf("id-%d", i), uint64(i + 1)})
+		}
+		if _, err := c.ClaimAll(ctx, claims); err != nil {
+			t.Fatal(err)
 		}
 	}
-	claim(0, 5)
-	bustest.WaitFor(t, func() bool { return gauge(m.DedupeKeys.WithLabelValues("TRACK_DEDUPE")) == 5 })
+	claim(0, 3)
+	bustest.WaitFor(t, func() bool { return gauge(m.DedupeKeys.WithLabelValues("TRACK_DEDUPE")) == 3 })
 	if w := gauge(m.DedupeWindow.WithLabelValues("TRACK_DEDUPE")); w <= 0 || w > 3600 {
 		t.Errorf("effective window %v s, want the age of the oldest claim", w)
 	}
-	claim(5, 12)
-	bustest.WaitFor(t, func() bool { return counter(m.DedupeEvicted.WithLabelValues("TRACK_DEDUPE")) == 7 })
+	// The bucket fills, and drops 12 of the 17.
+	claim(3, 17)
+	bustest.WaitFor(t, func() bool { return counter(m.DedupeEvicted.WithLabelValues("TRACK_DEDUPE")) == 12 })
 	if n := strings.Count(logs.String(), "dedupe bucket is full"); n != 1 {
 		t.Errorf("logged the full bucket %d times, want once:\n%s", n, logs.String())
 	}

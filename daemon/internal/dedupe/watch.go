@@ -14,11 +14,14 @@ import (
 // the keys each holds and its effective window (the age of its oldest claim)
 // as gauges. With maxKeys set, a bucket that is full drops its oldest claim
 // for every new one: Watch logs that once per episode and counts the claims
-// dropped (estimated as those made while it was full).
+// dropped (estimated from the claims made since its last look and the room
+// the bucket had then). Every daemon watches every bucket, so each reports
+// the same numbers.
 func Watch(ctx context.Context, js jetstream.JetStream, buckets []string, maxKeys int64, interval time.Duration, m *metrics.Metrics, log *slog.Logger) {
 	type state struct {
-		full    bool
-		lastSeq uint64
+		seen          bool
+		full          bool
+		lastSeq, msgs uint64
 	}
 	states := make([]state, len(buckets))
 	t := time.NewTicker(interval)
@@ -44,16 +47,25 @@ func Watch(ctx context.Context, js jetstream.JetStream, buckets []string, maxKey
 
 			full := maxKeys > 0 && st.Msgs >= uint64(maxKeys)
 			prev := &states[i]
+			if full && prev.seen {
+				// Each claim made since the last look pushed one out, once the
+				// room the bucket had then was used up.
+				added, room := st.LastSeq-prev.lastSeq, uint64(0)
+				if prev.msgs < uint64(maxKeys) {
+					room = uint64(maxKeys) - prev.msgs
+				}
+				if added > room {
+					m.DedupeEvicted.WithLabelValues(name).Add(float64(added - room))
+				}
+			}
 			switch {
-			case full && prev.full:
-				m.DedupeEvicted.WithLabelValues(name).Add(float64(st.LastSeq - prev.lastSeq))
-			case full:
+			case full && !prev.full:
 				log.Warn("dedupe bucket is full (dedupe.max_keys): each new messageId drops the oldest, so repeats are caught only within the effective window",
 					"bucket", name, "max_keys", maxKeys, "effective_window", time.Duration(window*float64(time.Second)).Round(time.Second).String())
-			case prev.full:
+			case !full && prev.full:
 				log.Info("dedupe bucket has room again", "bucket", name, "keys", st.Msgs, "max_keys", maxKeys)
 			}
-			*prev = state{full: full, lastSeq: st.LastSeq}
+			*prev = state{seen: true, full: full, lastSeq: st.LastSeq, msgs: st.Msgs}
 		}
 		select {
 		case <-ctx.Done():

@@ -83,7 +83,7 @@ func New() *Metrics {
 			Name: "trackd_dedupe_window_seconds", Help: "Age of a dedupe bucket's oldest claim: the window repeats are caught in, shorter than dedupe.window once the bucket is full.",
 		}, []string{"bucket"}),
 		DedupeEvicted: prometheus.NewCounterVec(prometheus.CounterOpts{
-			Name: "trackd_dedupe_evicted_total", Help: "Claims a full dedupe bucket dropped before their window ended (dedupe.max_keys), estimated as the claims made while it was full.",
+			Name: "trackd_dedupe_evicted_total", Help: "Claims a full dedupe bucket dropped before their window ended (dedupe.max_keys), estimated; every daemon counts the whole bucket, so take the max across daemons, not the sum.",
 		}, []string{"bucket"}),
 		HTTPRequests: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "trackd_http_requests_total", Help: "Requests to the tracking API, by the source of their write key and the status answered.",
