@@ -170,13 +170,13 @@ func (d *Deliverer) deliver(ctx context.Context, b *batch, letters []pendingLett
 	healthy := err == nil
 	for i, res := range results {
 		m := b.mine[i]
-		md, merr := m.Metadata()
-		if merr != nil {
-			_ = m.NakWithDelay(d.Retry.Initial.Duration)
-			healthy = false
-			continue
-		}
-		v := d.judge(res, err, int(md.NumDelivered), now.Sub(md.Timestamp))
+		v := d.judge(res, err, func() (int, time.Duration) {
+			md, err := m.Metadata()
+			if err != nil {
+				return 1, 0
+			}
+			return int(md.NumDelivered), now.Sub(md.Timestamp)
+		})
 		switch v.fate {
 		case fateDelivered:
 			_ = m.Ack()

@@ -188,7 +188,7 @@ func (d *Deliverer) offerCall(ctx context.Context, events []sdk.Event, received 
 	now := time.Now()
 	for i, res := range results {
 		// The direct path's is an event's first attempt.
-		v := d.judge(res, err, 1, now.Sub(received[i]))
+		v := d.judge(res, err, func() (int, time.Duration) { return 1, now.Sub(received[i]) })
 		switch v.fate {
 		case fateDelivered:
 			out[i].Done = true

@@ -28,9 +28,10 @@ type verdict struct {
 // judge turns the plugin's result for an event (or the call's failure,
 // callErr) into a verdict: ok is delivered, drop is dead-lettered, and retry
 // (or a failed call) waits with backoff, or the destination's Retry-After,
-// until max_attempts or max_age run out. attempts counts this one; age is how
-// long ago the event was stored.
-func (d *Deliverer) judge(res sdk.Result, callErr error, attempts int, age time.Duration) verdict {
+// until max_attempts or max_age run out. attempt says, only when it is
+// needed, which attempt this was (counting this one) and how long ago the
+// event was stored.
+func (d *Deliverer) judge(res sdk.Result, callErr error, attempt func() (n int, age time.Duration)) verdict {
 	reason := res.Reason
 	switch {
 	case callErr != nil:
@@ -40,6 +41,7 @@ func (d *Deliverer) judge(res sdk.Result, callErr error, attempts int, age time.
 	case res.Status != sdk.StatusRetry:
 		return verdict{fate: fateDeadLetter, reason: "dropped by the destination: " + res.Reason}
 	}
+	attempts, age := attempt()
 	if attempts >= d.Retry.MaxAttempts {
 		return verdict{fate: fateDeadLetter, reason: fmt.Sprintf("gave up after %d attempts: %s", attempts, reason)}
 	}
