@@ -28,9 +28,11 @@ const retryAfterSeconds = "2"
 
 // The window of publishes awaiting their acknowledgement, shared by all
 // requests: a publish waits up to stallWait for room in it, then its request is
-// answered 429; a publish not acknowledged within ackTimeout is answered 503.
-// 8192 calls of 1 KB keep JetStream busy on loopback without holding more than
-// a few MB in flight.
+// answered 429; a request whose calls are not all acknowledged within
+// ackTimeout is answered 503. 8192 calls of 1 KB keep JetStream busy on
+// loopback without holding more than a few MB in flight. The timeout is the
+// request's, not each publish's: jetstream's per-publish timeout starts a
+// timer for every call, which cost a quarter of the API's CPU.
 const (
 	window     = 8192
 	stallWait  = time.Second
@@ -39,19 +41,20 @@ const (
 
 // API is the HTTP handler of the tracking API.
 type API struct {
-	js      jetstream.JetStream
-	sources atomic.Pointer[Sources]
-	metrics *metrics.Metrics
-	log     *slog.Logger
+	js         jetstream.JetStream
+	ackTimeout time.Duration
+	sources    atomic.Pointer[Sources]
+	metrics    *metrics.Metrics
+	log        *slog.Logger
 }
 
 // New returns the API publishing through nc.
 func New(nc *nats.Conn, sources *Sources, m *metrics.Metrics, log *slog.Logger) (*API, error) {
-	js, err := jetstream.New(nc, jetstream.WithPublishAsyncMaxPending(window), jetstream.WithPublishAsyncTimeout(ackTimeout))
+	js, err := jetstream.New(nc, jetstream.WithPublishAsyncMaxPending(window))
 	if err != nil {
 		return nil, err
 	}
-	a := &API{js: js, metrics: m, log: log}
+	a := &API{js: js, ackTimeout: ackTimeout, metrics: m, log: log}
 	a.sources.Store(sources)
 	return a, nil
 }
@@ -251,12 +254,28 @@ func (a *API) publish(calls []call, srcs []*source) (int, string) {
 		}
 		futures = append(futures, f)
 	}
+	timeout := time.NewTimer(a.ackTimeout)
+	defer timeout.Stop()
 	for _, f := range futures {
 		select {
 		case <-f.Ok():
 		case err := <-f.Err():
 			if status == http.StatusOK {
 				status, message = refusal(err)
+			}
+		case <-timeout.C:
+			// JetStream is connected but not answering. Every publish still
+			// waiting is failed (other requests' too, which their clients
+			// retry), so that none holds a slot of the window for ever; the
+			// futures of this request then resolve at once.
+			a.log.Error("http: JetStream did not acknowledge calls within the timeout; failing every publish still waiting", "timeout", a.ackTimeout.String())
+			a.js.CleanupPublisher()
+			if status == http.StatusOK {
+				status, message = http.StatusServiceUnavailable, "JetStream did not acknowledge the calls within "+a.ackTimeout.String()+"; retry later"
+			}
+			select {
+			case <-f.Ok():
+			case <-f.Err():
 			}
 		}
 	}

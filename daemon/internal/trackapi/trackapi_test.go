@@ -446,6 +446,24 @@ func TestNotStored(t *testing.T) {
 	if got := count(s.metrics.HTTPCalls.WithLabelValues("web", "503")); got != 2 {
 		t.Errorf("trackd_http_calls_total{source=web,code=503} = %v, want 2", got)
 	}
+	// A subject someone listens on but JetStream does not: no acknowledgement
+	// ever comes, and the request is answered 503 when its time is up.
+	sub, err := s.api.js.Conn().SubscribeSync("silent.>")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer func() { _ = sub.Unsubscribe() }()
+	s.api.ackTimeout = 200 * time.Millisecond
+	s.api.SetSources(NewSources("silent", map[string]string{"web": webKey}))
+	resp, answer = s.do(t, req{path: "/v1/track", body: `{"event":"E","userId":"u"}`, basic: webKey})
+	if msg, _ := answer["message"].(string); resp.StatusCode != http.StatusServiceUnavailable || !strings.Contains(msg, "within 200ms") {
+		t.Errorf("status %d %v; want 503 saying the acknowledgement did not come", resp.StatusCode, answer)
+	}
+	// Nothing is left holding the window: the next request goes through.
+	s.api.SetSources(NewSources("track", map[string]string{"web": webKey}))
+	if resp, answer := s.do(t, req{path: "/v1/track", body: `{"event":"E","userId":"u"}`, basic: webKey}); resp.StatusCode != http.StatusOK {
+		t.Errorf("after a timeout: status %d %v", resp.StatusCode, answer)
+	}
 	if status, _ := refusal(jetstream.ErrTooManyStalledMsgs); status != http.StatusTooManyRequests {
 		t.Errorf("a full window is answered %d, want 429", status)
 	}
