@@ -12,6 +12,9 @@ const (
 	MaxCallBytes  = 32 << 10
 	MaxBatchBytes = 500 << 10
 	MaxBatchCalls = 2500
+	// maxMergedBytes bounds a batch's calls once its context and integrations
+	// are merged into each: 2,500 calls of 1 KB with 1 KB merged in, and more.
+	maxMergedBytes = 8 << 20
 )
 
 // badRequest is the message of a 400 answer: the body is not what the API takes.

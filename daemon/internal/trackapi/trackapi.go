@@ -181,9 +181,17 @@ func split(body []byte, ep endpoint) (request, error) {
 			return req, err
 		}
 	}
+	// What the batch merges into each call is copied into each: bounded, so
+	// that a small body cannot make a large request.
+	if shared := len(req.env.context) + len(req.env.integrations); shared > MaxCallBytes {
+		return req, badf("the batch's context and integrations are %d bytes, over the limit of %d bytes per call they are merged into", shared, MaxCallBytes)
+	}
 	var arena []byte
 	req.list = make([]call, len(raws))
 	for i, raw := range raws {
+		if len(arena) > maxMergedBytes {
+			return req, badf("the batch's calls with its context and integrations merged in are over %d MB; send fewer calls a request", maxMergedBytes>>20)
+		}
 		c, err := parseCall(raw, &req.env, ep.typ, &arena)
 		if err != nil {
 			if ep.batch {
@@ -238,10 +246,12 @@ func (a *API) publish(calls []call, srcs []*source) (int, string) {
 	for i, c := range calls {
 		var f jetstream.PubAckFuture
 		var err error
-		if c.size > MaxCallBytes {
+		if size := max(c.size, len(c.body)); size > MaxCallBytes {
+			// Counted with what the batch merged into it: the router refuses
+			// what is over its limit, and a 200 must not promise it.
 			f, err = dlq.PublishAsync(a.js, dlq.Letter{
 				Body: c.body, Stage: dlq.StageHTTP, Attempts: 0,
-				Reason: "call is " + strconv.Itoa(c.size) + " bytes, over the tracking API's limit of " + strconv.Itoa(MaxCallBytes) + " bytes per call",
+				Reason: "call is " + strconv.Itoa(size) + " bytes (with the batch's context and integrations), over the tracking API's limit of " + strconv.Itoa(MaxCallBytes) + " bytes per call",
 			})
 			a.metrics.HTTPCallsDeadLettered.WithLabelValues(srcs[i].name).Inc()
 		} else {

@@ -353,7 +353,7 @@ func TestBodiesAndLimits(t *testing.T) {
 	}{
 		{"gzip", req{path: "/v1/batch", body: batchOf(call(10), call(10)), gzip: true}, 200, 2, ""},
 		{"text/plain, as browser beacons send", req{path: "/v1/track", body: call(10), header: map[string]string{"Content-Type": "text/plain"}}, 200, 1, ""},
-		{"a call of 32 KB at most", req{path: "/v1/track", body: call(MaxCallBytes - 50)}, 200, 1, ""},
+		{"a call of 32 KB at most", req{path: "/v1/track", body: call(MaxCallBytes - 100)}, 200, 1, ""},
 		{"a call over 32 KB", req{path: "/v1/track", body: call(MaxCallBytes)}, 400, 0, "over 32 KB"},
 		{"a gzipped call over 32 KB", req{path: "/v1/track", body: call(MaxCallBytes), gzip: true}, 400, 0, "over 32 KB"},
 		{"a batch over 500 KB", req{path: "/v1/batch", body: batchOf(call(300<<10), call(300<<10))}, 400, 0, "over 500 KB"},
@@ -365,6 +365,7 @@ func TestBodiesAndLimits(t *testing.T) {
 		{"a batch that is not an array", req{path: "/v1/batch", body: `{"batch":{}}`}, 400, 0, `"batch" is an object`},
 		{"a call that is not an object", req{path: "/v1/batch", body: batchOf(call(1), `"x"`)}, 400, 0, "batch[1] is a string"},
 		{"a batch context that is not an object", req{path: "/v1/batch", body: `{"context":[],"batch":[]}`}, 400, 0, "context is an array"},
+		{"a batch context over 32 KB", req{path: "/v1/batch", body: `{"context":{"pad":"` + strings.Repeat("x", MaxCallBytes) + `"},"batch":[{}]}`}, 400, 0, "merged into"},
 		{"gzip in name only", req{path: "/v1/track", body: call(1), header: map[string]string{"Content-Encoding": "gzip"}}, 400, 0, "not gzip"},
 		{"another encoding", req{path: "/v1/track", body: call(1), header: map[string]string{"Content-Encoding": "br"}}, 400, 0, `"br" is not supported`},
 	}
@@ -406,6 +407,19 @@ func TestBodiesAndLimits(t *testing.T) {
 	}
 	if got := count(s.metrics.HTTPCallsDeadLettered.WithLabelValues("web")); got != 1 {
 		t.Errorf("trackd_http_calls_dead_lettered_total = %v, want 1", got)
+	}
+
+	// A call under 32 KB that the batch's context takes over it is dead-lettered too.
+	before, dlqBefore = lastSeq(t, s.topo.Ingest), lastSeq(t, s.topo.DLQ)
+	merged := `{"context":{"pad":"` + strings.Repeat("y", 20<<10) + `"},"batch":[` + call(15<<10) + `,` + call(1) + `]}`
+	if resp, answer := s.do(t, req{path: "/v1/batch", body: merged, basic: webKey}); resp.StatusCode != 200 {
+		t.Fatalf("status %d: %v", resp.StatusCode, answer)
+	}
+	if got := since(t, s.topo.Ingest, before); len(got) != 1 {
+		t.Errorf("published %d calls, want the one that fits", len(got))
+	}
+	if letters := since(t, s.topo.DLQ, dlqBefore); len(letters) != 1 || !strings.Contains(letters[0].header[bus.HeaderError], "with the batch's context") {
+		t.Errorf("dead letters %v, want the call the context made too large", letters)
 	}
 }
 
