@@ -10,6 +10,8 @@ import (
 	"sort"
 	"strings"
 	"time"
+
+	"github.com/nats-io/nats-server/v2/server"
 )
 
 // A destination id becomes part of a consumer name and a subject token.
@@ -101,7 +103,7 @@ func (c *Config) checkHTTP(bad func(key, format string, args ...any) error, look
 	if len(h.WriteKeys) == 0 {
 		return bad("http.write_keys", "is empty, so no call could be accepted; add a source, such as web = \"${WEB_WRITE_KEY}\", or set http.listen = \"\"")
 	}
-	if !validSubject(h.SubjectPrefix) {
+	if !server.IsValidLiteralSubject(h.SubjectPrefix) {
 		return bad("http.subject_prefix", "%q is not a subject of tokens without wildcards, such as \"track\"", h.SubjectPrefix)
 	}
 	sources := map[string]string{} // write key → the source that has it
@@ -132,37 +134,11 @@ func (c *Config) checkHTTP(bad func(key, format string, args ...any) error, look
 // ingests reports whether one of the ingest subjects matches subject.
 func (c *Config) ingests(subject string) bool {
 	for _, pattern := range c.Ingest.Subjects {
-		if subjectMatches(pattern, subject) {
+		if server.SubjectMatchesFilter(subject, pattern) {
 			return true
 		}
 	}
 	return false
-}
-
-// subjectMatches reports whether the NATS subject pattern (with * and >
-// wildcards) matches the literal subject.
-func subjectMatches(pattern, subject string) bool {
-	p, s := strings.Split(pattern, "."), strings.Split(subject, ".")
-	for i, tok := range p {
-		switch {
-		case tok == ">":
-			return i < len(s)
-		case i == len(s):
-			return false
-		case tok != "*" && tok != s[i]:
-			return false
-		}
-	}
-	return len(p) == len(s)
-}
-
-func validSubject(s string) bool {
-	for _, tok := range strings.Split(s, ".") {
-		if tok == "" || tok == "*" || tok == ">" || strings.ContainsAny(tok, " \t\r\n") {
-			return false
-		}
-	}
-	return true
 }
 
 func checkRetry(key string, r Retry, bad func(key, format string, args ...any) error) error {

@@ -218,21 +218,6 @@ app = "$${literal}"
 	}
 }
 
-func TestSubjectMatches(t *testing.T) {
-	for _, tt := range []struct {
-		pattern, subject string
-		want             bool
-	}{
-		{"track", "track", true}, {"track", "track.web", false}, {"track.>", "track.web", true},
-		{"track.>", "track", false}, {"track.*", "track.web", true}, {"track.*", "track.web.x", false},
-		{"*.web", "track.web", true}, {">", "a.b", true}, {"track.web", "track.ios", false},
-	} {
-		if got := subjectMatches(tt.pattern, tt.subject); got != tt.want {
-			t.Errorf("subjectMatches(%q, %q) = %v, want %v", tt.pattern, tt.subject, got, tt.want)
-		}
-	}
-}
-
 // The shipped config.toml parses with nothing but its own defaults.
 func TestShippedConfig(t *testing.T) {
 	data, err := os.ReadFile("../../../config.toml")

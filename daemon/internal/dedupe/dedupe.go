@@ -57,13 +57,11 @@ func (c *Claimer) locate(messageID string) (*bucket, string) {
 	return &c.buckets[shard], keyOf(sum)
 }
 
-// Key is the bucket key of a messageId: KV keys allow few characters, and a
-// messageId may hold any, so it is hashed. NATS keeps an index entry per key
-// in memory, and its size grows with the key's, so the key is the first 128
-// bits of the SHA-256 (22 characters): two ids in the window sharing one is
-// as likely as guessing a random UUID.
-func Key(messageID string) string { return keyOf(sha256.Sum256([]byte(messageID))) }
-
+// keyOf is the bucket key of a messageId whose SHA-256 is sum: KV keys allow
+// few characters, and a messageId may hold any, so it is hashed. NATS keeps an
+// index entry per key in memory, and its size grows with the key's, so the
+// key is the first 128 bits of the hash (22 characters): two ids in the
+// window sharing one is as likely as guessing a random UUID.
 func keyOf(sum [sha256.Size]byte) string { return base64.RawURLEncoding.EncodeToString(sum[:keyBytes]) }
 
 const keyBytes = 16

@@ -47,9 +47,9 @@ func Watch(ctx context.Context, js jetstream.JetStream, buckets []string, maxKey
 
 			full := maxKeys > 0 && st.Msgs >= uint64(maxKeys)
 			prev := &states[i]
-			if prev.seen && st.LastSeq < prev.lastSeq {
+			if st.LastSeq < prev.lastSeq {
 				// The bucket's stream was made anew since the last look.
-				prev.seen = false
+				*prev = state{}
 			}
 			if full && prev.seen {
 				// Each claim made since the last look pushed one out, once the

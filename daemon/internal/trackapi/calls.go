@@ -35,9 +35,10 @@ type envelope struct {
 
 // call is one call of a request, as it will be published.
 type call struct {
-	body []byte // writeKey removed, the batch's fields merged in
-	key  string // its own writeKey; "" when it has none
-	size int    // its size as the client sent it
+	body []byte  // writeKey removed, the batch's fields merged in
+	key  string  // its own writeKey; "" when it has none
+	size int     // its size as the client sent it
+	src  *source // whose key it came with, once authenticated
 }
 
 // parseBatch splits a batch request into its envelope and its calls.

@@ -6,6 +6,7 @@
 package trackapi
 
 import (
+	"cmp"
 	"encoding/json"
 	"errors"
 	"log/slog"
@@ -38,6 +39,9 @@ const (
 	stallWait  = time.Second
 	ackTimeout = 10 * time.Second
 )
+
+// stallOpt is made once: a publish option is a closure, and this is per call.
+var stallOpt = jetstream.WithStallWait(stallWait)
 
 // API is the HTTP handler of the tracking API.
 type API struct {
@@ -153,15 +157,15 @@ func (a *API) serve(r *http.Request) answer {
 	}
 	ans := answer{calls: len(calls.list)}
 	headerKey, hasHeader := basicAuthKey(r)
-	srcs, err := a.authenticate(calls, headerKey, hasHeader)
-	if len(srcs) > 0 && srcs[0] != nil {
-		ans.source = srcs[0].name
+	err = a.authenticate(calls, headerKey, hasHeader)
+	if len(calls.list) > 0 && calls.list[0].src != nil {
+		ans.source = calls.list[0].src.name
 	}
 	if err != nil {
 		ans.status, ans.message = http.StatusUnauthorized, err.Error()
 		return ans
 	}
-	ans.status, ans.message = a.publish(calls.list, srcs)
+	ans.status, ans.message = a.publish(calls.list)
 	return ans
 }
 
@@ -206,44 +210,49 @@ func split(body []byte, ep endpoint) (request, error) {
 
 // authenticate finds the source of every call: the Basic auth username when
 // given, else the call's own writeKey, else the batch's. Any call without a
-// known key refuses the whole request.
-func (a *API) authenticate(req request, headerKey string, hasHeader bool) ([]*source, error) {
+// known key refuses the whole request, and so does a bad key on a batch
+// without calls.
+func (a *API) authenticate(req request, headerKey string, hasHeader bool) error {
 	sources := a.sources.Load()
-	if len(req.list) == 0 {
-		// Nothing to publish, but a bad key is still told so.
-		req.list = []call{{}}
-	}
-	out := make([]*source, len(req.list))
 	var lastKey string
 	var last *source
-	for i, c := range req.list {
+	check := func(own string) (*source, error) {
 		key := headerKey
 		if !hasHeader {
-			key = c.key
-			if key == "" {
-				key = req.env.writeKey
-			}
+			key = cmp.Or(own, req.env.writeKey)
 		}
 		if key == "" {
-			return out, errors.New("no write key: send it as the Basic auth username (empty password) or as writeKey in the body")
+			return nil, errors.New("no write key: send it as the Basic auth username (empty password) or as writeKey in the body")
 		}
+		// The calls of a batch nearly always share one key.
 		if last == nil || key != lastKey {
 			last, lastKey = sources.lookup(key), key
 		}
 		if last == nil {
-			return out, errors.New("the write key is not one of http.write_keys")
+			return nil, errors.New("the write key is not one of http.write_keys")
 		}
-		out[i] = last
+		return last, nil
 	}
-	return out, nil
+	if len(req.list) == 0 {
+		_, err := check("")
+		return err
+	}
+	for i := range req.list {
+		src, err := check(req.list[i].key)
+		if err != nil {
+			return err
+		}
+		req.list[i].src = src
+	}
+	return nil
 }
 
 // publish publishes every call and waits for all their acknowledgements
 // together; it returns the status to answer with.
-func (a *API) publish(calls []call, srcs []*source) (int, string) {
+func (a *API) publish(calls []call) (int, string) {
 	futures := make([]jetstream.PubAckFuture, 0, len(calls))
 	status, message := http.StatusOK, ""
-	for i, c := range calls {
+	for _, c := range calls {
 		var f jetstream.PubAckFuture
 		var err error
 		if size := max(c.size, len(c.body)); size > MaxCallBytes {
@@ -253,10 +262,9 @@ func (a *API) publish(calls []call, srcs []*source) (int, string) {
 				Body: c.body, Stage: dlq.StageHTTP, Attempts: 0,
 				Reason: "call is " + strconv.Itoa(size) + " bytes (with the batch's context and integrations), over the tracking API's limit of " + strconv.Itoa(MaxCallBytes) + " bytes per call",
 			})
-			a.metrics.HTTPCallsDeadLettered.WithLabelValues(srcs[i].name).Inc()
+			a.metrics.HTTPCallsDeadLettered.WithLabelValues(c.src.name).Inc()
 		} else {
-			m := &nats.Msg{Subject: srcs[i].subject, Data: c.body}
-			f, err = a.js.PublishMsgAsync(m, jetstream.WithStallWait(stallWait))
+			f, err = a.js.PublishMsgAsync(&nats.Msg{Subject: c.src.subject, Data: c.body}, stallOpt)
 		}
 		if err != nil {
 			status, message = refusal(err)
