@@ -552,9 +552,15 @@ func consumerBacklog(b *testing.B, js jetstream.JetStream, stream, name string) 
 }
 
 // benchBuild builds a main package without the race detector, whatever the
-// test binary was built with: the benchmarks measure what ships.
+// test binary was built with: the benchmarks measure what ships. With TRACKD_BENCH_BIN set to a directory the binaries are kept there,
+// so that a profiler (`perf record -a -g`, then `perf report`) can read their
+// symbols after the run.
 func benchBuild(b *testing.B, pkg string) string {
-	out := filepath.Join(b.TempDir(), filepath.Base(pkg))
+	dir := os.Getenv("TRACKD_BENCH_BIN")
+	if dir == "" {
+		dir = b.TempDir()
+	}
+	out := filepath.Join(dir, filepath.Base(pkg))
 	if msg, err := exec.Command("go", "build", "-o", out, pkg).CombinedOutput(); err != nil {
 		b.Fatalf("build %s: %v\n%s", pkg, err, msg)
 	}

@@ -26,7 +26,15 @@ import (
 // one.
 type Client struct {
 	plugin *plugin.Client
-	rpc    destinationpb.DestinationClient
+	rpc    rpcClient
+}
+
+// rpcClient is what the host holds of the plugin's gRPC connection: the
+// generated client, and the connection itself for Deliver, whose request
+// codec encodes from the batch (see batchRequest).
+type rpcClient struct {
+	destinationpb.DestinationClient
+	conn *grpc.ClientConn
 }
 
 // Start launches the plugin binary cmd (whose Stdout and Stderr must be nil),
@@ -59,6 +67,7 @@ func Start(cmd *exec.Cmd, stderr io.Writer) (*Client, error) {
 			grpc.WithDefaultCallOptions(
 				grpc.MaxCallRecvMsgSize(maxMessageSize),
 				grpc.MaxCallSendMsgSize(maxMessageSize),
+				grpc.ForceCodecV2(codec{}),
 			),
 			grpc.WithInitialWindowSize(flowWindow),
 			grpc.WithInitialConnWindowSize(flowWindow),
@@ -71,7 +80,7 @@ func Start(cmd *exec.Cmd, stderr io.Writer) (*Client, error) {
 	if err == nil {
 		var raw any
 		if raw, err = rpc.Dispense(pluginName); err == nil {
-			return &Client{plugin: pc, rpc: raw.(destinationpb.DestinationClient)}, nil
+			return &Client{plugin: pc, rpc: raw.(rpcClient)}, nil
 		}
 	}
 	pc.Kill()
@@ -82,6 +91,9 @@ func Start(cmd *exec.Cmd, stderr io.Writer) (*Client, error) {
 // answer the handshake, a dozen lines mostly about file modes, to one line.
 func handshakeError(err error) string {
 	msg, _, _ := strings.Cut(err.Error(), "\n")
+	if strings.HasPrefix(msg, "incompatible API version with plugin") {
+		return fmt.Sprintf("it speaks another plugin protocol than this trackd (%d); rebuild it with this trackd's SDK (%s)", ProtocolVersion, msg)
+	}
 	line, ok := strings.CutPrefix(msg, "Unrecognized remote plugin message: ")
 	switch {
 	case !ok:
@@ -112,22 +124,14 @@ func (c *Client) Configure(ctx context.Context, s Settings) error {
 // reached, died, or broke the protocol (for example by returning the wrong
 // number of results).
 func (c *Client) Deliver(ctx context.Context, batch []Event) ([]Result, error) {
-	req := &destinationpb.DeliverRequest{Events: make([]*destinationpb.Event, len(batch))}
-	for i, e := range batch {
-		req.Events[i] = eventToProto(e)
-	}
-	resp, err := c.rpc.Deliver(ctx, req)
+	resp := new(destinationpb.DeliverResponse)
+	err := c.rpc.conn.Invoke(ctx, destinationpb.Destination_Deliver_FullMethodName, batchRequest(batch), resp)
 	if err != nil {
 		return nil, fmt.Errorf("deliver to plugin: %w", err)
 	}
-	if len(resp.GetResults()) != len(batch) {
-		return nil, fmt.Errorf("deliver to plugin: got %d results for %d events", len(resp.GetResults()), len(batch))
-	}
-	results := make([]Result, len(batch))
-	for i, r := range resp.GetResults() {
-		if results[i], err = resultFromProto(r); err != nil {
-			return nil, fmt.Errorf("deliver to plugin: result %d: %w", i, err)
-		}
+	results, err := decodeResults(resp, len(batch))
+	if err != nil {
+		return nil, fmt.Errorf("deliver to plugin: %w", err)
 	}
 	return results, nil
 }

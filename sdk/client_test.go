@@ -160,6 +160,14 @@ func TestStartNotAPlugin(t *testing.T) {
 	}
 }
 
+func TestStartOldProtocol(t *testing.T) {
+	bin := destinationtest.Build(t, "trackd.dev/trackd/sdk/internal/oldplugin")
+	_, err := sdk.Start(exec.Command(bin), nil)
+	if err == nil || !strings.Contains(err.Error(), "rebuild it") || strings.Contains(err.Error(), "\n") {
+		t.Fatalf("Start of a plugin of protocol 1 = %q, want a one-line error saying to rebuild it", err)
+	}
+}
+
 func TestRunByHand(t *testing.T) {
 	bin := destinationtest.Build(t, testPlugin)
 	tests := []struct {

@@ -6,22 +6,22 @@ import (
 	"io"
 	"os"
 	"path/filepath"
-	"time"
 
 	"github.com/hashicorp/go-hclog"
 	"github.com/hashicorp/go-plugin"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/experimental"
-	"google.golang.org/grpc/mem"
 	"google.golang.org/grpc/status"
 
 	"trackd.dev/trackd/sdk/destinationpb"
 )
 
 // ProtocolVersion is the version of the plugin protocol this package speaks.
-// It changes only when destinationpb changes incompatibly.
-const ProtocolVersion = 1
+// It changes only when destinationpb changes incompatibly: a plugin built
+// with another version is refused at start, with a message saying to rebuild
+// it. Version 2 sends a batch as a few blocks instead of a message per event.
+const ProtocolVersion = 2
 
 // Handshake is the go-plugin handshake shared by the daemon and its plugins.
 // The cookie is not a secret: it only stops a plugin binary from running as
@@ -51,22 +51,6 @@ const flowWindow = 16 << 20
 // took 5-9% off a batch's CPU time.
 const ioBuffer = 1 << 20
 
-// bufferPool holds gRPC's message buffers in every power of two from 256 B
-// to maxMessageSize, on both sides. gRPC's default pool rounds any message
-// between 32 KiB and 1 MiB up to a 1 MiB buffer and zeroes all of it on every
-// use: for a batch of a hundred 1 KB events, eight times the batch.
-var bufferPool = func() mem.BufferPool {
-	var exps []uint8
-	for e := uint8(8); 1<<e <= maxMessageSize; e++ {
-		exps = append(exps, e)
-	}
-	p, err := mem.NewBinaryTieredBufferPool(exps...)
-	if err != nil {
-		panic(err)
-	}
-	return p
-}()
-
 // pluginSet is the go-plugin wiring for both sides: impl is nil on the host.
 func pluginSet(impl Destination) map[int]plugin.PluginSet {
 	return map[int]plugin.PluginSet{
@@ -88,7 +72,7 @@ func (p *destinationPlugin) GRPCServer(_ *plugin.GRPCBroker, s *grpc.Server) err
 }
 
 func (p *destinationPlugin) GRPCClient(_ context.Context, _ *plugin.GRPCBroker, c *grpc.ClientConn) (any, error) {
-	return destinationpb.NewDestinationClient(c), nil
+	return rpcClient{DestinationClient: destinationpb.NewDestinationClient(c), conn: c}, nil
 }
 
 // grpcServer runs in the plugin process and calls the plugin's Destination.
@@ -109,21 +93,17 @@ func (s *grpcServer) Configure(ctx context.Context, req *destinationpb.Configure
 }
 
 func (s *grpcServer) Deliver(ctx context.Context, req *destinationpb.DeliverRequest) (*destinationpb.DeliverResponse, error) {
-	batch := make([]Event, len(req.GetEvents()))
-	for i, e := range req.GetEvents() {
-		batch[i] = eventFromProto(e)
+	batch, err := decodeBatch(req)
+	if err != nil {
+		return nil, status.Error(codes.InvalidArgument, err.Error())
 	}
 	results := s.impl.Deliver(ctx, batch)
 	if len(results) != len(batch) {
 		return nil, status.Errorf(codes.Internal, "plugin returned %d results for %d events", len(results), len(batch))
 	}
-	resp := &destinationpb.DeliverResponse{Results: make([]*destinationpb.Result, len(results))}
-	for i, r := range results {
-		pr, err := resultToProto(r)
-		if err != nil {
-			return nil, status.Errorf(codes.Internal, "plugin result %d: %v", i, err)
-		}
-		resp.Results[i] = pr
+	resp, err := encodeResults(results)
+	if err != nil {
+		return nil, status.Errorf(codes.Internal, "plugin %v", err)
 	}
 	return resp, nil
 }
@@ -165,6 +145,7 @@ func Serve(d Destination, sampleConfig string) {
 				grpc.InitialWindowSize(flowWindow),
 				grpc.InitialConnWindowSize(flowWindow),
 				experimental.BufferPool(bufferPool),
+				grpc.ForceServerCodecV2(codec{}),
 				grpc.WriteBufferSize(ioBuffer),
 				grpc.ReadBufferSize(ioBuffer))...)
 		},
@@ -183,72 +164,4 @@ func quietLogger(w io.Writer) hclog.Logger {
 		Output:      w,
 		DisableTime: true,
 	})
-}
-
-func eventToProto(e Event) *destinationpb.Event {
-	var ts int64
-	if !e.Timestamp.IsZero() {
-		ts = e.Timestamp.UnixNano()
-	}
-	return &destinationpb.Event{
-		Json:              e.JSON,
-		MessageId:         e.MessageID,
-		Event:             e.Name,
-		UserId:            e.UserID,
-		AnonymousId:       e.AnonymousID,
-		TimestampUnixNano: ts,
-	}
-}
-
-func eventFromProto(e *destinationpb.Event) Event {
-	var ts time.Time
-	if n := e.GetTimestampUnixNano(); n != 0 {
-		ts = time.Unix(0, n).UTC()
-	}
-	return Event{
-		JSON:        e.GetJson(),
-		MessageID:   e.GetMessageId(),
-		Name:        e.GetEvent(),
-		UserID:      e.GetUserId(),
-		AnonymousID: e.GetAnonymousId(),
-		Timestamp:   ts,
-	}
-}
-
-func resultToProto(r Result) (*destinationpb.Result, error) {
-	var st destinationpb.Status
-	switch r.Status {
-	case StatusOK:
-		st = destinationpb.Status_STATUS_OK
-	case StatusRetry:
-		st = destinationpb.Status_STATUS_RETRY
-	case StatusDrop:
-		st = destinationpb.Status_STATUS_DROP
-	default:
-		return nil, fmt.Errorf("invalid status %v; use sdk.OK, sdk.Retry or sdk.Drop", r.Status)
-	}
-	return &destinationpb.Result{
-		Status:       st,
-		Reason:       r.Reason,
-		RetryAfterMs: r.RetryAfter.Milliseconds(),
-	}, nil
-}
-
-func resultFromProto(r *destinationpb.Result) (Result, error) {
-	var st Status
-	switch r.GetStatus() {
-	case destinationpb.Status_STATUS_OK:
-		st = StatusOK
-	case destinationpb.Status_STATUS_RETRY:
-		st = StatusRetry
-	case destinationpb.Status_STATUS_DROP:
-		st = StatusDrop
-	default:
-		return Result{}, fmt.Errorf("invalid status %v", r.GetStatus())
-	}
-	return Result{
-		Status:     st,
-		Reason:     r.GetReason(),
-		RetryAfter: time.Duration(r.GetRetryAfterMs()) * time.Millisecond,
-	}, nil
 }

@@ -102,9 +102,16 @@ func (p *File) Configure(_ context.Context, s sdk.Settings) error {
 // Concurrent calls share fsyncs (see output).
 func (p *File) Deliver(_ context.Context, batch []sdk.Event) []sdk.Result {
 	results := make([]sdk.Result, len(batch))
-	var buf bytes.Buffer
+	buf := lines.Get().(*bytes.Buffer)
+	defer lines.Put(buf)
+	buf.Reset()
+	size := 0
+	for _, e := range batch {
+		size += len(e.JSON) + 1
+	}
+	buf.Grow(size)
 	for i, e := range batch {
-		if err := appendLine(&buf, e.JSON); err != nil {
+		if err := appendLine(buf, e.JSON); err != nil {
 			results[i] = sdk.Drop(err.Error())
 		}
 	}
@@ -121,6 +128,9 @@ func (p *File) Deliver(_ context.Context, batch []sdk.Event) []sdk.Result {
 	}
 	return results
 }
+
+// lines holds the buffers Deliver writes a batch's lines into.
+var lines = sync.Pool{New: func() any { return new(bytes.Buffer) }}
 
 func (p *File) write(b []byte) error {
 	p.mu.Lock()
@@ -171,7 +181,7 @@ func appendLine(buf *bytes.Buffer, event []byte) error {
 	if len(event) == 0 {
 		return errors.New("event has no JSON")
 	}
-	if bytes.ContainsAny(event, "\r\n") {
+	if bytes.IndexByte(event, '\n') >= 0 || bytes.IndexByte(event, '\r') >= 0 {
 		n := buf.Len()
 		if err := json.Compact(buf, event); err != nil {
 			buf.Truncate(n)

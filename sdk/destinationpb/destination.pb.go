@@ -158,11 +158,23 @@ func (*ConfigureResponse) Descriptor() ([]byte, []int) {
 	return file_destination_proto_rawDescGZIP(), []int{1}
 }
 
+// A batch crosses as a few blocks rather than a message per event, so that
+// neither side allocates or parses anything per event: Event.JSON is a slice of
+// json, and the strings are slices of one string made from text.
 type DeliverRequest struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Events        []*Event               `protobuf:"bytes,1,rep,name=events,proto3" json:"events,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The events' normalized JSON, back to back.
+	Json []byte `protobuf:"bytes,1,opt,name=json,proto3" json:"json,omitempty"`
+	// Each event's message_id, event name, user_id and anonymous_id, in that
+	// order, back to back, as UTF-8.
+	Text []byte `protobuf:"bytes,2,opt,name=text,proto3" json:"text,omitempty"`
+	// Five numbers per event, in order: the length of its JSON in json, then
+	// the lengths of its four strings in text.
+	Lengths []uint32 `protobuf:"varint,3,rep,packed,name=lengths,proto3" json:"lengths,omitempty"`
+	// Per event, its normalized timestamp in Unix nanoseconds; 0 when unknown.
+	TimestampsUnixNano []int64 `protobuf:"varint,4,rep,packed,name=timestamps_unix_nano,json=timestampsUnixNano,proto3" json:"timestamps_unix_nano,omitempty"`
+	unknownFields      protoimpl.UnknownFields
+	sizeCache          protoimpl.SizeCache
 }
 
 func (x *DeliverRequest) Reset() {
@@ -195,16 +207,40 @@ func (*DeliverRequest) Descriptor() ([]byte, []int) {
 	return file_destination_proto_rawDescGZIP(), []int{2}
 }
 
-func (x *DeliverRequest) GetEvents() []*Event {
+func (x *DeliverRequest) GetJson() []byte {
 	if x != nil {
-		return x.Events
+		return x.Json
 	}
 	return nil
 }
 
+func (x *DeliverRequest) GetText() []byte {
+	if x != nil {
+		return x.Text
+	}
+	return nil
+}
+
+func (x *DeliverRequest) GetLengths() []uint32 {
+	if x != nil {
+		return x.Lengths
+	}
+	return nil
+}
+
+func (x *DeliverRequest) GetTimestampsUnixNano() []int64 {
+	if x != nil {
+		return x.TimestampsUnixNano
+	}
+	return nil
+}
+
+// The results of a batch, one status per event, in order, and the details of
+// those that have a reason or a retry time.
 type DeliverResponse struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
-	Results       []*Result              `protobuf:"bytes,1,rep,name=results,proto3" json:"results,omitempty"`
+	Statuses      []Status               `protobuf:"varint,1,rep,packed,name=statuses,proto3,enum=trackd.destination.v2.Status" json:"statuses,omitempty"`
+	Details       []*Detail              `protobuf:"bytes,2,rep,name=details,proto3" json:"details,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -239,125 +275,46 @@ func (*DeliverResponse) Descriptor() ([]byte, []int) {
 	return file_destination_proto_rawDescGZIP(), []int{3}
 }
 
-func (x *DeliverResponse) GetResults() []*Result {
+func (x *DeliverResponse) GetStatuses() []Status {
 	if x != nil {
-		return x.Results
+		return x.Statuses
 	}
 	return nil
 }
 
-type Event struct {
+func (x *DeliverResponse) GetDetails() []*Detail {
+	if x != nil {
+		return x.Details
+	}
+	return nil
+}
+
+type Detail struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
-	// The normalized event as JSON.
-	Json      []byte `protobuf:"bytes,1,opt,name=json,proto3" json:"json,omitempty"`
-	MessageId string `protobuf:"bytes,2,opt,name=message_id,json=messageId,proto3" json:"message_id,omitempty"`
-	// The event's "event" field.
-	Event       string `protobuf:"bytes,3,opt,name=event,proto3" json:"event,omitempty"`
-	UserId      string `protobuf:"bytes,4,opt,name=user_id,json=userId,proto3" json:"user_id,omitempty"`
-	AnonymousId string `protobuf:"bytes,5,opt,name=anonymous_id,json=anonymousId,proto3" json:"anonymous_id,omitempty"`
-	// The normalized timestamp; 0 when unknown.
-	TimestampUnixNano int64 `protobuf:"varint,6,opt,name=timestamp_unix_nano,json=timestampUnixNano,proto3" json:"timestamp_unix_nano,omitempty"`
-	unknownFields     protoimpl.UnknownFields
-	sizeCache         protoimpl.SizeCache
-}
-
-func (x *Event) Reset() {
-	*x = Event{}
-	mi := &file_destination_proto_msgTypes[4]
-	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
-	ms.StoreMessageInfo(mi)
-}
-
-func (x *Event) String() string {
-	return protoimpl.X.MessageStringOf(x)
-}
-
-func (*Event) ProtoMessage() {}
-
-func (x *Event) ProtoReflect() protoreflect.Message {
-	mi := &file_destination_proto_msgTypes[4]
-	if x != nil {
-		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
-		if ms.LoadMessageInfo() == nil {
-			ms.StoreMessageInfo(mi)
-		}
-		return ms
-	}
-	return mi.MessageOf(x)
-}
-
-// Deprecated: Use Event.ProtoReflect.Descriptor instead.
-func (*Event) Descriptor() ([]byte, []int) {
-	return file_destination_proto_rawDescGZIP(), []int{4}
-}
-
-func (x *Event) GetJson() []byte {
-	if x != nil {
-		return x.Json
-	}
-	return nil
-}
-
-func (x *Event) GetMessageId() string {
-	if x != nil {
-		return x.MessageId
-	}
-	return ""
-}
-
-func (x *Event) GetEvent() string {
-	if x != nil {
-		return x.Event
-	}
-	return ""
-}
-
-func (x *Event) GetUserId() string {
-	if x != nil {
-		return x.UserId
-	}
-	return ""
-}
-
-func (x *Event) GetAnonymousId() string {
-	if x != nil {
-		return x.AnonymousId
-	}
-	return ""
-}
-
-func (x *Event) GetTimestampUnixNano() int64 {
-	if x != nil {
-		return x.TimestampUnixNano
-	}
-	return 0
-}
-
-type Result struct {
-	state  protoimpl.MessageState `protogen:"open.v1"`
-	Status Status                 `protobuf:"varint,1,opt,name=status,proto3,enum=trackd.destination.v1.Status" json:"status,omitempty"`
-	Reason string                 `protobuf:"bytes,2,opt,name=reason,proto3" json:"reason,omitempty"`
+	// The event's place in the batch.
+	Index  uint32 `protobuf:"varint,1,opt,name=index,proto3" json:"index,omitempty"`
+	Reason string `protobuf:"bytes,2,opt,name=reason,proto3" json:"reason,omitempty"`
 	// For STATUS_RETRY: the earliest time to try again, 0 for the host's backoff.
 	RetryAfterMs  int64 `protobuf:"varint,3,opt,name=retry_after_ms,json=retryAfterMs,proto3" json:"retry_after_ms,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
-func (x *Result) Reset() {
-	*x = Result{}
-	mi := &file_destination_proto_msgTypes[5]
+func (x *Detail) Reset() {
+	*x = Detail{}
+	mi := &file_destination_proto_msgTypes[4]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
 
-func (x *Result) String() string {
+func (x *Detail) String() string {
 	return protoimpl.X.MessageStringOf(x)
 }
 
-func (*Result) ProtoMessage() {}
+func (*Detail) ProtoMessage() {}
 
-func (x *Result) ProtoReflect() protoreflect.Message {
-	mi := &file_destination_proto_msgTypes[5]
+func (x *Detail) ProtoReflect() protoreflect.Message {
+	mi := &file_destination_proto_msgTypes[4]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -368,26 +325,26 @@ func (x *Result) ProtoReflect() protoreflect.Message {
 	return mi.MessageOf(x)
 }
 
-// Deprecated: Use Result.ProtoReflect.Descriptor instead.
-func (*Result) Descriptor() ([]byte, []int) {
-	return file_destination_proto_rawDescGZIP(), []int{5}
+// Deprecated: Use Detail.ProtoReflect.Descriptor instead.
+func (*Detail) Descriptor() ([]byte, []int) {
+	return file_destination_proto_rawDescGZIP(), []int{4}
 }
 
-func (x *Result) GetStatus() Status {
+func (x *Detail) GetIndex() uint32 {
 	if x != nil {
-		return x.Status
+		return x.Index
 	}
-	return Status_STATUS_UNSPECIFIED
+	return 0
 }
 
-func (x *Result) GetReason() string {
+func (x *Detail) GetReason() string {
 	if x != nil {
 		return x.Reason
 	}
 	return ""
 }
 
-func (x *Result) GetRetryAfterMs() int64 {
+func (x *Detail) GetRetryAfterMs() int64 {
 	if x != nil {
 		return x.RetryAfterMs
 	}
@@ -398,24 +355,20 @@ var File_destination_proto protoreflect.FileDescriptor
 
 const file_destination_proto_rawDesc = "" +
 	"\n" +
-	"\x11destination.proto\x12\x15trackd.destination.v1\"7\n" +
+	"\x11destination.proto\x12\x15trackd.destination.v2\"7\n" +
 	"\x10ConfigureRequest\x12#\n" +
 	"\rsettings_toml\x18\x01 \x01(\fR\fsettingsToml\"\x13\n" +
-	"\x11ConfigureResponse\"F\n" +
-	"\x0eDeliverRequest\x124\n" +
-	"\x06events\x18\x01 \x03(\v2\x1c.trackd.destination.v1.EventR\x06events\"J\n" +
-	"\x0fDeliverResponse\x127\n" +
-	"\aresults\x18\x01 \x03(\v2\x1d.trackd.destination.v1.ResultR\aresults\"\xbc\x01\n" +
-	"\x05Event\x12\x12\n" +
-	"\x04json\x18\x01 \x01(\fR\x04json\x12\x1d\n" +
-	"\n" +
-	"message_id\x18\x02 \x01(\tR\tmessageId\x12\x14\n" +
-	"\x05event\x18\x03 \x01(\tR\x05event\x12\x17\n" +
-	"\auser_id\x18\x04 \x01(\tR\x06userId\x12!\n" +
-	"\fanonymous_id\x18\x05 \x01(\tR\vanonymousId\x12.\n" +
-	"\x13timestamp_unix_nano\x18\x06 \x01(\x03R\x11timestampUnixNano\"}\n" +
-	"\x06Result\x125\n" +
-	"\x06status\x18\x01 \x01(\x0e2\x1d.trackd.destination.v1.StatusR\x06status\x12\x16\n" +
+	"\x11ConfigureResponse\"\x84\x01\n" +
+	"\x0eDeliverRequest\x12\x12\n" +
+	"\x04json\x18\x01 \x01(\fR\x04json\x12\x12\n" +
+	"\x04text\x18\x02 \x01(\fR\x04text\x12\x18\n" +
+	"\alengths\x18\x03 \x03(\rR\alengths\x120\n" +
+	"\x14timestamps_unix_nano\x18\x04 \x03(\x03R\x12timestampsUnixNano\"\x85\x01\n" +
+	"\x0fDeliverResponse\x129\n" +
+	"\bstatuses\x18\x01 \x03(\x0e2\x1d.trackd.destination.v2.StatusR\bstatuses\x127\n" +
+	"\adetails\x18\x02 \x03(\v2\x1d.trackd.destination.v2.DetailR\adetails\"\\\n" +
+	"\x06Detail\x12\x14\n" +
+	"\x05index\x18\x01 \x01(\rR\x05index\x12\x16\n" +
 	"\x06reason\x18\x02 \x01(\tR\x06reason\x12$\n" +
 	"\x0eretry_after_ms\x18\x03 \x01(\x03R\fretryAfterMs*R\n" +
 	"\x06Status\x12\x16\n" +
@@ -424,8 +377,8 @@ const file_destination_proto_rawDesc = "" +
 	"\fSTATUS_RETRY\x10\x02\x12\x0f\n" +
 	"\vSTATUS_DROP\x10\x032\xc7\x01\n" +
 	"\vDestination\x12^\n" +
-	"\tConfigure\x12'.trackd.destination.v1.ConfigureRequest\x1a(.trackd.destination.v1.ConfigureResponse\x12X\n" +
-	"\aDeliver\x12%.trackd.destination.v1.DeliverRequest\x1a&.trackd.destination.v1.DeliverResponseB%Z#trackd.dev/trackd/sdk/destinationpbb\x06proto3"
+	"\tConfigure\x12'.trackd.destination.v2.ConfigureRequest\x1a(.trackd.destination.v2.ConfigureResponse\x12X\n" +
+	"\aDeliver\x12%.trackd.destination.v2.DeliverRequest\x1a&.trackd.destination.v2.DeliverResponseB%Z#trackd.dev/trackd/sdk/destinationpbb\x06proto3"
 
 var (
 	file_destination_proto_rawDescOnce sync.Once
@@ -440,29 +393,27 @@ func file_destination_proto_rawDescGZIP() []byte {
 }
 
 var file_destination_proto_enumTypes = make([]protoimpl.EnumInfo, 1)
-var file_destination_proto_msgTypes = make([]protoimpl.MessageInfo, 6)
+var file_destination_proto_msgTypes = make([]protoimpl.MessageInfo, 5)
 var file_destination_proto_goTypes = []any{
-	(Status)(0),               // 0: trackd.destination.v1.Status
-	(*ConfigureRequest)(nil),  // 1: trackd.destination.v1.ConfigureRequest
-	(*ConfigureResponse)(nil), // 2: trackd.destination.v1.ConfigureResponse
-	(*DeliverRequest)(nil),    // 3: trackd.destination.v1.DeliverRequest
-	(*DeliverResponse)(nil),   // 4: trackd.destination.v1.DeliverResponse
-	(*Event)(nil),             // 5: trackd.destination.v1.Event
-	(*Result)(nil),            // 6: trackd.destination.v1.Result
+	(Status)(0),               // 0: trackd.destination.v2.Status
+	(*ConfigureRequest)(nil),  // 1: trackd.destination.v2.ConfigureRequest
+	(*ConfigureResponse)(nil), // 2: trackd.destination.v2.ConfigureResponse
+	(*DeliverRequest)(nil),    // 3: trackd.destination.v2.DeliverRequest
+	(*DeliverResponse)(nil),   // 4: trackd.destination.v2.DeliverResponse
+	(*Detail)(nil),            // 5: trackd.destination.v2.Detail
 }
 var file_destination_proto_depIdxs = []int32{
-	5, // 0: trackd.destination.v1.DeliverRequest.events:type_name -> trackd.destination.v1.Event
-	6, // 1: trackd.destination.v1.DeliverResponse.results:type_name -> trackd.destination.v1.Result
-	0, // 2: trackd.destination.v1.Result.status:type_name -> trackd.destination.v1.Status
-	1, // 3: trackd.destination.v1.Destination.Configure:input_type -> trackd.destination.v1.ConfigureRequest
-	3, // 4: trackd.destination.v1.Destination.Deliver:input_type -> trackd.destination.v1.DeliverRequest
-	2, // 5: trackd.destination.v1.Destination.Configure:output_type -> trackd.destination.v1.ConfigureResponse
-	4, // 6: trackd.destination.v1.Destination.Deliver:output_type -> trackd.destination.v1.DeliverResponse
-	5, // [5:7] is the sub-list for method output_type
-	3, // [3:5] is the sub-list for method input_type
-	3, // [3:3] is the sub-list for extension type_name
-	3, // [3:3] is the sub-list for extension extendee
-	0, // [0:3] is the sub-list for field type_name
+	0, // 0: trackd.destination.v2.DeliverResponse.statuses:type_name -> trackd.destination.v2.Status
+	5, // 1: trackd.destination.v2.DeliverResponse.details:type_name -> trackd.destination.v2.Detail
+	1, // 2: trackd.destination.v2.Destination.Configure:input_type -> trackd.destination.v2.ConfigureRequest
+	3, // 3: trackd.destination.v2.Destination.Deliver:input_type -> trackd.destination.v2.DeliverRequest
+	2, // 4: trackd.destination.v2.Destination.Configure:output_type -> trackd.destination.v2.ConfigureResponse
+	4, // 5: trackd.destination.v2.Destination.Deliver:output_type -> trackd.destination.v2.DeliverResponse
+	4, // [4:6] is the sub-list for method output_type
+	2, // [2:4] is the sub-list for method input_type
+	2, // [2:2] is the sub-list for extension type_name
+	2, // [2:2] is the sub-list for extension extendee
+	0, // [0:2] is the sub-list for field type_name
 }
 
 func init() { file_destination_proto_init() }
@@ -476,7 +427,7 @@ func file_destination_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_destination_proto_rawDesc), len(file_destination_proto_rawDesc)),
 			NumEnums:      1,
-			NumMessages:   6,
+			NumMessages:   5,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

@@ -23,8 +23,8 @@ import (
 const _ = grpc.SupportPackageIsVersion9
 
 const (
-	Destination_Configure_FullMethodName = "/trackd.destination.v1.Destination/Configure"
-	Destination_Deliver_FullMethodName   = "/trackd.destination.v1.Destination/Deliver"
+	Destination_Configure_FullMethodName = "/trackd.destination.v2.Destination/Configure"
+	Destination_Deliver_FullMethodName   = "/trackd.destination.v2.Destination/Deliver"
 )
 
 // DestinationClient is the client API for Destination service.
@@ -154,7 +154,7 @@ func _Destination_Deliver_Handler(srv interface{}, ctx context.Context, dec func
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
 var Destination_ServiceDesc = grpc.ServiceDesc{
-	ServiceName: "trackd.destination.v1.Destination",
+	ServiceName: "trackd.destination.v2.Destination",
 	HandlerType: (*DestinationServer)(nil),
 	Methods: []grpc.MethodDesc{
 		{
