@@ -11,11 +11,14 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
+	"github.com/prometheus/client_golang/prometheus"
+	dto "github.com/prometheus/client_model/go"
 
 	"trackd.dev/trackd/daemon/internal/bus"
 	"trackd.dev/trackd/daemon/internal/bus/bustest"
@@ -324,6 +327,59 @@ func TestDirectPathCallsOverlap(t *testing.T) {
 	}
 	if got := most(); got < 2 {
 		t.Errorf("at most %d plugin calls were under way at once; want the offer's 2 calls together", got)
+	}
+}
+
+// TestDirectPathOffersJoin: offers that queue while every plugin call is
+// under way go to the plugin together, in one call, when one is free.
+func TestDirectPathOffersJoin(t *testing.T) {
+	b, topo := bustest.Open(t, time.Hour)
+	release := make(chan struct{})
+	var held atomic.Int32
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		var ev struct {
+			MessageID string `json:"messageId"`
+		}
+		_ = json.NewDecoder(r.Body).Decode(&ev)
+		if strings.HasPrefix(ev.MessageID, "slow-") {
+			held.Add(1)
+			<-release
+		}
+	}))
+	defer srv.Close()
+	defer func() {
+		select {
+		case <-release:
+		default:
+			close(release)
+		}
+	}()
+	// Each slow offer fills a call of three, so it joins no other.
+	d := runHook(t, b, topo, srv.URL, 3, defaultRetry)
+	var offers []*Offered
+	for i := range testMaxInFlight {
+		offers = append(offers, offerWhenDirect(t, d, directEvents(fmt.Sprintf("slow-%d-a", i), fmt.Sprintf("slow-%d-b", i), fmt.Sprintf("slow-%d-c", i))))
+	}
+	bustest.WaitFor(t, func() bool { return held.Load() == 3*testMaxInFlight })
+	for i := range 3 {
+		o := d.Offer(directEvents(fmt.Sprintf("join-%d", i+1)), make([]time.Time, 1))
+		if o == nil {
+			t.Fatal("an offer was refused with room in the queue")
+		}
+		offers = append(offers, o)
+	}
+	close(release)
+	for i, o := range offers {
+		if out := d.Await(o); len(out) != len(o.events) || slices.ContainsFunc(out, func(o Outcome) bool { return !o.Done }) {
+			t.Fatalf("offer %d: outcomes %+v; want its events delivered", i, out)
+		}
+	}
+	var m dto.Metric
+	if err := d.Metrics.BatchSeconds.WithLabelValues("hook").(prometheus.Histogram).Write(&m); err != nil {
+		t.Fatal(err)
+	}
+	if got, want := m.GetHistogram().GetSampleCount(), uint64(testMaxInFlight+1); got != want {
+		t.Errorf("%d plugin calls; want %d: one per slow offer, and one for the three offers that waited", got, want)
 	}
 }
 

@@ -101,14 +101,22 @@ func (d *Deliverer) Await(o *Offered) []Outcome {
 // does not wait for the one before it to be answered; until ctx is done, when
 // offers not started are answered nil (not tried). An offer not yet started
 // can still be withdrawn.
+//
+// The offers that queued while every call was busy join the next call, up to
+// BatchSize events: under load a destination gets fewer, larger calls rather
+// than a queue of small ones, each costing a round trip to the plugin.
 func (d *Deliverer) serveOffers(ctx context.Context) {
+	var next *Offered // taken from the queue, but too large to join the last call
 	for {
-		var o *Offered
-		select {
-		case o = <-d.offers:
-		case <-ctx.Done():
-			d.closeOffers()
-			return
+		o := next
+		next = nil
+		if o == nil {
+			select {
+			case o = <-d.offers:
+			case <-ctx.Done():
+				d.closeOffers()
+				return
+			}
 		}
 		if !d.takeCall(ctx) {
 			if o.state.CompareAndSwap(offerWaiting, offerWithdrawn) {
@@ -121,22 +129,46 @@ func (d *Deliverer) serveOffers(ctx context.Context) {
 			<-d.calls
 			continue // withdrawn while it waited for a call
 		}
+		group, n := []*Offered{o}, len(o.events)
+	join:
+		for n < d.BatchSize {
+			select {
+			case w := <-d.offers:
+				if n+len(w.events) > d.BatchSize {
+					next = w
+					break join
+				}
+				if w.state.CompareAndSwap(offerWaiting, offerStarted) {
+					group, n = append(group, w), n+len(w.events)
+				}
+			default:
+				break join
+			}
+		}
+		events, received := o.events, o.received
+		if len(group) > 1 {
+			events, received = make([]sdk.Event, 0, n), make([]time.Time, 0, n)
+			for _, g := range group {
+				events, received = append(events, g.events...), append(received, g.received...)
+			}
+		}
+
 		d.offering.Add(1)
-		out := make([]Outcome, len(o.events))
+		out := make([]Outcome, n)
 		var wg sync.WaitGroup
 		held := true // the slot taken above, for the first call
-		for start := 0; start < len(o.events); start += d.BatchSize {
+		for start := 0; start < n; start += d.BatchSize {
 			if !held {
 				d.calls <- struct{}{}
 			}
 			held = false
-			end := min(start+d.BatchSize, len(o.events))
+			end := min(start+d.BatchSize, n)
 			wg.Go(func() {
 				defer func() { <-d.calls }()
 				// Each call gets the whole timeout from when it begins.
 				cctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), deliverTimeout)
 				defer cancel()
-				d.offerCall(cctx, o.events[start:end], o.received[start:end], out[start:end])
+				d.offerCall(cctx, events[start:end], received[start:end], out[start:end])
 			})
 		}
 		if held {
@@ -145,7 +177,11 @@ func (d *Deliverer) serveOffers(ctx context.Context) {
 		go func() {
 			wg.Wait()
 			d.offering.Add(-1)
-			o.answer <- out
+			for _, g := range group {
+				k := len(g.events)
+				g.answer <- out[:k:k]
+				out = out[k:]
+			}
 		}()
 	}
 }
