@@ -47,6 +47,10 @@ const MaxMessageIDRunes = 100
 // Event is a normalized track event and the fields every plugin needs. It is
 // the one definition of what crosses to plugins: the daemon's router and
 // delivery stages pass it as it is.
+//
+// In a plugin, the JSON of a batch's events are slices of one block: each is
+// capped, so appending to it copies, and stays valid after Deliver returns,
+// but its bytes are not to be changed.
 type Event struct {
 	JSON        []byte // the normalized event, as the daemon produced it
 	MessageID   string
