@@ -49,26 +49,28 @@ func unixNano(t time.Time) int64 {
 	return t.UnixNano()
 }
 
-// blockSizes are the sizes of the four fields' contents.
-func (b batchRequest) blockSizes() (json, text, lengths, timestamps int) {
+// blockSizes are the lengths of the four fields' contents, in field order.
+type blockSizes [4]int
+
+func (b batchRequest) blockSizes() blockSizes {
+	var s blockSizes
 	for i := range b {
 		e := &b[i]
-		json += len(e.JSON)
-		lengths += protowire.SizeVarint(uint64(len(e.JSON)))
-		for _, s := range eventText(e) {
-			text += len(s)
-			lengths += protowire.SizeVarint(uint64(len(s)))
+		s[0] += len(e.JSON)
+		s[2] += protowire.SizeVarint(uint64(len(e.JSON)))
+		for _, t := range eventText(e) {
+			s[1] += len(t)
+			s[2] += protowire.SizeVarint(uint64(len(t)))
 		}
-		timestamps += protowire.SizeVarint(uint64(unixNano(e.Timestamp)))
+		s[3] += protowire.SizeVarint(uint64(unixNano(e.Timestamp)))
 	}
-	return
+	return s
 }
 
-// size is the length of b's encoding.
-func (b batchRequest) size() int {
+// encodedSize is the length of the encoding of a batch with these blocks.
+func (s blockSizes) encodedSize() int {
 	n := 0
-	json, text, lengths, timestamps := b.blockSizes()
-	for i, l := range [...]int{json, text, lengths, timestamps} {
+	for i, l := range s {
 		if l > 0 {
 			n += protowire.SizeTag(fieldJSON+protowire.Number(i)) + protowire.SizeBytes(l)
 		}
@@ -77,10 +79,10 @@ func (b batchRequest) size() int {
 }
 
 // appendTo appends b's encoding, as proto.Marshal would encode the
-// DeliverRequest of the same events.
-func (b batchRequest) appendTo(buf []byte) []byte {
-	json, text, lengths, timestamps := b.blockSizes()
-	field := func(num protowire.Number, size int, each func(e *Event)) {
+// DeliverRequest of the same events; s is b.blockSizes().
+func (b batchRequest) appendTo(buf []byte, s blockSizes) []byte {
+	field := func(num protowire.Number, each func(e *Event)) {
+		size := s[num-fieldJSON]
 		if size == 0 {
 			return
 		}
@@ -90,19 +92,19 @@ func (b batchRequest) appendTo(buf []byte) []byte {
 			each(&b[i])
 		}
 	}
-	field(fieldJSON, json, func(e *Event) { buf = append(buf, e.JSON...) })
-	field(fieldText, text, func(e *Event) {
-		for _, s := range eventText(e) {
-			buf = append(buf, s...)
+	field(fieldJSON, func(e *Event) { buf = append(buf, e.JSON...) })
+	field(fieldText, func(e *Event) {
+		for _, t := range eventText(e) {
+			buf = append(buf, t...)
 		}
 	})
-	field(fieldLengths, lengths, func(e *Event) {
+	field(fieldLengths, func(e *Event) {
 		buf = protowire.AppendVarint(buf, uint64(len(e.JSON)))
-		for _, s := range eventText(e) {
-			buf = protowire.AppendVarint(buf, uint64(len(s)))
+		for _, t := range eventText(e) {
+			buf = protowire.AppendVarint(buf, uint64(len(t)))
 		}
 	})
-	field(fieldTimestamps, timestamps, func(e *Event) {
+	field(fieldTimestamps, func(e *Event) {
 		buf = protowire.AppendVarint(buf, uint64(unixNano(e.Timestamp)))
 	})
 	return buf
@@ -253,8 +255,10 @@ func (codec) Marshal(v any) (mem.BufferSlice, error) {
 	var appendTo func([]byte) ([]byte, error)
 	switch m := v.(type) {
 	case batchRequest:
-		size = m.size()
-		appendTo = func(b []byte) ([]byte, error) { return m.appendTo(b), nil }
+		// The batch is walked once for the sizes, once to copy it.
+		sizes := m.blockSizes()
+		size = sizes.encodedSize()
+		appendTo = func(b []byte) ([]byte, error) { return m.appendTo(b, sizes), nil }
 	case proto.Message:
 		size = proto.Size(m)
 		appendTo = func(b []byte) ([]byte, error) { return proto.MarshalOptions{UseCachedSize: true}.MarshalAppend(b, m) }

@@ -47,8 +47,8 @@ func TestBatchEncoding(t *testing.T) {
 	if !slices.Equal(got.Materialize(), want) {
 		t.Errorf("batchRequest encodes as\n%x\nproto.Marshal of the same DeliverRequest gives\n%x", got.Materialize(), want)
 	}
-	if n := batchRequest(batch).size(); n != len(want) {
-		t.Errorf("size() = %d, the encoding is %d bytes", n, len(want))
+	if n := batchRequest(batch).blockSizes().encodedSize(); n != len(want) {
+		t.Errorf("encodedSize() = %d, the encoding is %d bytes", n, len(want))
 	}
 	if got, err := (codec{}).Marshal(batchRequest(nil)); err != nil || got.Len() != 0 {
 		t.Errorf("an empty batch encodes as %d bytes, %v; want none", got.Len(), err)
