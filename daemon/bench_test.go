@@ -7,6 +7,7 @@ package main
 import (
 	"context"
 	"fmt"
+	"io"
 	"net"
 	"net/http"
 	"os"
@@ -66,17 +67,18 @@ func benchEndToEnd(b *testing.B) {
 	b.ReportMetric(e.rate/raw, "ratio")
 	b.ReportMetric(floor, "floor-ev/s")
 	b.ReportMetric(e.rate/floor, "floor-ratio")
-	b.ReportMetric(e.p50, "p50-ms")
-	b.ReportMetric(e.p99, "p99-ms")
+	b.ReportMetric(e.latency.p50, "p50-ms")
+	b.ReportMetric(e.latency.p99, "p99-ms")
+	b.ReportMetric(e.stored.p99, "stored-p99-ms")
 	b.ReportMetric(e.rss, "rss-MiB")
 	b.ReportMetric(e.cpu, "cpu-s/1000ev")
 	b.ReportMetric(x.rate, "apart-ev/s")
 	b.ReportMetric(x.rss, "apart-rss-MiB")
 	b.ReportMetric(serverRSS, "apart-nats-rss-MiB")
-	fmt.Printf("bench: trackd %.0f ev/s, raw %.0f msg/s, ratio %.2f, of the floor %.2f, p50 %.1f ms, p99 %.1f ms, rss %.0f MiB, cpu %.3f s/1000ev\n",
-		e.rate, raw, e.rate/raw, e.rate/floor, e.p50, e.p99, e.rss, e.cpu)
-	fmt.Printf("bench: with nats-server apart: trackd %.0f ev/s, ratio %.2f, of the floor %.2f, p50 %.1f ms, p99 %.1f ms, rss %.0f MiB (nats-server %.0f MiB), cpu %.3f s/1000ev\n",
-		x.rate, x.rate/raw, x.rate/floor, x.p50, x.p99, x.rss, serverRSS, x.cpu)
+	fmt.Printf("bench: trackd %.0f ev/s, raw %.0f msg/s, ratio %.2f, of the floor %.2f, p50 %.1f ms, p99 %.1f ms (stored → plugin %.1f / %.1f), rss %.0f MiB, cpu %.3f s/1000ev\n",
+		e.rate, raw, e.rate/raw, e.rate/floor, e.latency.p50, e.latency.p99, e.stored.p50, e.stored.p99, e.rss, e.cpu)
+	fmt.Printf("bench: with nats-server apart: trackd %.0f ev/s, ratio %.2f, of the floor %.2f, p50 %.1f ms, p99 %.1f ms (stored → plugin %.1f / %.1f), rss %.0f MiB (nats-server %.0f MiB), cpu %.3f s/1000ev\n",
+		x.rate, x.rate/raw, x.rate/floor, x.latency.p50, x.latency.p99, x.stored.p50, x.stored.p99, x.rss, serverRSS, x.cpu)
 	fmt.Printf("bench: floor (JetStream's work alone: work-queue read, dedupe claim, ack) %.0f ev/s, ratio %.2f, cpu %.3f s/1000ev\n",
 		floor, floor/raw, floorCPU)
 }
@@ -126,7 +128,7 @@ func benchFloor(b *testing.B, n int) (rate, cpu float64) {
 	}()
 	cpu0, start := bustest.CPUTime(), time.Now()
 	go func() {
-		_ = bus.ConsumeBatches(ctx, cons, routerBatch, nil, func(msgs []jetstream.Msg) {
+		err := bus.ConsumeBatches(ctx, cons, routerBatch, nil, func(msgs []jetstream.Msg) {
 			claims := make([]dedupe.Claim, len(msgs))
 			for i, m := range msgs {
 				md, err := m.Metadata()
@@ -147,6 +149,12 @@ func benchFloor(b *testing.B, n int) (rate, cpu float64) {
 			case <-ctx.Done():
 			}
 		})
+		if err != nil {
+			select {
+			case done <- err:
+			default:
+			}
+		}
 	}()
 	waitDone(b, done, "floor")
 	took := time.Since(start)
@@ -155,7 +163,10 @@ func benchFloor(b *testing.B, n int) (rate, cpu float64) {
 
 // trackdRun is what benchTrackd measured.
 type trackdRun struct {
-	rate, p50, p99, rss, cpu float64
+	rate, rss, cpu float64
+	// latency is publish → plugin; stored is the part after JetStream
+	// stored the event (its receivedAt) → plugin.
+	latency, stored latencies
 }
 
 // benchTrackd runs one daemon on natsURL ("" for an embedded server) with
@@ -178,6 +189,11 @@ plugin = %q
 [destinations.file.settings]
 path = %q
 `, noop, lat1, noop, lat2, file, filepath.Join(dir, "events.jsonl")))
+
+	where := "embedded server"
+	if natsURL != "" {
+		where = "nats-server apart"
+	}
 
 	// A first start creates the streams and consumers; then, with the daemon
 	// stopped, the ingest stream is pre-loaded.
@@ -207,17 +223,15 @@ path = %q
 		queued[id] = d.metric(b, `trackd_events_queued_total{destination="`+id+`"}`)
 	}
 
-	p50, p99, n := benchLatency(b, d, js, rate/2, lat1, lat2)
+	profiled := d.profile(b, where)
+	latency, stored, n := benchLatency(b, d, js, rate/2, lat1, lat2)
+	profiled()
 	rss := procPeakRSS(b, d.cmd.Process.Pid)
 	plugins := d.pluginsCPUSeconds(b)
 	d.stop(b)
-	where := "embedded server"
-	if natsURL != "" {
-		where = "nats-server apart"
-	}
 	b.Logf("%s: pre-load (async publish) %.0f msg/s; drain %.2fs, daemon CPU %.2fs (%.3f s per 1,000 events), plugins' CPU over the whole run %.2fs; events through TRACK_ROUTED rather than the direct path %v; %d latency samples",
 		where, pubRate, drain.Seconds(), cpu, cpu/float64(benchEvents)*1000, plugins, queued, n)
-	return trackdRun{rate: rate, p50: p50, p99: p99, rss: rss, cpu: cpu / float64(benchEvents) * 1000}
+	return trackdRun{rate: rate, latency: latency, stored: stored, rss: rss, cpu: cpu / float64(benchEvents) * 1000}
 }
 
 // BenchmarkBacklogMemory is issue 4's bounded-memory check: one destination
@@ -432,17 +446,18 @@ func benchPreload(b *testing.B, d *benchDaemon, n int) float64 {
 }
 
 // benchLatency publishes at rate events/s for benchLatencyFor, waits for
-// them all, and returns p50 and p99 of publish-to-plugin latency in ms as
-// recorded by the no-op plugins in files.
-func benchLatency(b *testing.B, d *benchDaemon, js jetstream.JetStream, rate float64, files ...string) (p50, p99 float64, n int) {
-	total := int(rate * benchLatencyFor.Seconds())
+// them all, and returns the publish-to-plugin latency in ms as recorded by the
+// no-op plugins in files, and how much of it was spent after JetStream stored
+// the event.
+func benchLatency(b *testing.B, d *benchDaemon, js jetstream.JetStream, rate float64, files ...string) (total, stored latencies, n int) {
+	count := int(rate * benchLatencyFor.Seconds())
 	start := time.Now()
 	sent := 0
 	tick := time.NewTicker(time.Millisecond)
 	defer tick.Stop()
-	for sent < total {
+	for sent < count {
 		<-tick.C
-		due := min(total, int(rate*time.Since(start).Seconds()))
+		due := min(count, int(rate*time.Since(start).Seconds()))
 		for ; sent < due; sent++ {
 			id := "lat-" + strconv.FormatInt(time.Now().UnixNano(), 10) + "-" + strconv.Itoa(sent)
 			if _, err := js.PublishAsync("track", eventtest.OrderCompleted(sent, id), benchStall); err != nil {
@@ -451,25 +466,32 @@ func benchLatency(b *testing.B, d *benchDaemon, js jetstream.JetStream, rate flo
 		}
 	}
 	waitDrained(b, js)
-	var lat []float64
+	var all, since []float64
 	for _, f := range files {
 		data, err := os.ReadFile(f)
 		if err != nil {
 			b.Fatal(err)
 		}
-		for _, l := range strings.Fields(string(data)) {
-			us, err := strconv.ParseFloat(l, 64)
-			if err != nil {
-				b.Fatal(err)
+		for l := range strings.Lines(string(data)) {
+			var us, storedUS float64
+			if _, err := fmt.Sscan(l, &us, &storedUS); err != nil {
+				b.Fatalf("%s: %q: %v", f, l, err)
 			}
-			lat = append(lat, us/1000)
+			all, since = append(all, us/1000), append(since, storedUS/1000)
 		}
 	}
-	if want := total * len(files); len(lat) != want {
-		b.Fatalf("%d latency samples, want %d", len(lat), want)
+	if want := count * len(files); len(all) != want {
+		b.Fatalf("%d latency samples, want %d", len(all), want)
 	}
-	slices.Sort(lat)
-	return lat[len(lat)/2], lat[len(lat)*99/100], len(lat)
+	return percentiles(all), percentiles(since), len(all)
+}
+
+// latencies are the median and 99th percentile of a set, in ms.
+type latencies struct{ p50, p99 float64 }
+
+func percentiles(ms []float64) latencies {
+	slices.Sort(ms)
+	return latencies{p50: ms[len(ms)/2], p99: ms[len(ms)*99/100]}
 }
 
 // benchStall lets a publish wait for room in the async window: a busy
@@ -597,6 +619,7 @@ func newBenchDaemon(b *testing.B, dir, natsURL, destinations string) *benchDaemo
 	cfg := natsCfg + fmt.Sprintf(`
 [admin]
 listen = %q
+pprof = true
 [log]
 level = "info"
 `, adminAddr) + destinations
@@ -619,6 +642,9 @@ func (d *benchDaemon) storeDir() string { return filepath.Join(d.dir, "nats") }
 func (d *benchDaemon) start(b *testing.B) {
 	d.cmd = exec.Command(d.bin, "run", "--config", d.config)
 	d.cmd.Stderr = d.logs
+	if os.Getenv("TRACKD_BENCH_PROFILE") != "" {
+		d.cmd.Env = append(os.Environ(), "GODEBUG=gctrace=1")
+	}
 	if err := d.cmd.Start(); err != nil {
 		b.Fatal(err)
 	}
@@ -658,6 +684,47 @@ func (d *benchDaemon) stop(b *testing.B) {
 	}
 	terminate(b, d.cmd, d.exited)
 	d.cmd = nil
+}
+
+// profile, when TRACKD_BENCH_PROFILE names a directory, records an
+// execution trace of the daemon over most of the latency run, and then a heap
+// profile and its log (started with GODEBUG=gctrace=1), in files named after
+// where; the returned func waits for them. `go tool trace` reads the trace.
+func (d *benchDaemon) profile(b *testing.B, where string) (wait func()) {
+	dir := os.Getenv("TRACKD_BENCH_PROFILE")
+	if dir == "" {
+		return func() {}
+	}
+	name := filepath.Join(dir, strings.Fields(where)[0])
+	fetch := func(path, file string) {
+		resp, err := http.Get(d.adminURL + path)
+		if err != nil {
+			b.Error(err)
+			return
+		}
+		defer resp.Body.Close()
+		f, err := os.Create(file)
+		if err != nil {
+			b.Error(err)
+			return
+		}
+		defer f.Close()
+		if _, err := io.Copy(f, resp.Body); err != nil {
+			b.Error(err)
+		}
+	}
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		fetch(fmt.Sprintf("/debug/pprof/trace?seconds=%d", int(benchLatencyFor.Seconds())-1), name+".trace")
+	}()
+	return func() {
+		<-done
+		fetch("/debug/pprof/heap", name+".heap")
+		if err := os.WriteFile(name+".log", []byte(d.logs.String()), 0o644); err != nil {
+			b.Error(err)
+		}
+	}
 }
 
 func (d *benchDaemon) metric(b *testing.B, name string) float64 {

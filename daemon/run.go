@@ -101,7 +101,7 @@ func run(ctx context.Context, cfg *config.Config, log *slog.Logger, level *slog.
 	dests := fleet.New(b, topo, m, log)
 	rt.HandOff = &deliver.HandOff{JS: b.JS, Destination: dests.Deliverer, Metrics: m, Log: log}
 	if cfg.Admin.Listen != "" {
-		srv, err := admin.Start(cfg.Admin.Listen, m.Registry, func() error { return readiness(b, dests) })
+		srv, err := admin.Start(cfg.Admin, m.Registry, func() error { return readiness(b, dests) })
 		if err != nil {
 			return err
 		}

@@ -1,4 +1,5 @@
-// Package admin serves the operator endpoints: /metrics, /healthz and /readyz.
+// Package admin serves the operator endpoints: /metrics, /healthz and /readyz,
+// and, when asked, Go's profiles under /debug/pprof/.
 package admin
 
 import (
@@ -6,10 +7,13 @@ import (
 	"fmt"
 	"net"
 	"net/http"
+	"net/http/pprof"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
+
+	"trackd.dev/trackd/daemon/internal/config"
 )
 
 // Server is a running admin listener.
@@ -18,11 +22,11 @@ type Server struct {
 	ln  net.Listener
 }
 
-// Start listens on addr. ready reports why the daemon is not ready, or nil.
-func Start(addr string, reg *prometheus.Registry, ready func() error) (*Server, error) {
-	ln, err := net.Listen("tcp", addr)
+// Start listens on cfg.Listen. ready reports why the daemon is not ready, or nil.
+func Start(cfg config.Admin, reg *prometheus.Registry, ready func() error) (*Server, error) {
+	ln, err := net.Listen("tcp", cfg.Listen)
 	if err != nil {
-		return nil, fmt.Errorf("admin.listen %q: %w", addr, err)
+		return nil, fmt.Errorf("admin.listen %q: %w", cfg.Listen, err)
 	}
 	mux := http.NewServeMux()
 	mux.Handle("GET /metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{Registry: reg}))
@@ -36,6 +40,13 @@ func Start(addr string, reg *prometheus.Registry, ready func() error) (*Server, 
 		}
 		fmt.Fprintln(w, "ok")
 	})
+	if cfg.Pprof {
+		mux.HandleFunc("GET /debug/pprof/", pprof.Index)
+		mux.HandleFunc("GET /debug/pprof/cmdline", pprof.Cmdline)
+		mux.HandleFunc("GET /debug/pprof/profile", pprof.Profile)
+		mux.HandleFunc("GET /debug/pprof/symbol", pprof.Symbol)
+		mux.HandleFunc("GET /debug/pprof/trace", pprof.Trace)
+	}
 	s := &Server{srv: &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}, ln: ln}
 	// Serve only fails once the listener is closed, which Close does.
 	go func() { _ = s.srv.Serve(ln) }()

@@ -109,6 +109,9 @@ type Retry struct {
 // Admin is the HTTP listener for /metrics, /healthz and /readyz; "" turns it off.
 type Admin struct {
 	Listen string `toml:"listen"`
+	// Pprof also serves Go's profiles (CPU, heap, goroutines, execution
+	// traces) under /debug/pprof/, for finding where time and memory go.
+	Pprof bool `toml:"pprof"`
 }
 
 // Plugins says where plugin binaries are found by name.

@@ -59,6 +59,7 @@ func TestDefaults(t *testing.T) {
 		{"retry.max_attempts", cfg.Retry.MaxAttempts, 10},
 		{"retry.max_age", cfg.Retry.MaxAge.Duration, 24 * time.Hour},
 		{"admin.listen", cfg.Admin.Listen, "127.0.0.1:9090"},
+		{"admin.pprof", cfg.Admin.Pprof, false},
 		{"plugins.dir", cfg.Plugins.Dir, "bin/plugins"},
 		{"shutdown.timeout", cfg.Shutdown.Timeout.Duration, 30 * time.Second},
 	}

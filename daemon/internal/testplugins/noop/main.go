@@ -3,12 +3,14 @@
 // daemon's and the plugin protocol's cost alone.
 //
 // For the latency benchmark it also records, for each event whose messageId
-// is "lat-<unix nanoseconds>-<anything>", how long ago that time was, in
-// microseconds, one number a line. With answer = "retry" it plays a
+// is "lat-<unix nanoseconds>-<anything>", how long ago that time was and how
+// long ago JetStream stored the event (its receivedAt, to the millisecond),
+// in microseconds, two numbers a line. With answer = "retry" it plays a
 // destination that is down.
 package main
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"os"
@@ -77,16 +79,34 @@ func (p *noop) Deliver(_ context.Context, batch []sdk.Event) []sdk.Result {
 		}
 		if rest, ok := strings.CutPrefix(e.MessageID, "lat-"); ok {
 			stamp, _, _ := strings.Cut(rest, "-")
-			if sent, err := strconv.ParseInt(stamp, 10, 64); err == nil {
-				lines = strconv.AppendInt(lines, (now-sent)/1000, 10)
-				lines = append(lines, '\n')
+			sent, err := strconv.ParseInt(stamp, 10, 64)
+			if err != nil {
+				continue
 			}
+			lines = strconv.AppendInt(lines, (now-sent)/1000, 10)
+			lines = append(lines, ' ')
+			lines = strconv.AppendInt(lines, (now-receivedAt(e.JSON))/1000, 10)
+			lines = append(lines, '\n')
 		}
 	}
 	if len(lines) > 0 {
 		_, _ = p.out.Write(lines)
 	}
 	return results
+}
+
+// receivedAt is the event's receivedAt in Unix nanoseconds, or 0.
+func receivedAt(event []byte) int64 {
+	const key = `"receivedAt":"`
+	i := bytes.Index(event, []byte(key))
+	if i < 0 || len(event) < i+len(key)+len(sdk.TimeLayout) {
+		return 0
+	}
+	at, err := time.Parse(sdk.TimeLayout, string(event[i+len(key):i+len(key)+len(sdk.TimeLayout)]))
+	if err != nil {
+		return 0
+	}
+	return at.UnixNano()
 }
 
 func main() {
