@@ -2,17 +2,32 @@ package bus
 
 import (
 	"context"
+	"errors"
+	"sync"
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
 )
 
-// pullExpiry is how long one pull request waits on the server. A pull was
-// seen, under load, to stop being served in the middle of a full stream until
-// it expired (nats-server 2.15.2, nats.go 1.55.0): with 5 s, two of six runs
-// of the floor benchmark stalled once or twice for 5 s each; with 1 s, none
-// of six stalled at all. An idle consumer then sends a pull a second.
+// pullExpiry is how long one pull request waits on the server; an idle
+// consumer sends one a second from each of its pullers.
 const pullExpiry = time.Second
+
+// pullers is how many fetch loops feed one ConsumeBatches: while one waits
+// for its next pull request to be answered, the other's messages arrive.
+//
+// They use Fetch, one request per batch, rather than Consume, which stalls
+// under load in nats.go 1.55.0: it asks for more messages as one arrives, but
+// not while its previous request is still being sent, so when sending takes
+// longer than the messages already asked for last (a busy connection, a
+// descheduled goroutine), they all arrive meanwhile, nothing asks again, and
+// the consumer waits for two missed heartbeats (a second at least). The floor
+// benchmark under perf stalled so in one run of three, the server holding no
+// pull request and thousands of messages waiting, with one Consume or two.
+const pullers = 2
+
+// fetchRetry is how long a fetch loop waits after a failed pull request.
+const fetchRetry = 100 * time.Millisecond
 
 // ConsumeBatches pulls from cons and calls handle with batches of at most max
 // messages. A batch is whatever is waiting — it never waits to fill — so a
@@ -21,24 +36,18 @@ const pullExpiry = time.Second
 // come, returns true: while it waits, messages gather for the next batch. It
 // returns false when ctx is done.
 //
-// It returns once ctx is done and the batch in hand is handled; messages
-// fetched but not yet handed out are nak'ed so another daemon takes them now
-// rather than after the ack wait.
+// It returns once ctx is done and the batch in hand is handled, or when the
+// consumer is gone; messages fetched but not yet handed out are nak'ed so
+// another daemon takes them now rather than after the ack wait. Other failed
+// pulls (no server for a while, a new leader) are tried again.
 func ConsumeBatches(ctx context.Context, cons jetstream.Consumer, max int, ready func(context.Context) bool, handle func([]jetstream.Msg)) error {
+	ctx, cancel := context.WithCancel(ctx)
 	msgs := make(chan jetstream.Msg, max)
-	cc, err := cons.Consume(func(m jetstream.Msg) {
-		select {
-		case msgs <- m:
-		case <-ctx.Done():
-			_ = m.Nak()
-		}
-	}, jetstream.PullMaxMessages(2*max),
-		jetstream.PullExpiry(pullExpiry), jetstream.PullHeartbeat(pullExpiry/2))
-	if err != nil {
-		return err
-	}
+	gone := make(chan error, pullers)
+	var fetching sync.WaitGroup
 	defer func() {
-		cc.Stop()
+		cancel()
+		fetching.Wait()
 		for {
 			select {
 			case m := <-msgs:
@@ -48,11 +57,20 @@ func ConsumeBatches(ctx context.Context, cons jetstream.Consumer, max int, ready
 			}
 		}
 	}()
+	for range pullers {
+		fetching.Go(func() {
+			if err := fetchLoop(ctx, cons, max, msgs); err != nil {
+				gone <- err
+			}
+		})
+	}
 	batch := make([]jetstream.Msg, 0, max)
 	for {
 		select {
 		case <-ctx.Done():
 			return nil
+		case err := <-gone:
+			return err
 		case m := <-msgs:
 			batch = append(batch[:0], m)
 		}
@@ -71,6 +89,38 @@ func ConsumeBatches(ctx context.Context, cons jetstream.Consumer, max int, ready
 		}
 		handle(batch)
 	}
+}
+
+// fetchLoop sends pull requests for up to max messages one after another
+// and passes their messages to msgs, until ctx is done (nil) or the consumer
+// is gone (its error).
+func fetchLoop(ctx context.Context, cons jetstream.Consumer, max int, msgs chan<- jetstream.Msg) error {
+	for ctx.Err() == nil {
+		fctx, cancel := context.WithTimeout(ctx, pullExpiry)
+		batch, err := cons.Fetch(max, jetstream.FetchContext(fctx))
+		if err == nil {
+			for m := range batch.Messages() {
+				select {
+				case msgs <- m:
+				case <-ctx.Done():
+					_ = m.Nak()
+				}
+			}
+			err = batch.Error()
+		}
+		cancel()
+		switch {
+		case err == nil || errors.Is(err, context.DeadlineExceeded) || errors.Is(err, context.Canceled):
+		case errors.Is(err, jetstream.ErrConsumerDeleted) || errors.Is(err, jetstream.ErrConsumerNotFound):
+			return err
+		default:
+			select {
+			case <-time.After(fetchRetry):
+			case <-ctx.Done():
+			}
+		}
+	}
+	return nil
 }
 
 // KeepInProgress tells NATS, every so often, that the messages are still
