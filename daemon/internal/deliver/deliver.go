@@ -45,6 +45,7 @@ type Deliverer struct {
 	offering atomic.Int32 // offers started and not yet answered
 	callTime atomic.Int64 // a moving average of the direct path's plugin calls, in ns
 	healthy  atomic.Bool  // the last batch from the consumer was delivered whole
+	wake     chan struct{} // tells watchDirect that a batch from the consumer was delivered whole
 }
 
 // Run delivers until ctx is done. A plugin that cannot start holds up only
@@ -65,6 +66,7 @@ func (d *Deliverer) Run(ctx context.Context) error {
 	}
 	d.calls = make(chan struct{}, d.MaxInFlight)
 	d.offers = make(chan *Offered, directQueue) // before the direct path opens
+	d.wake = make(chan struct{}, 1)
 	go d.serveOffers(ctx)
 	go d.watchDirect(ctx)
 	// A batch from the consumer is gathered only when a plugin call may
@@ -194,6 +196,12 @@ func (d *Deliverer) deliver(ctx context.Context, b *batch, letters []pendingLett
 	d.Metrics.Delivered.WithLabelValues(d.ID).Add(delivered)
 	d.Metrics.Retried.WithLabelValues(d.ID).Add(retried)
 	d.healthy.Store(healthy)
+	if healthy {
+		select {
+		case d.wake <- struct{}{}:
+		default:
+		}
+	}
 	return letters
 }
 

@@ -265,7 +265,11 @@ func (d *Deliverer) leaveDirect(reason string) {
 // watchDirect puts the destination on the direct path whenever its plugin is
 // running, no offer is pending, a plugin call may start (a destination whose
 // every call hangs stays off), and either its consumer is empty or its last
-// batch from the consumer was delivered whole; until ctx is done.
+// batch from the consumer was delivered whole; until ctx is done. It looks
+// every directPoll, and as soon as a batch from the consumer is delivered
+// whole: at start-up, while the plugins start, the router's first batches
+// take the routed stream, and under load waiting for the poll would send
+// thousands more there.
 func (d *Deliverer) watchDirect(ctx context.Context) {
 	t := time.NewTicker(directPoll)
 	defer t.Stop()
@@ -278,6 +282,7 @@ func (d *Deliverer) watchDirect(ctx context.Context) {
 		case <-ctx.Done():
 			return
 		case <-t.C:
+		case <-d.wake:
 		}
 	}
 }
