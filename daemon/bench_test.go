@@ -223,14 +223,17 @@ path = %q
 		queued[id] = d.metric(b, `trackd_events_queued_total{destination="`+id+`"}`)
 	}
 
+	const calls = `trackd_batch_duration_seconds_count{destination="noop1"}`
+	drainCalls := d.metric(b, calls)
 	profiled := d.profile(b, where)
 	latency, stored, n := benchLatency(b, d, js, rate/2, lat1, lat2)
 	profiled()
+	latencyCalls := d.metric(b, calls) - drainCalls
 	rss := procPeakRSS(b, d.cmd.Process.Pid)
 	plugins := d.pluginsCPUSeconds(b)
 	d.stop(b)
-	b.Logf("%s: pre-load (async publish) %.0f msg/s; drain %.2fs, daemon CPU %.2fs (%.3f s per 1,000 events), plugins' CPU over the whole run %.2fs; events through TRACK_ROUTED rather than the direct path %v; %d latency samples",
-		where, pubRate, drain.Seconds(), cpu, cpu/float64(benchEvents)*1000, plugins, queued, n)
+	b.Logf("%s: pre-load (async publish) %.0f msg/s; drain %.2fs, daemon CPU %.2fs (%.3f s per 1,000 events), plugins' CPU over the whole run %.2fs; events through TRACK_ROUTED rather than the direct path %v; events per plugin call (noop1) %.0f in the drain, %.0f in the latency run; %d latency samples",
+		where, pubRate, drain.Seconds(), cpu, cpu/float64(benchEvents)*1000, plugins, queued, float64(unique)/drainCalls, float64(n/2)/latencyCalls, n)
 	return trackdRun{rate: rate, latency: latency, stored: stored, rss: rss, cpu: cpu / float64(benchEvents) * 1000}
 }
 
