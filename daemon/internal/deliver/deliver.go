@@ -42,9 +42,9 @@ type Deliverer struct {
 	calls    chan struct{} // one element for each plugin call under way (MaxInFlight)
 	direct   atomic.Bool   // the router may Offer events to the plugin
 	offers   chan *Offered
-	offering atomic.Int32 // offers started and not yet answered
-	callTime atomic.Int64 // a moving average of the direct path's plugin calls, in ns
-	healthy  atomic.Bool  // the last batch from the consumer was delivered whole
+	offering atomic.Int32  // offers started and not yet answered
+	callTime atomic.Int64  // a moving average of the direct path's plugin calls, in ns
+	healthy  atomic.Bool   // the last batch from the consumer was delivered whole
 	wake     chan struct{} // tells watchDirect that a batch from the consumer was delivered whole
 }
 
