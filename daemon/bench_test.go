@@ -755,35 +755,10 @@ func procPeakRSS(b *testing.B, pid int) float64 {
 }
 
 func (d *benchDaemon) cpuSeconds(b *testing.B) float64 {
-	return procCPUSeconds(b, d.cmd.Process.Pid)
+	return bustest.ProcessCPUSeconds(b, d.cmd.Process.Pid)
 }
 
 // pluginsCPUSeconds adds up the CPU time of the daemon's child processes.
 func (d *benchDaemon) pluginsCPUSeconds(b *testing.B) float64 {
-	tasks, _ := filepath.Glob(fmt.Sprintf("/proc/%d/task/*/children", d.cmd.Process.Pid))
-	total := 0.0
-	for _, t := range tasks {
-		data, _ := os.ReadFile(t)
-		for _, f := range strings.Fields(string(data)) {
-			if pid, err := strconv.Atoi(f); err == nil {
-				total += procCPUSeconds(b, pid)
-			}
-		}
-	}
-	return total
-}
-
-// procCPUSeconds is utime+stime from /proc/<pid>/stat.
-func procCPUSeconds(b *testing.B, pid int) float64 {
-	data, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
-	if err != nil {
-		b.Fatal(err)
-	}
-	// The command name may hold spaces; the fields after it are plain.
-	s := string(data)
-	fields := strings.Fields(s[strings.LastIndexByte(s, ')')+2:])
-	utime, _ := strconv.ParseFloat(fields[11], 64)
-	stime, _ := strconv.ParseFloat(fields[12], 64)
-	const clockTicks = 100 // USER_HZ on Linux
-	return (utime + stime) / clockTicks
+	return bustest.ChildrenCPUSeconds(b, d.cmd.Process.Pid)
 }

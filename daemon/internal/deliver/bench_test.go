@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"os"
 	"os/exec"
 	"path/filepath"
 	"testing"
@@ -68,6 +69,42 @@ func BenchmarkPluginDeliver(b *testing.B) {
 				n += size
 			}
 			b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(n), "ns/event")
+		})
+	}
+}
+
+// BenchmarkPluginCPU is the no-op plugin's own CPU per event, started as the
+// daemon starts it (pluginhost, with its environment), for batches of 100 (the
+// default batch_size) and 512 (a router batch), one call at a time. It
+// reports plugin-cpu-µs/event; ns/op is per call.
+func BenchmarkPluginCPU(b *testing.B) {
+	log := slog.New(slog.DiscardHandler)
+	host, err := pluginhost.New("noop", noopPlugin(b), b.TempDir(), nil, log, nil)
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer host.Close()
+	if err := host.Start(b.Context()); err != nil {
+		b.Fatal(err)
+	}
+	for _, size := range []int{100, 512} {
+		b.Run(fmt.Sprintf("batch=%d", size), func(b *testing.B) {
+			batch := make([]sdk.Event, size)
+			for i := range batch {
+				ev, _, err := normalize.Summarize(benchEvent(b, i))
+				if err != nil {
+					b.Fatal(err)
+				}
+				batch[i] = ev
+			}
+			cpu0 := bustest.ChildrenCPUSeconds(b, os.Getpid())
+			for b.Loop() {
+				if _, err := host.Deliver(b.Context(), batch); err != nil {
+					b.Fatal(err)
+				}
+			}
+			cpu := bustest.ChildrenCPUSeconds(b, os.Getpid()) - cpu0
+			b.ReportMetric(cpu*1e6/float64(b.N*size), "plugin-cpu-µs/event")
 		})
 	}
 }

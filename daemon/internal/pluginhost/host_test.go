@@ -54,11 +54,12 @@ func TestSecretsReplacer(t *testing.T) {
 	}
 }
 
-// A plugin runs with GOMAXPROCS=1 unless trackd's environment sets it.
-func TestPluginGOMAXPROCS(t *testing.T) {
+// A plugin runs with GOMAXPROCS=1 and GOGC=200 unless trackd's environment
+// sets them.
+func TestPluginRuntime(t *testing.T) {
 	bin := destinationtest.Build(t, "trackd.dev/trackd/daemon/internal/testplugins/faulty")
-	procs := func() string {
-		h, err := New("x", bin, t.TempDir(), map[string]any{"fail_configure": "procs={procs}"}, slog.New(slog.DiscardHandler), nil)
+	settings := func() string {
+		h, err := New("x", bin, t.TempDir(), map[string]any{"fail_configure": "runtime: procs={procs} gogc={gogc}"}, slog.New(slog.DiscardHandler), nil)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -67,18 +68,21 @@ func TestPluginGOMAXPROCS(t *testing.T) {
 		if err == nil {
 			t.Fatal("Start succeeded; the plugin was told to fail Configure")
 		}
-		_, after, _ := strings.Cut(err.Error(), "procs=")
+		_, after, _ := strings.Cut(err.Error(), "runtime: ")
 		return after
 	}
-	t.Setenv("GOMAXPROCS", "")
-	if err := os.Unsetenv("GOMAXPROCS"); err != nil {
-		t.Fatal(err)
+	for _, key := range []string{"GOMAXPROCS", "GOGC"} {
+		t.Setenv(key, "")
+		if err := os.Unsetenv(key); err != nil {
+			t.Fatal(err)
+		}
 	}
-	if got := procs(); got != "1" {
-		t.Errorf("with GOMAXPROCS unset the plugin ran with GOMAXPROCS=%s, want 1", got)
+	if got := settings(); got != "procs=1 gogc=200" {
+		t.Errorf("with GOMAXPROCS and GOGC unset the plugin ran with %s, want procs=1 gogc=200", got)
 	}
 	t.Setenv("GOMAXPROCS", "2")
-	if got := procs(); got != "2" {
-		t.Errorf("with GOMAXPROCS=2 set the plugin ran with GOMAXPROCS=%s, want 2", got)
+	t.Setenv("GOGC", "50")
+	if got := settings(); got != "procs=2 gogc=50" {
+		t.Errorf("with GOMAXPROCS=2 and GOGC=50 set the plugin ran with %s, want procs=2 gogc=50", got)
 	}
 }

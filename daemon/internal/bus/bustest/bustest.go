@@ -3,6 +3,11 @@ package bustest
 
 import (
 	"context"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
 	"syscall"
 	"testing"
 	"time"
@@ -38,6 +43,39 @@ func OpenWith(t testing.TB, set func(*config.Config)) (*bus.Bus, *bus.Topology) 
 		t.Fatal(err)
 	}
 	return b, topo
+}
+
+// ProcessCPUSeconds is a process's utime+stime, from /proc/<pid>/stat.
+func ProcessCPUSeconds(t testing.TB, pid int) float64 {
+	t.Helper()
+	data, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		t.Fatal(err)
+	}
+	// The command name may hold spaces; the fields after it are plain.
+	s := string(data)
+	fields := strings.Fields(s[strings.LastIndexByte(s, ')')+2:])
+	utime, _ := strconv.ParseFloat(fields[11], 64)
+	stime, _ := strconv.ParseFloat(fields[12], 64)
+	const clockTicks = 100 // USER_HZ on Linux
+	return (utime + stime) / clockTicks
+}
+
+// ChildrenCPUSeconds adds up ProcessCPUSeconds of a process's running
+// children: a daemon's plugins, or a benchmark's.
+func ChildrenCPUSeconds(t testing.TB, pid int) float64 {
+	t.Helper()
+	tasks, _ := filepath.Glob(fmt.Sprintf("/proc/%d/task/*/children", pid))
+	total := 0.0
+	for _, task := range tasks {
+		data, _ := os.ReadFile(task)
+		for _, f := range strings.Fields(string(data)) {
+			if child, err := strconv.Atoi(f); err == nil {
+				total += ProcessCPUSeconds(t, child)
+			}
+		}
+	}
+	return total
 }
 
 // CPUTime is the CPU time this process has used, the embedded server's

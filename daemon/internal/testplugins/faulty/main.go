@@ -7,6 +7,7 @@ import (
 	"errors"
 	"os"
 	"runtime"
+	"runtime/debug"
 	"strconv"
 	"strings"
 	"sync"
@@ -21,7 +22,7 @@ type settings struct {
 	// absent creates it and kills the process in the middle of the batch.
 	CrashOnce string `toml:"crash_once"`
 	// FailConfigure, if set, is the error Configure returns, with {procs}
-	// replaced by the process's GOMAXPROCS.
+	// replaced by the process's GOMAXPROCS and {gogc} by its GC percent.
 	FailConfigure string `toml:"fail_configure"`
 	// Auth is accepted and unused, for the tests that check secrets are masked.
 	Auth map[string]string `toml:"auth"`
@@ -37,7 +38,10 @@ func (f *faulty) Configure(_ context.Context, s sdk.Settings) error {
 		return err
 	}
 	if f.s.FailConfigure != "" {
-		return errors.New(strings.ReplaceAll(f.s.FailConfigure, "{procs}", strconv.Itoa(runtime.GOMAXPROCS(0))))
+		gogc := debug.SetGCPercent(100)
+		debug.SetGCPercent(gogc)
+		r := strings.NewReplacer("{procs}", strconv.Itoa(runtime.GOMAXPROCS(0)), "{gogc}", strconv.Itoa(gogc))
+		return errors.New(r.Replace(f.s.FailConfigure))
 	}
 	if f.s.Out == "" {
 		return errors.New("out is empty")
