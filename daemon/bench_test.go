@@ -40,10 +40,12 @@ const (
 )
 
 // BenchmarkEndToEnd measures, in one run: the raw JetStream consume+ack rate;
-// the floor, JetStream's share of trackd's work done alone; trackd draining benchEvents pre-loaded events through validate, dedupe and
-// route to three destinations (two no-op plugins and the file plugin); the
-// publish-to-plugin latency at half that rate; and the daemon's peak RSS and
-// CPU per 1,000 events. It prints the summary lines BENCHMARKS.md keeps.
+// the floor, JetStream's share of trackd's work done alone, before and after
+// trackd; trackd draining benchEvents pre-loaded events through validate,
+// dedupe and route to three destinations (two no-op plugins and the file
+// plugin); the publish-to-plugin latency at half that rate; and the daemon's
+// peak RSS and CPU per 1,000 events. It prints the summary lines
+// BENCHMARKS.md keeps.
 func BenchmarkEndToEnd(b *testing.B) {
 	for range b.N {
 		benchEndToEnd(b)
@@ -52,7 +54,7 @@ func BenchmarkEndToEnd(b *testing.B) {
 
 func benchEndToEnd(b *testing.B) {
 	raw := benchRawJetStream(b, benchEvents)
-	floor, floorCPU := benchFloor(b, benchEvents)
+	floorBefore, cpuBefore := benchFloor(b, benchEvents)
 	noop := benchBuild(b, "trackd.dev/trackd/daemon/internal/testplugins/noop")
 	file := benchBuild(b, "trackd.dev/trackd/plugins/file")
 
@@ -61,6 +63,14 @@ func benchEndToEnd(b *testing.B) {
 	x := benchTrackd(b, srv.url, noop, file)
 	serverRSS := procPeakRSS(b, srv.cmd.Process.Pid)
 	srv.stop()
+	// The floor is measured again after trackd and the higher of the two is
+	// the yardstick: a floor caught in a busy moment of the machine would
+	// flatter trackd's ratio.
+	floorAfter, cpuAfter := benchFloor(b, benchEvents)
+	floor, floorCPU := floorBefore, cpuBefore
+	if floorAfter > floorBefore {
+		floor, floorCPU = floorAfter, cpuAfter
+	}
 
 	b.ReportMetric(e.rate, "ev/s")
 	b.ReportMetric(raw, "raw-msg/s")
@@ -79,8 +89,8 @@ func benchEndToEnd(b *testing.B) {
 		e.rate, raw, e.rate/raw, e.rate/floor, e.latency.p50, e.latency.p99, e.stored.p50, e.stored.p99, e.rss, e.cpu)
 	fmt.Printf("bench: with nats-server apart: trackd %.0f ev/s, ratio %.2f, of the floor %.2f, p50 %.1f ms, p99 %.1f ms (stored → plugin %.1f / %.1f), rss %.0f MiB (nats-server %.0f MiB), cpu %.3f s/1000ev\n",
 		x.rate, x.rate/raw, x.rate/floor, x.latency.p50, x.latency.p99, x.stored.p50, x.stored.p99, x.rss, serverRSS, x.cpu)
-	fmt.Printf("bench: floor (JetStream's work alone: work-queue read, dedupe claim, ack) %.0f ev/s, ratio %.2f, cpu %.3f s/1000ev\n",
-		floor, floor/raw, floorCPU)
+	fmt.Printf("bench: floor (JetStream's work alone: work-queue read, dedupe claim, ack) %.0f ev/s (the higher of %.0f before trackd and %.0f after), ratio %.2f, cpu %.3f s/1000ev\n",
+		floor, floorBefore, floorAfter, floor/raw, floorCPU)
 }
 
 // benchFloor measures the JetStream work trackd does for each event, with
