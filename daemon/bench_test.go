@@ -214,11 +214,11 @@ path = %q
 	d.start(b)
 	nc, js := benchConnect(b, d.natsURL)
 	defer nc.Close()
-	cpu0 := d.cpuSeconds(b)
+	cpu0 := bustest.ProcessCPUSeconds(b, d.cmd.Process.Pid)
 	t0 := d.ready
 	waitDrained(b, js)
 	drain := time.Since(t0)
-	cpu := d.cpuSeconds(b) - cpu0
+	cpu := bustest.ProcessCPUSeconds(b, d.cmd.Process.Pid) - cpu0
 	rate := float64(benchEvents) / drain.Seconds()
 
 	unique := benchEvents - benchEvents/benchRepeatEvery
@@ -240,7 +240,7 @@ path = %q
 	profiled()
 	latencyCalls := d.metric(b, calls) - drainCalls
 	rss := procPeakRSS(b, d.cmd.Process.Pid)
-	plugins := d.pluginsCPUSeconds(b)
+	plugins := bustest.ChildrenCPUSeconds(b, d.cmd.Process.Pid) // the plugins
 	d.stop(b)
 	b.Logf("%s: pre-load (async publish) %.0f msg/s; drain %.2fs, daemon CPU %.2fs (%.3f s per 1,000 events), plugins' CPU over the whole run %.2fs; events through TRACK_ROUTED rather than the direct path %v; events per plugin call (noop1) %.0f in the drain, %.0f in the latency run; %d latency samples",
 		where, pubRate, drain.Seconds(), cpu, cpu/float64(benchEvents)*1000, plugins, queued, float64(unique)/drainCalls, float64(n/2)/latencyCalls, n)
@@ -588,8 +588,9 @@ func consumerBacklog(b *testing.B, js jetstream.JetStream, stream, name string) 
 }
 
 // benchBuild builds a main package without the race detector, whatever the
-// test binary was built with: the benchmarks measure what ships. With TRACKD_BENCH_BIN set to a directory the binaries are kept there,
-// so that a profiler (`perf record -a -g`, then `perf report`) can read their
+// test binary was built with: the benchmarks measure what ships. With
+// TRACKD_BENCH_BIN set to a directory the binaries are kept there, so that a
+// profiler (`perf record -a -g`, then `perf report`) can read their
 // symbols after the run.
 func benchBuild(b *testing.B, pkg string) string {
 	dir := os.Getenv("TRACKD_BENCH_BIN")
@@ -762,13 +763,4 @@ func procPeakRSS(b *testing.B, pid int) float64 {
 	}
 	b.Fatal("no VmHWM in /proc/<pid>/status")
 	return 0
-}
-
-func (d *benchDaemon) cpuSeconds(b *testing.B) float64 {
-	return bustest.ProcessCPUSeconds(b, d.cmd.Process.Pid)
-}
-
-// pluginsCPUSeconds adds up the CPU time of the daemon's child processes.
-func (d *benchDaemon) pluginsCPUSeconds(b *testing.B) float64 {
-	return bustest.ChildrenCPUSeconds(b, d.cmd.Process.Pid)
 }
