@@ -235,7 +235,7 @@ path = %q
 
 	const calls = `trackd_batch_duration_seconds_count{destination="noop1"}`
 	drainCalls := d.metric(b, calls)
-	profiled := d.profile(b, where)
+	profiled := d.profile(b, where, lat1, lat2)
 	latency, stored, n := benchLatency(b, d, js, rate/2, lat1, lat2)
 	profiled()
 	latencyCalls := d.metric(b, calls) - drainCalls
@@ -702,9 +702,9 @@ func (d *benchDaemon) stop(b *testing.B) {
 
 // profile, when TRACKD_BENCH_PROFILE names a directory, records an
 // execution trace of the daemon over most of the latency run, and then a heap
-// profile and its log (started with GODEBUG=gctrace=1), in files named after
-// where; the returned func waits for them. `go tool trace` reads the trace.
-func (d *benchDaemon) profile(b *testing.B, where string) (wait func()) {
+// profile, its log (started with GODEBUG=gctrace=1) and the no-op plugins'
+// latency files, in files named after where; the returned func waits for them. `go tool trace` reads the trace.
+func (d *benchDaemon) profile(b *testing.B, where string, latencyFiles ...string) (wait func()) {
 	dir := os.Getenv("TRACKD_BENCH_PROFILE")
 	if dir == "" {
 		return func() {}
@@ -737,6 +737,15 @@ func (d *benchDaemon) profile(b *testing.B, where string) (wait func()) {
 		fetch("/debug/pprof/heap", name+".heap")
 		if err := os.WriteFile(name+".log", []byte(d.logs.String()), 0o644); err != nil {
 			b.Error(err)
+		}
+		for _, f := range latencyFiles {
+			data, err := os.ReadFile(f)
+			if err == nil {
+				err = os.WriteFile(name+"."+filepath.Base(f), data, 0o644)
+			}
+			if err != nil {
+				b.Error(err)
+			}
 		}
 	}
 }

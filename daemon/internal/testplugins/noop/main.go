@@ -5,7 +5,8 @@
 // For the latency benchmark it also records, for each event whose messageId
 // is "lat-<unix nanoseconds>-<anything>", how long ago that time was and how
 // long ago JetStream stored the event (its receivedAt, to the millisecond),
-// in microseconds, two numbers a line. With answer = "retry" it plays a
+// in microseconds, and when the plugin got it, in Unix microseconds: three
+// numbers a line. With answer = "retry" it plays a
 // destination that is down.
 package main
 
@@ -86,6 +87,8 @@ func (p *noop) Deliver(_ context.Context, batch []sdk.Event) []sdk.Result {
 			lines = strconv.AppendInt(lines, (now-sent)/1000, 10)
 			lines = append(lines, ' ')
 			lines = strconv.AppendInt(lines, (now-receivedAt(e.JSON))/1000, 10)
+			lines = append(lines, ' ')
+			lines = strconv.AppendInt(lines, now/1000, 10)
 			lines = append(lines, '\n')
 		}
 	}
