@@ -16,6 +16,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -43,8 +44,9 @@ const (
 // the floor, JetStream's share of trackd's work done alone, before and after
 // trackd; trackd draining benchEvents pre-loaded events through validate,
 // dedupe and route to three destinations (two no-op plugins and the file
-// plugin); the publish-to-plugin latency at half that rate; and the daemon's
-// peak RSS and CPU per 1,000 events. It prints the summary lines
+// plugin); the publish-to-plugin latency at half that rate, and the floor's
+// own latency at that rate; and the daemon's peak RSS and CPU per 1,000
+// events. It prints the summary lines
 // BENCHMARKS.md keeps.
 func BenchmarkEndToEnd(b *testing.B) {
 	for range b.N {
@@ -54,7 +56,7 @@ func BenchmarkEndToEnd(b *testing.B) {
 
 func benchEndToEnd(b *testing.B) {
 	raw := benchRawJetStream(b, benchEvents)
-	floorBefore, cpuBefore := benchFloor(b, benchEvents)
+	floorBefore, cpuBefore, _ := benchFloor(b, benchEvents, 0)
 	noop := benchBuild(b, "trackd.dev/trackd/daemon/internal/testplugins/noop")
 	file := benchBuild(b, "trackd.dev/trackd/plugins/file")
 
@@ -66,7 +68,8 @@ func benchEndToEnd(b *testing.B) {
 	// The floor is measured again after trackd and the higher of the two is
 	// the yardstick: a floor caught in a busy moment of the machine would
 	// flatter trackd's ratio.
-	floorAfter, cpuAfter := benchFloor(b, benchEvents)
+	// Its latency is measured at the rate of trackd's embedded latency run.
+	floorAfter, cpuAfter, floorStored := benchFloor(b, benchEvents, e.rate/2)
 	floor, floorCPU := floorBefore, cpuBefore
 	if floorAfter > floorBefore {
 		floor, floorCPU = floorAfter, cpuAfter
@@ -80,6 +83,7 @@ func benchEndToEnd(b *testing.B) {
 	b.ReportMetric(e.latency.p50, "p50-ms")
 	b.ReportMetric(e.latency.p99, "p99-ms")
 	b.ReportMetric(e.stored.p99, "stored-p99-ms")
+	b.ReportMetric(floorStored.p99, "floor-stored-p99-ms")
 	b.ReportMetric(e.rss, "rss-MiB")
 	b.ReportMetric(e.cpu, "cpu-s/1000ev")
 	b.ReportMetric(x.rate, "apart-ev/s")
@@ -89,8 +93,8 @@ func benchEndToEnd(b *testing.B) {
 		e.rate, raw, e.rate/raw, e.rate/floor, e.latency.p50, e.latency.p99, e.stored.p50, e.stored.p99, e.rss, e.cpu)
 	fmt.Printf("bench: with nats-server apart: trackd %.0f ev/s, ratio %.2f, of the floor %.2f, p50 %.1f ms, p99 %.1f ms (stored → plugin %.1f / %.1f), rss %.0f MiB (nats-server %.0f MiB), cpu %.3f s/1000ev\n",
 		x.rate, x.rate/raw, x.rate/floor, x.latency.p50, x.latency.p99, x.stored.p50, x.stored.p99, x.rss, serverRSS, x.cpu)
-	fmt.Printf("bench: floor (JetStream's work alone: work-queue read, dedupe claim, ack) %.0f ev/s (the higher of %.0f before trackd and %.0f after), ratio %.2f, cpu %.3f s/1000ev\n",
-		floor, floorBefore, floorAfter, floor/raw, floorCPU)
+	fmt.Printf("bench: floor (JetStream's work alone: work-queue read, dedupe claim, ack) %.0f ev/s (the higher of %.0f before trackd and %.0f after), ratio %.2f, cpu %.3f s/1000ev; at trackd's latency rate, stored → claimed p50 %.1f ms, p99 %.1f ms\n",
+		floor, floorBefore, floorAfter, floor/raw, floorCPU, floorStored.p50, floorStored.p99)
 }
 
 // benchFloor measures the JetStream work trackd does for each event, with
@@ -99,8 +103,11 @@ func benchEndToEnd(b *testing.B) {
 // `make run`) are read in router-sized batches, each batch's claims are sent
 // to the dedupe bucket while the next batch is read, and each message is acked
 // once its claim is answered. The rate bounds what trackd can reach here; the
-// CPU (this process's) is per 1,000 events.
-func benchFloor(b *testing.B, n int) (rate, cpu float64) {
+// CPU (this process's) is per 1,000 events. With latencyRate above 0, it then
+// publishes at that rate for benchLatencyFor, as benchLatency does for
+// trackd, and returns how long the events took from stored to claimed: a
+// bound on what trackd's stored → plugin latency can be at that rate.
+func benchFloor(b *testing.B, n int, latencyRate float64) (rate, cpu float64, stored latencies) {
 	bs, topo := bustest.Open(b, 12*time.Hour)
 	benchPublish(b, bs.JS, "track", n, benchMessageID)
 	ctx, cancel := context.WithCancel(b.Context())
@@ -114,8 +121,10 @@ func benchFloor(b *testing.B, n int) (rate, cpu float64) {
 		msgs    []jetstream.Msg
 		pending *dedupe.Pending
 	}
+	latencyCount := int(latencyRate * benchLatencyFor.Seconds())
 	batches := make(chan claimed, 1)
 	done := make(chan error, 1)
+	var sinceStored []float64 // ms, for the events after the pre-loaded n
 	go func() {
 		count := 0
 		for c := range batches {
@@ -123,22 +132,34 @@ func benchFloor(b *testing.B, n int) (rate, cpu float64) {
 				done <- err
 				return
 			}
+			if count >= n {
+				now := time.Now()
+				for _, m := range c.msgs {
+					if md, err := m.Metadata(); err == nil {
+						sinceStored = append(sinceStored, float64(now.Sub(md.Timestamp))/float64(time.Millisecond))
+					}
+				}
+			}
 			count += len(c.msgs)
 			for _, m := range c.msgs[:len(c.msgs)-1] {
 				_ = m.Ack()
 			}
-			if last := c.msgs[len(c.msgs)-1]; count < n {
-				_ = last.Ack()
-			} else {
+			last := c.msgs[len(c.msgs)-1]
+			switch count {
+			case n, n + latencyCount:
 				// Acks are handled in order: the last one's answer means all are in.
 				done <- last.DoubleAck(ctx)
-				return
+				if count == n+latencyCount {
+					return
+				}
+			default:
+				_ = last.Ack()
 			}
 		}
 	}()
 	cpu0, start := bustest.CPUTime(), time.Now()
 	go func() {
-		err := bus.ConsumeBatches(ctx, cons, routerBatch, nil, func(msgs []jetstream.Msg) {
+		err := bus.ConsumeBatches(ctx, cons, routerBatch, routerLinger, nil, func(msgs []jetstream.Msg) {
 			claims := make([]dedupe.Claim, len(msgs))
 			for i, m := range msgs {
 				md, err := m.Metadata()
@@ -168,7 +189,31 @@ func benchFloor(b *testing.B, n int) (rate, cpu float64) {
 	}()
 	waitDone(b, done, "floor")
 	took := time.Since(start)
-	return float64(n) / took.Seconds(), (bustest.CPUTime() - cpu0).Seconds() / float64(n) * 1000
+	rate, cpu = float64(n)/took.Seconds(), (bustest.CPUTime()-cpu0).Seconds()/float64(n)*1000
+	if latencyCount == 0 {
+		return rate, cpu, latencies{}
+	}
+	paced(b, latencyRate, latencyCount, func(i int) {
+		if _, err := bs.JS.PublishAsync("track", eventtest.OrderCompleted(i, "floor-"+strconv.Itoa(i)), benchStall); err != nil {
+			b.Fatal(err)
+		}
+	})
+	waitDone(b, done, "floor latency run")
+	return rate, cpu, percentiles(sinceStored)
+}
+
+// paced calls publish(i) for i from 0 to count-1, spread evenly at rate per
+// second, a millisecond's worth at a time.
+func paced(b *testing.B, rate float64, count int, publish func(i int)) {
+	start := time.Now()
+	tick := time.NewTicker(time.Millisecond)
+	defer tick.Stop()
+	for sent := 0; sent < count; {
+		<-tick.C
+		for due := min(count, int(rate*time.Since(start).Seconds())); sent < due; sent++ {
+			publish(sent)
+		}
+	}
 }
 
 // trackdRun is what benchTrackd measured.
@@ -236,14 +281,16 @@ path = %q
 	const calls = `trackd_batch_duration_seconds_count{destination="noop1"}`
 	drainCalls := d.metric(b, calls)
 	profiled := d.profile(b, where, lat1, lat2)
+	cpuLatency := bustest.ProcessCPUSeconds(b, d.cmd.Process.Pid)
 	latency, stored, n := benchLatency(b, d, js, rate/2, lat1, lat2)
+	cpuLatency = bustest.ProcessCPUSeconds(b, d.cmd.Process.Pid) - cpuLatency
 	profiled()
 	latencyCalls := d.metric(b, calls) - drainCalls
 	rss := procPeakRSS(b, d.cmd.Process.Pid)
 	plugins := bustest.ChildrenCPUSeconds(b, d.cmd.Process.Pid) // the plugins
 	d.stop(b)
-	b.Logf("%s: pre-load (async publish) %.0f msg/s; drain %.2fs, daemon CPU %.2fs (%.3f s per 1,000 events), plugins' CPU over the whole run %.2fs; events through TRACK_ROUTED rather than the direct path %v; events per plugin call (noop1) %.0f in the drain, %.0f in the latency run; %d latency samples",
-		where, pubRate, drain.Seconds(), cpu, cpu/float64(benchEvents)*1000, plugins, queued, float64(unique)/drainCalls, float64(n/2)/latencyCalls, n)
+	b.Logf("%s: pre-load (async publish) %.0f msg/s; drain %.2fs, daemon CPU %.2fs (%.3f s per 1,000 events), plugins' CPU over the whole run %.2fs; events through TRACK_ROUTED rather than the direct path %v; events per plugin call (noop1) %.0f in the drain, %.0f in the latency run; daemon CPU in the latency run %.3f s per 1,000 events; %d latency samples",
+		where, pubRate, drain.Seconds(), cpu, cpu/float64(benchEvents)*1000, plugins, queued, float64(unique)/drainCalls, float64(n/2)/latencyCalls, cpuLatency/float64(n/2)*1000, n)
 	return trackdRun{rate: rate, latency: latency, stored: stored, rss: rss, cpu: cpu / float64(benchEvents) * 1000}
 }
 
@@ -464,20 +511,12 @@ func benchPreload(b *testing.B, d *benchDaemon, n int) float64 {
 // the event.
 func benchLatency(b *testing.B, d *benchDaemon, js jetstream.JetStream, rate float64, files ...string) (total, stored latencies, n int) {
 	count := int(rate * benchLatencyFor.Seconds())
-	start := time.Now()
-	sent := 0
-	tick := time.NewTicker(time.Millisecond)
-	defer tick.Stop()
-	for sent < count {
-		<-tick.C
-		due := min(count, int(rate*time.Since(start).Seconds()))
-		for ; sent < due; sent++ {
-			id := "lat-" + strconv.FormatInt(time.Now().UnixNano(), 10) + "-" + strconv.Itoa(sent)
-			if _, err := js.PublishAsync("track", eventtest.OrderCompleted(sent, id), benchStall); err != nil {
-				b.Fatal(err)
-			}
+	paced(b, rate, count, func(i int) {
+		id := "lat-" + strconv.FormatInt(time.Now().UnixNano(), 10) + "-" + strconv.Itoa(i)
+		if _, err := js.PublishAsync("track", eventtest.OrderCompleted(i, id), benchStall); err != nil {
+			b.Fatal(err)
 		}
-	}
+	})
 	waitDrained(b, js)
 	var all, since []float64
 	for _, f := range files {
@@ -701,7 +740,8 @@ func (d *benchDaemon) stop(b *testing.B) {
 }
 
 // profile, when TRACKD_BENCH_PROFILE names a directory, records an
-// execution trace of the daemon over most of the latency run, and then a heap
+// execution trace and a CPU profile of the daemon over most of the latency
+// run, and then a heap
 // profile, its log (started with GODEBUG=gctrace=1) and the no-op plugins'
 // latency files, in files named after where; the returned func waits for them. `go tool trace` reads the trace.
 func (d *benchDaemon) profile(b *testing.B, where string, latencyFiles ...string) (wait func()) {
@@ -727,13 +767,12 @@ func (d *benchDaemon) profile(b *testing.B, where string, latencyFiles ...string
 			b.Error(err)
 		}
 	}
-	done := make(chan struct{})
-	go func() {
-		defer close(done)
-		fetch(fmt.Sprintf("/debug/pprof/trace?seconds=%d", int(benchLatencyFor.Seconds())-1), name+".trace")
-	}()
+	var fetching sync.WaitGroup
+	seconds := int(benchLatencyFor.Seconds()) - 1
+	fetching.Go(func() { fetch(fmt.Sprintf("/debug/pprof/trace?seconds=%d", seconds), name+".trace") })
+	fetching.Go(func() { fetch(fmt.Sprintf("/debug/pprof/profile?seconds=%d", seconds), name+".cpu") })
 	return func() {
-		<-done
+		fetching.Wait()
 		fetch("/debug/pprof/heap", name+".heap")
 		if err := os.WriteFile(name+".log", []byte(d.logs.String()), 0o644); err != nil {
 			b.Error(err)

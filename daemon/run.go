@@ -27,6 +27,14 @@ import (
 // hand-offs of a batch are pipelined.
 const routerBatch = 512
 
+// routerLinger is how long a router batch waits after its first event for
+// more, up to routerBatch. At moderate load events otherwise come a few at a
+// time, and each batch costs dedupe round trips, a plugin call per
+// destination and goroutines: at half of the benchmark's rate, 2 ms made the
+// batches 50 events rather than 2 and cut the daemon's CPU per event by
+// 8–12%, for at most 2 ms more latency.
+const routerLinger = 2 * time.Millisecond
+
 // How often the dedupe buckets' keys and effective window are read for /metrics.
 const dedupeWatchEvery = 5 * time.Second
 
@@ -96,7 +104,7 @@ func run(ctx context.Context, cfg *config.Config, log *slog.Logger, level *slog.
 	rt := &router.Router{
 		JS: b.JS, Consumer: routerCons, Claimer: dedupe.New(b.JS, topo.Dedupe...),
 		Normalize: normalize.Options{MaxEventBytes: cfg.Ingest.MaxEventBytes},
-		Metrics:   m, Log: log, BatchSize: routerBatch, Tap: taps,
+		Metrics:   m, Log: log, BatchSize: routerBatch, Linger: routerLinger, Tap: taps,
 	}
 	dests := fleet.New(b, topo, m, log)
 	rt.HandOff = &deliver.HandOff{JS: b.JS, Destination: dests.Deliverer, Metrics: m, Log: log}

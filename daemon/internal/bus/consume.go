@@ -30,8 +30,10 @@ const pullers = 2
 const fetchRetry = 100 * time.Millisecond
 
 // ConsumeBatches pulls from cons and calls handle with batches of at most max
-// messages. A batch is whatever is waiting — it never waits to fill — so a
-// quiet stream gets low latency and a busy one gets full batches. When ready
+// messages. A batch is what is waiting once its first message has come, plus
+// what comes within linger of it: a busy stream gets full batches at once, a
+// quiet one waits at most linger, and a steady trickle is gathered into
+// batches rather than handled a message or two at a time. When ready
 // is not nil, a batch is gathered only once ready, called when a message has
 // come, returns true: while it waits, messages gather for the next batch. It
 // returns false when ctx is done.
@@ -40,7 +42,7 @@ const fetchRetry = 100 * time.Millisecond
 // consumer is gone; messages fetched but not yet handed out are nak'ed so
 // another daemon takes them now rather than after the ack wait. Other failed
 // pulls (no server for a while, a new leader) are tried again.
-func ConsumeBatches(ctx context.Context, cons jetstream.Consumer, max int, ready func(context.Context) bool, handle func([]jetstream.Msg)) error {
+func ConsumeBatches(ctx context.Context, cons jetstream.Consumer, max int, linger time.Duration, ready func(context.Context) bool, handle func([]jetstream.Msg)) error {
 	ctx, cancel := context.WithCancel(ctx)
 	msgs := make(chan jetstream.Msg, max)
 	gone := make(chan error, pullers)
@@ -65,6 +67,8 @@ func ConsumeBatches(ctx context.Context, cons jetstream.Consumer, max int, ready
 		})
 	}
 	batch := make([]jetstream.Msg, 0, max)
+	lingering := time.NewTimer(linger)
+	lingering.Stop()
 	for {
 		select {
 		case <-ctx.Done():
@@ -78,17 +82,38 @@ func ConsumeBatches(ctx context.Context, cons jetstream.Consumer, max int, ready
 			_ = batch[0].Nak()
 			return nil
 		}
-	fill:
+		batch = gather(ctx, batch, max, linger, msgs, lingering)
+		handle(batch)
+	}
+}
+
+// gather adds to batch, up to max messages, what msgs holds and, for linger
+// from when it is called, what comes; it stops early when ctx is done.
+func gather(ctx context.Context, batch []jetstream.Msg, max int, linger time.Duration, msgs <-chan jetstream.Msg, lingering *time.Timer) []jetstream.Msg {
+	if linger <= 0 {
 		for len(batch) < max {
 			select {
 			case m := <-msgs:
 				batch = append(batch, m)
 			default:
-				break fill
+				return batch
 			}
 		}
-		handle(batch)
+		return batch
 	}
+	lingering.Reset(linger)
+	defer lingering.Stop()
+	for len(batch) < max {
+		select {
+		case m := <-msgs:
+			batch = append(batch, m)
+		case <-lingering.C:
+			return batch
+		case <-ctx.Done():
+			return batch
+		}
+	}
+	return batch
 }
 
 // fetchLoop sends pull requests for up to max messages one after another

@@ -33,7 +33,7 @@ func TestConsumeBatches(t *testing.T) {
 	var got atomic.Int64
 	done := make(chan error, 1)
 	go func() {
-		done <- bus.ConsumeBatches(ctx, cons, max, nil, func(msgs []jetstream.Msg) {
+		done <- bus.ConsumeBatches(ctx, cons, max, 0, nil, func(msgs []jetstream.Msg) {
 			if len(msgs) > max {
 				t.Errorf("a batch of %d messages, want at most %d", len(msgs), max)
 			}
@@ -66,5 +66,70 @@ func TestConsumeBatches(t *testing.T) {
 	}
 	if info.State.Msgs != 0 {
 		t.Errorf("%d messages left in the stream, want 0", info.State.Msgs)
+	}
+}
+
+// With a linger, messages that come one after another are gathered into one
+// batch, and a batch that cannot fill is handed on once the linger is over.
+func TestConsumeBatchesLinger(t *testing.T) {
+	b, topo := bustest.Open(t, time.Hour)
+	ctx := t.Context()
+	cons, err := topo.Router(ctx, 64)
+	if err != nil {
+		t.Fatal(err)
+	}
+	publish := func() {
+		t.Helper()
+		if _, err := b.JS.Publish(ctx, "track", []byte(`{}`)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// consume runs ConsumeBatches until stop, which waits for it to return.
+	consume := func(max int, linger time.Duration) (sizes <-chan int, stop func()) {
+		got := make(chan int, 8)
+		cctx, cancel := context.WithCancel(ctx)
+		done := make(chan struct{})
+		go func() {
+			defer close(done)
+			_ = bus.ConsumeBatches(cctx, cons, max, linger, nil, func(msgs []jetstream.Msg) {
+				for _, m := range msgs {
+					if err := m.DoubleAck(ctx); err != nil {
+						t.Error(err)
+					}
+				}
+				got <- len(msgs)
+			})
+		}()
+		return got, func() { cancel(); <-done }
+	}
+	next := func(sizes <-chan int) int {
+		t.Helper()
+		select {
+		case n := <-sizes:
+			return n
+		case <-time.After(30 * time.Second):
+			t.Fatal("no batch")
+			return 0
+		}
+	}
+
+	// A linger far longer than the test: the batch is handed on only once full.
+	sizes, stop := consume(3, time.Hour)
+	publish()
+	time.Sleep(100 * time.Millisecond) // without a linger, the first message would go alone
+	publish()
+	publish()
+	if n := next(sizes); n != 3 {
+		t.Errorf("a batch of %d messages, want the 3 that came within the linger", n)
+	}
+
+	stop()
+
+	// A short linger: the one message goes once it is over.
+	sizes, stop = consume(100, 20*time.Millisecond)
+	defer stop()
+	publish()
+	if n := next(sizes); n != 1 {
+		t.Errorf("a batch of %d messages, want 1", n)
 	}
 }

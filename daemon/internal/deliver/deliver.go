@@ -74,7 +74,7 @@ func (d *Deliverer) Run(ctx context.Context) error {
 	// consumer, so batches grow with load.
 	var handling sync.WaitGroup
 	defer handling.Wait()
-	return bus.ConsumeBatches(ctx, d.Consumer, d.BatchSize, d.takeCall, func(msgs []jetstream.Msg) {
+	return bus.ConsumeBatches(ctx, d.Consumer, d.BatchSize, 0, d.takeCall, func(msgs []jetstream.Msg) {
 		b := d.prepare(msgs)
 		handling.Go(func() {
 			defer func() { <-d.calls }()

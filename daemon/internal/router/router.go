@@ -37,6 +37,9 @@ type Router struct {
 	Metrics   *metrics.Metrics
 	Log       *slog.Logger
 	BatchSize int
+	// Linger is how long a batch may wait, after its first event, for more
+	// (bus.ConsumeBatches).
+	Linger time.Duration
 	// Tap, when not nil, hears about each decision while a `trackd tap` listens.
 	Tap *tap.Publisher
 	// HandOff takes routed events to their destinations.
@@ -76,7 +79,7 @@ func (r *Router) Run(ctx context.Context) error {
 		}
 		settling.Wait()
 	}()
-	err := bus.ConsumeBatches(ctx, r.Consumer, r.BatchSize, nil, func(msgs []jetstream.Msg) {
+	err := bus.ConsumeBatches(ctx, r.Consumer, r.BatchSize, r.Linger, nil, func(msgs []jetstream.Msg) {
 		// A batch in hand is finished even when the daemon is stopping.
 		bctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), batchTimeout)
 		b := &batch{ctx: bctx, cancel: cancel}
