@@ -261,9 +261,11 @@ path = %q
 	defer nc.Close()
 	cpu0 := bustest.ProcessCPUSeconds(b, d.cmd.Process.Pid)
 	t0 := d.ready
+	drainProfiled := d.profileDrain(b, where)
 	waitDrained(b, js)
 	drain := time.Since(t0)
 	cpu := bustest.ProcessCPUSeconds(b, d.cmd.Process.Pid) - cpu0
+	drainProfiled()
 	rate := float64(benchEvents) / drain.Seconds()
 
 	unique := benchEvents - benchEvents/benchRepeatEvery
@@ -745,35 +747,17 @@ func (d *benchDaemon) stop(b *testing.B) {
 // profile, its log (started with GODEBUG=gctrace=1) and the no-op plugins'
 // latency files, in files named after where; the returned func waits for them. `go tool trace` reads the trace.
 func (d *benchDaemon) profile(b *testing.B, where string, latencyFiles ...string) (wait func()) {
-	dir := os.Getenv("TRACKD_BENCH_PROFILE")
-	if dir == "" {
+	name := benchProfileName(where)
+	if name == "" {
 		return func() {}
-	}
-	name := filepath.Join(dir, strings.Fields(where)[0])
-	fetch := func(path, file string) {
-		resp, err := http.Get(d.adminURL + path)
-		if err != nil {
-			b.Error(err)
-			return
-		}
-		defer resp.Body.Close()
-		f, err := os.Create(file)
-		if err != nil {
-			b.Error(err)
-			return
-		}
-		defer f.Close()
-		if _, err := io.Copy(f, resp.Body); err != nil {
-			b.Error(err)
-		}
 	}
 	var fetching sync.WaitGroup
 	seconds := int(benchLatencyFor.Seconds()) - 1
-	fetching.Go(func() { fetch(fmt.Sprintf("/debug/pprof/trace?seconds=%d", seconds), name+".trace") })
-	fetching.Go(func() { fetch(fmt.Sprintf("/debug/pprof/profile?seconds=%d", seconds), name+".cpu") })
+	fetching.Go(func() { d.fetchProfile(b, fmt.Sprintf("/debug/pprof/trace?seconds=%d", seconds), name+".trace") })
+	fetching.Go(func() { d.fetchProfile(b, fmt.Sprintf("/debug/pprof/profile?seconds=%d", seconds), name+".cpu") })
 	return func() {
 		fetching.Wait()
-		fetch("/debug/pprof/heap", name+".heap")
+		d.fetchProfile(b, "/debug/pprof/heap", name+".heap")
 		if err := os.WriteFile(name+".log", []byte(d.logs.String()), 0o644); err != nil {
 			b.Error(err)
 		}
@@ -786,6 +770,50 @@ func (d *benchDaemon) profile(b *testing.B, where string, latencyFiles ...string
 				b.Error(err)
 			}
 		}
+	}
+}
+
+// profileDrain, when TRACKD_BENCH_PROFILE names a directory, records a CPU
+// profile of the daemon's first seconds of draining (where.drain.cpu); the
+// returned func waits for it.
+func (d *benchDaemon) profileDrain(b *testing.B, where string) (wait func()) {
+	name := benchProfileName(where)
+	if name == "" {
+		return func() {}
+	}
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		d.fetchProfile(b, "/debug/pprof/profile?seconds=4", name+".drain.cpu")
+	}()
+	return func() { <-done }
+}
+
+// benchProfileName is the start of the profile files' names for where, in
+// TRACKD_BENCH_PROFILE; "" when that is not set.
+func benchProfileName(where string) string {
+	dir := os.Getenv("TRACKD_BENCH_PROFILE")
+	if dir == "" {
+		return ""
+	}
+	return filepath.Join(dir, strings.Fields(where)[0])
+}
+
+func (d *benchDaemon) fetchProfile(b *testing.B, path, file string) {
+	resp, err := http.Get(d.adminURL + path)
+	if err != nil {
+		b.Error(err)
+		return
+	}
+	defer resp.Body.Close()
+	f, err := os.Create(file)
+	if err != nil {
+		b.Error(err)
+		return
+	}
+	defer f.Close()
+	if _, err := io.Copy(f, resp.Body); err != nil {
+		b.Error(err)
 	}
 }
 

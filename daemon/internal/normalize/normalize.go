@@ -103,11 +103,12 @@ type object struct {
 	gen     []byte
 	members []field
 	lower   []byte
+	order   []int // lastOfEach's, for integrationsOf and then encode
 }
 
 // objects saves the router an allocation of each of object's slices per event.
 var objects = sync.Pool{New: func() any {
-	return &object{fields: make([]field, 0, 32), gen: make([]byte, 0, 256), members: make([]field, 0, 16)}
+	return &object{fields: make([]field, 0, 32), gen: make([]byte, 0, 256), members: make([]field, 0, 16), order: make([]int, 0, 32)}
 }}
 
 // maxPooled keeps an object that a huge event grew out of the pool.
@@ -122,13 +123,13 @@ func getObject() *object {
 }
 
 func putObject(o *object) {
-	if cap(o.fields) > maxPooled || cap(o.members) > maxPooled || cap(o.gen) > 64*maxPooled {
+	if cap(o.fields) > maxPooled || cap(o.members) > maxPooled || cap(o.order) > maxPooled || cap(o.gen) > 64*maxPooled {
 		return
 	}
 	// Drop the references into the event's body so the pool does not keep it alive.
 	clear(o.fields)
 	clear(o.members)
-	o.fields, o.members, o.gen, o.lower = o.fields[:0], o.members[:0], o.gen[:0], o.lower[:0]
+	o.fields, o.members, o.gen, o.lower, o.order = o.fields[:0], o.members[:0], o.gen[:0], o.lower[:0], o.order[:0]
 	objects.Put(o)
 }
 
@@ -257,7 +258,7 @@ func Normalize(body []byte, receivedAt time.Time, opts Options) (Event, error) {
 
 	return Event{
 		Event: sdk.Event{
-			JSON:        encode(o.fields, len(body)),
+			JSON:        o.encode(len(body)),
 			MessageID:   messageID,
 			Name:        name,
 			UserID:      userID,
@@ -512,12 +513,13 @@ func integrationsOf(o *object, raw json.RawMessage) (map[string]bool, error) {
 		}
 		members = append(members, field{key: key, value: value})
 	})
-	// As in a map decoded by encoding/json, the last of two identical keys wins.
-	members = lastOfEach(members)
 	o.members = members
+	// As in a map decoded by encoding/json, the last of two identical keys wins.
+	o.order = lastOfEach(members, o.order)
 	bad := -1
 	lower := o.lower[:0]
-	for i, m := range members {
+	for _, i := range o.order {
+		m := &members[i]
 		switch m.value[0] {
 		case 'n':
 		case 't', 'f', '{':
@@ -540,8 +542,9 @@ func integrationsOf(o *object, raw json.RawMessage) (map[string]bool, error) {
 	}
 	// One string holds every lower-cased key; the map's keys are slices of it.
 	keys := string(lower)
-	enabled := make(map[string]bool, len(members))
-	for _, m := range members {
+	enabled := make(map[string]bool, len(o.order))
+	for _, i := range o.order {
+		m := &members[i]
 		if m.value[0] == 'n' {
 			continue
 		}
@@ -580,20 +583,6 @@ func lowerLen(key []byte) int {
 		}
 	}
 	return len(key)
-}
-
-// lastOfEach sorts fields by key and keeps, of each key, the member written last.
-func lastOfEach(fields []field) []field {
-	// Stable: members with one key stay in the order written, so the last is the last.
-	slices.SortStableFunc(fields, func(a, b field) int { return bytes.Compare(a.key, b.key) })
-	out := fields[:0]
-	for i, f := range fields {
-		if i+1 < len(fields) && bytes.Equal(f.key, fields[i+1].key) {
-			continue
-		}
-		out = append(out, f)
-	}
-	return out
 }
 
 // timeField parses an optional RFC 3339 field; ok is false when it is absent or null.
@@ -656,15 +645,16 @@ func appendString(dst []byte, s string) []byte {
 	return append(dst, '"')
 }
 
-// encode writes fields as one JSON object with sorted keys, so the same event always
-// yields the same bytes.
-func encode(fields []field, sizeHint int) []byte {
-	fields = lastOfEach(fields)
+// encode writes the fields as one JSON object with sorted keys, of each key
+// the member written last, so the same event always yields the same bytes.
+func (o *object) encode(sizeHint int) []byte {
+	o.order = lastOfEach(o.fields, o.order)
 	// Room for the fields this package adds: messageId, receivedAt, timestamp, version.
 	out := make([]byte, 0, sizeHint+160)
 	out = append(out, '{')
-	for i, f := range fields {
-		if i > 0 {
+	for n, i := range o.order {
+		f := &o.fields[i]
+		if n > 0 {
 			out = append(out, ',')
 		}
 		if f.plain {
@@ -678,6 +668,40 @@ func encode(fields []field, sizeHint int) []byte {
 		out = append(out, f.value...)
 	}
 	return append(out, '}')
+}
+
+// insertionSortMax is the most fields lastOfEach sorts by insertion:
+// an event's top level has a dozen or two, and past a few dozen the
+// quadratic sort would cost more than the general one.
+const insertionSortMax = 32
+
+// lastOfEach returns the indexes of fields sorted by key, keeping of each key
+// the member written last, in order (its buffer). The fields stay where they
+// are: sorting moves ints rather than fields, whose pointers would each go
+// through the GC's write barrier.
+func lastOfEach(fields []field, order []int) []int {
+	order = order[:0]
+	for i := range fields {
+		order = append(order, i)
+	}
+	if len(order) <= insertionSortMax {
+		// Stable: members with one key stay in the order written.
+		for i := 1; i < len(order); i++ {
+			for j := i; j > 0 && bytes.Compare(fields[order[j-1]].key, fields[order[j]].key) > 0; j-- {
+				order[j-1], order[j] = order[j], order[j-1]
+			}
+		}
+	} else {
+		slices.SortStableFunc(order, func(a, b int) int { return bytes.Compare(fields[a].key, fields[b].key) })
+	}
+	out := order[:0]
+	for n, i := range order {
+		if n+1 < len(order) && bytes.Equal(fields[i].key, fields[order[n+1]].key) {
+			continue
+		}
+		out = append(out, i)
+	}
+	return out
 }
 
 // Summarize reads back, from an event Normalize wrote, what a plugin gets and when

@@ -4,7 +4,9 @@ import (
 	"bytes"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"maps"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -472,6 +474,45 @@ func TestDuplicateKeysLastWins(t *testing.T) {
 	}
 	if n := bytes.Count(ev.JSON, []byte(`"event"`)); n != 1 {
 		t.Errorf("output has %d event keys: %s", n, ev.JSON)
+	}
+}
+
+// Past insertionSortMax members the keys are sorted another way; the output
+// must be the same: every key once, in order, the last of each winning. (An
+// event of n pairs has 2n+8 members once Normalize has added its own.)
+func TestManyKeysSortedLastWins(t *testing.T) {
+	for _, n := range []int{4, (insertionSortMax - 8) / 2, insertionSortMax, 4 * insertionSortMax} {
+		var b strings.Builder
+		b.WriteString(`{"event":"x","userId":"u"`)
+		for i := n; i > 0; i-- {
+			fmt.Fprintf(&b, `,"k%03d":%d,"k%03d":"last"`, i, i, i)
+		}
+		b.WriteString(`}`)
+		ev, fields := mustNormalize(t, b.String(), received)
+		var keys []string
+		dec := json.NewDecoder(bytes.NewReader(ev.JSON))
+		if _, err := dec.Token(); err != nil {
+			t.Fatal(err)
+		}
+		for dec.More() {
+			tok, err := dec.Token()
+			if err != nil {
+				t.Fatal(err)
+			}
+			keys = append(keys, tok.(string))
+			var v json.RawMessage
+			if err := dec.Decode(&v); err != nil {
+				t.Fatal(err)
+			}
+		}
+		if !slices.IsSorted(keys) || len(slices.Compact(slices.Clone(keys))) != len(keys) {
+			t.Errorf("%d keys: not each once in order: %v", n, keys)
+		}
+		for i := 1; i <= n; i++ {
+			if got := string(fields[fmt.Sprintf("k%03d", i)]); got != `"last"` {
+				t.Fatalf("%d keys: k%03d = %s, want the last member's", n, i, got)
+			}
+		}
 	}
 }
 
