@@ -193,7 +193,7 @@ func benchFloor(b *testing.B, n int, latencyRate float64) (rate, cpu float64, st
 	if latencyCount == 0 {
 		return rate, cpu, latencies{}
 	}
-	paced(b, latencyRate, latencyCount, func(i int) {
+	paced(latencyRate, latencyCount, func(i int) {
 		if _, err := bs.JS.PublishAsync("track", eventtest.OrderCompleted(i, "floor-"+strconv.Itoa(i)), benchStall); err != nil {
 			b.Fatal(err)
 		}
@@ -204,7 +204,7 @@ func benchFloor(b *testing.B, n int, latencyRate float64) (rate, cpu float64, st
 
 // paced calls publish(i) for i from 0 to count-1, spread evenly at rate per
 // second, a millisecond's worth at a time.
-func paced(b *testing.B, rate float64, count int, publish func(i int)) {
+func paced(rate float64, count int, publish func(i int)) {
 	start := time.Now()
 	tick := time.NewTicker(time.Millisecond)
 	defer tick.Stop()
@@ -513,7 +513,7 @@ func benchPreload(b *testing.B, d *benchDaemon, n int) float64 {
 // the event.
 func benchLatency(b *testing.B, d *benchDaemon, js jetstream.JetStream, rate float64, files ...string) (total, stored latencies, n int) {
 	count := int(rate * benchLatencyFor.Seconds())
-	paced(b, rate, count, func(i int) {
+	paced(rate, count, func(i int) {
 		id := "lat-" + strconv.FormatInt(time.Now().UnixNano(), 10) + "-" + strconv.Itoa(i)
 		if _, err := js.PublishAsync("track", eventtest.OrderCompleted(i, id), benchStall); err != nil {
 			b.Fatal(err)
