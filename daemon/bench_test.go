@@ -747,11 +747,11 @@ func (d *benchDaemon) stop(b *testing.B) {
 	d.cmd = nil
 }
 
-// profile, when TRACKD_BENCH_PROFILE names a directory, records an
-// execution trace and a CPU profile of the daemon over most of the latency
-// run, and then a heap
-// profile, its log (started with GODEBUG=gctrace=1) and the no-op plugins'
-// latency files, in files named after where; the returned func waits for them. `go tool trace` reads the trace.
+// profile, when TRACKD_BENCH_PROFILE names a directory, records an execution
+// trace and a CPU profile of the daemon over most of the latency run, and
+// then a heap profile, its log (started with GODEBUG=gctrace=1) and the no-op
+// plugins' latency files, in files named after where; the returned func waits
+// for them. `go tool trace` reads the trace.
 func (d *benchDaemon) profile(b *testing.B, where string, latencyFiles ...string) (wait func()) {
 	name := benchProfileName(where)
 	if name == "" {

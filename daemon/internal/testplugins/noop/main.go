@@ -6,8 +6,7 @@
 // is "lat-<unix nanoseconds>-<anything>", how long ago that time was and how
 // long ago JetStream stored the event (its receivedAt, to the millisecond),
 // in microseconds, and when the plugin got it, in Unix microseconds: three
-// numbers a line. With answer = "retry" it plays a
-// destination that is down.
+// numbers a line. With answer = "retry" it plays a destination that is down.
 package main
 
 import (
