@@ -29,7 +29,7 @@ import (
 
 var sendCmd = command{
 	name:    "send",
-	summary: "publish track events read as JSON Lines, for backfills and smoke tests",
+	summary: "publish JSON Lines calls of any type (track, identify, page, screen, group, alias)",
 	run:     sendCommand,
 }
 
@@ -46,11 +46,13 @@ const (
 
 func sendCommand(args []string, stdout, stderr io.Writer) error {
 	fs := newFlagSet("send", "[--config FILE | --nats URL] [--subject SUBJ] [--rate N] [FILE|-]",
-		"Publishes track events read as JSON Lines (one event per line) from FILE, or from standard\n"+
-			"input when FILE is - or absent, to the ingest subject of a running trackd. Each line is sent\n"+
-			"as it is: the daemon validates it and dead-letters it if invalid. Lines that are not a JSON\n"+
-			"object are reported and skipped. Prints how many events JetStream accepted, and exits\n"+
-			"non-zero if a line was skipped or an event was not stored.",
+		"Publishes Segment calls of any type (track, identify, page, screen, group, alias) read as\n"+
+			"JSON Lines (one call per line) from FILE, or from standard input when FILE is - or absent,\n"+
+			"to the ingest subject of a running trackd. Each line is sent as it is: a line without a\n"+
+			"type is a track call, and the daemon validates each by the rules of its type and\n"+
+			"dead-letters it if invalid. Lines that are not a JSON object are reported and skipped.\n"+
+			"Prints how many events JetStream accepted, and exits non-zero if a line was skipped or an\n"+
+			"event was not stored.",
 		"trackd send events.jsonl\n  gzip -dc backfill.jsonl.gz | trackd send --nats nats://10.0.0.5:4222 --rate 500 -", stderr)
 	target := addTargetFlags(fs)
 	subject := fs.String("subject", "", "publish to this `subject` (default: the first of the configuration's ingest.subjects, \"track\")")

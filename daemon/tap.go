@@ -118,10 +118,10 @@ func tapWants(d tap.Decision, destination, eventGlob string) bool {
 	return false
 }
 
-// formatDecision is one line: time, event, messageId, then where it went.
+// formatDecision is one line: time, type, event, messageId, then where it went.
 func formatDecision(d tap.Decision) string {
 	var b strings.Builder
-	fmt.Fprintf(&b, "%s  %-20s  %s  ", d.Time.UTC().Format("15:04:05.000"), orDash(d.Event), orDash(d.MessageID))
+	fmt.Fprintf(&b, "%s  %-8s  %-20s  %s  ", d.Time.UTC().Format("15:04:05.000"), orDash(d.Type), orDash(d.Event), orDash(d.MessageID))
 	switch d.Outcome {
 	case tap.Invalid:
 		b.WriteString("invalid: " + d.Error)

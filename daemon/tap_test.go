@@ -129,14 +129,17 @@ func TestFormatDecision(t *testing.T) {
 		d    tap.Decision
 		want string
 	}{
-		{tap.Decision{Time: at, Event: "Order Completed", MessageID: "m1", Outcome: tap.Routed,
+		{tap.Decision{Time: at, Type: "track", Event: "Order Completed", MessageID: "m1", Outcome: tap.Routed,
 			Destinations: []route.Verdict{{ID: "a", Routed: true}, {ID: "b", Reason: route.ReasonFilter}}},
-			"13:05:09.412  Order Completed       m1  → a   not: b (filter)"},
-		{tap.Decision{Time: at, Event: "E", MessageID: "m2", Outcome: tap.Duplicate}, "13:05:09.412  E                     m2  duplicate: dropped"},
-		{tap.Decision{Time: at, Outcome: tap.Invalid, Error: "event is required"}, "13:05:09.412  -                     -  invalid: event is required"},
-		{tap.Decision{Time: at, Event: "E", MessageID: "m3", Outcome: tap.Unrouted,
+			"13:05:09.412  track     Order Completed       m1  → a   not: b (filter)"},
+		{tap.Decision{Time: at, Type: "track", Event: "E", MessageID: "m2", Outcome: tap.Duplicate}, "13:05:09.412  track     E                     m2  duplicate: dropped"},
+		{tap.Decision{Time: at, Outcome: tap.Invalid, Error: "event is required"}, "13:05:09.412  -         -                     -  invalid: event is required"},
+		{tap.Decision{Time: at, Type: "track", Event: "E", MessageID: "m3", Outcome: tap.Unrouted,
 			Destinations: []route.Verdict{{ID: "a", Reason: route.ReasonIntegrations}}},
-			"13:05:09.412  E                     m3  → nowhere   not: a (integrations)"},
+			"13:05:09.412  track     E                     m3  → nowhere   not: a (integrations)"},
+		{tap.Decision{Time: at, Type: "identify", MessageID: "m4", Outcome: tap.Routed,
+			Destinations: []route.Verdict{{ID: "file", Routed: true}, {ID: "ga4", Reason: route.ReasonType}}},
+			"13:05:09.412  identify  -                     m4  → file   not: ga4 (type)"},
 	}
 	for _, tt := range tests {
 		if got := formatDecision(tt.d); got != tt.want {

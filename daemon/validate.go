@@ -119,10 +119,7 @@ func humanBytes(b float64) string {
 
 // checkPlugin starts the destination's plugin, configures it and stops it.
 func checkPlugin(cfg *config.Config, d *config.Destination, log *slog.Logger) error {
-	host, err := pluginhost.New(d.ID, d.PluginPath, cfg.Dir(), d.Settings, log, nil)
-	if err != nil {
-		return err
-	}
+	host := pluginhost.New(d.ID, d.PluginPath, cfg.Dir(), d.Settings, d.Types, log, nil)
 	defer host.Close()
 	ctx, cancel := context.WithTimeout(context.Background(), pluginhost.StartTimeout)
 	defer cancel()

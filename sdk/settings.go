@@ -16,8 +16,9 @@ type Settings struct {
 	toml []byte
 }
 
-// NewSettings encodes a settings table, as decoded from the daemon's config
-// file. A nil table is an empty one.
+// NewSettings makes the Settings that Configure receives for a table as
+// decoded from the daemon's config file, for unit tests of a Configure. A nil
+// table is an empty one.
 func NewSettings(table map[string]any) (Settings, error) {
 	var buf bytes.Buffer
 	if err := toml.NewEncoder(&buf).Encode(table); err != nil {

@@ -50,7 +50,13 @@ type settings struct {
 	Path string `toml:"path"`
 }
 
-var _ sdk.Destination = (*File)(nil)
+var (
+	_ sdk.Destination = (*File)(nil)
+	_ sdk.Typer       = (*File)(nil)
+)
+
+// Types says the file takes every call type: it writes each as it is.
+func (*File) Types() []string { return sdk.AllTypes() }
 
 func (p *File) Configure(_ context.Context, s sdk.Settings) error {
 	var cfg settings

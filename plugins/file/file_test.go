@@ -17,6 +17,7 @@ import (
 	"time"
 
 	"trackd.dev/trackd/sdk"
+	"trackd.dev/trackd/sdk/host"
 	"trackd.dev/trackd/sdk/destinationtest"
 )
 
@@ -95,7 +96,7 @@ func TestRelativePathFollowsWorkingDirectory(t *testing.T) {
 	dir := t.TempDir()
 	cmd := exec.Command(destinationtest.Build(t, pkg))
 	cmd.Dir = dir // the daemon sets it to its config file's directory
-	c, err := sdk.Start(cmd, nil)
+	c, err := host.Start(cmd, nil)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -11,4 +11,4 @@ import (
 //go:embed sample.toml
 var sampleConfig string
 
-func main() { sdk.Serve(&File{}, sampleConfig) }
+func main() { sdk.Serve(&File{}, sdk.ServeOptions{SampleConfig: sampleConfig}) }

@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"trackd.dev/trackd/sdk"
+	"trackd.dev/trackd/sdk/host"
 	"trackd.dev/trackd/sdk/destinationtest"
 )
 
@@ -107,7 +108,7 @@ func (c collector) all() []request {
 	return out
 }
 
-func start(t *testing.T, endpoint string, extra map[string]any) *sdk.Client {
+func start(t *testing.T, endpoint string, extra map[string]any) *host.Client {
 	t.Helper()
 	settings := map[string]any{
 		"measurement_id": measurementID,
@@ -120,7 +121,7 @@ func start(t *testing.T, endpoint string, extra map[string]any) *sdk.Client {
 	return destinationtest.Start(t, destinationtest.Build(t, pkg), settings)
 }
 
-func deliver(t *testing.T, c *sdk.Client, events []sdk.Event) []sdk.Result {
+func deliver(t *testing.T, c *host.Client, events []sdk.Event) []sdk.Result {
 	t.Helper()
 	results := destinationtest.Deliver(t, c, events)
 	for i, r := range results {

@@ -11,4 +11,4 @@ import (
 //go:embed sample.toml
 var sampleConfig string
 
-func main() { sdk.Serve(&GA4{}, sampleConfig) }
+func main() { sdk.Serve(&GA4{}, sdk.ServeOptions{SampleConfig: sampleConfig, Secrets: []string{"api_secret"}}) }

@@ -11,4 +11,4 @@ import (
 //go:embed sample.toml
 var sampleConfig string
 
-func main() { sdk.Serve(&Mixpanel{}, sampleConfig) }
+func main() { sdk.Serve(&Mixpanel{}, sdk.ServeOptions{SampleConfig: sampleConfig, Secrets: []string{"api_secret", "service_account_secret"}}) }

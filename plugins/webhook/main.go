@@ -11,4 +11,4 @@ import (
 //go:embed sample.toml
 var sampleConfig string
 
-func main() { sdk.Serve(&Webhook{}, sampleConfig) }
+func main() { sdk.Serve(&Webhook{}, sdk.ServeOptions{SampleConfig: sampleConfig, Secrets: []string{"secret", "headers"}}) }

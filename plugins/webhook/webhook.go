@@ -40,7 +40,13 @@ func defaults() settings {
 	return settings{Method: http.MethodPost, Timeout: 10 * time.Second, Concurrency: 8}
 }
 
-var _ sdk.Destination = (*Webhook)(nil)
+var (
+	_ sdk.Destination = (*Webhook)(nil)
+	_ sdk.Typer       = (*Webhook)(nil)
+)
+
+// Types says the webhook takes every call type: it passes each on unchanged.
+func (*Webhook) Types() []string { return sdk.AllTypes() }
 
 func (w *Webhook) Configure(_ context.Context, s sdk.Settings) error {
 	cfg := defaults()

@@ -14,11 +14,12 @@ import (
 	"github.com/BurntSushi/toml"
 
 	"trackd.dev/trackd/sdk"
+	"trackd.dev/trackd/sdk/host"
 )
 
 // Deliver sends batch to the plugin and returns its results, one per event,
 // failing the test if the call itself fails.
-func Deliver(t testing.TB, c *sdk.Client, batch []sdk.Event) []sdk.Result {
+func Deliver(t testing.TB, c *host.Client, batch []sdk.Event) []sdk.Result {
 	t.Helper()
 	results, err := c.Deliver(t.Context(), batch)
 	if err != nil {

@@ -13,7 +13,7 @@
 //		})
 //		bin := destinationtest.Build(t, "trackd.dev/trackd/plugins/webhook")
 //		c := destinationtest.Start(t, bin, map[string]any{"url": srv.URL})
-//		e := destinationtest.Event(t, destinationtest.Track{Name: "Order Completed", UserID: "u-1", Properties: `{"revenue":9.99}`})
+//		e := destinationtest.Event(t, destinationtest.Call{Name: "Order Completed", UserID: "u-1", Properties: `{"revenue":9.99}`})
 //		results := destinationtest.Deliver(t, c, []sdk.Event{e})
 //		destinationtest.CheckResults(t, results, []sdk.Result{sdk.Retry(7*time.Second, "429")})
 //		if got := srv.Requests(); len(got) != 1 || string(got[0].Body) != string(e.JSON) {
@@ -35,7 +35,7 @@ import (
 	"sync"
 	"testing"
 
-	"trackd.dev/trackd/sdk"
+	"trackd.dev/trackd/sdk/host"
 )
 
 // builds holds the binaries built by this test process, so that tests
@@ -132,7 +132,7 @@ func Main(m *testing.M) {
 
 // Start launches the plugin binary, configures it with settings (failing the
 // test if Configure returns an error) and kills it when the test ends.
-func Start(t testing.TB, binary string, settings map[string]any) *sdk.Client {
+func Start(t testing.TB, binary string, settings map[string]any) *host.Client {
 	t.Helper()
 	c := Launch(t, binary)
 	if err := Configure(t, c, settings); err != nil {
@@ -144,17 +144,17 @@ func Start(t testing.TB, binary string, settings map[string]any) *sdk.Client {
 // Launch starts the plugin binary without configuring it, for tests of
 // Configure itself, and kills it when the test ends. The plugin runs in the
 // test's working directory; its output goes to the test log.
-func Launch(t testing.TB, binary string) *sdk.Client {
+func Launch(t testing.TB, binary string) *host.Client {
 	t.Helper()
 	return launch(t, command(binary))
 }
 
 // launch is Launch for a command made by command.
-func launch(t testing.TB, cmd *exec.Cmd) *sdk.Client {
+func launch(t testing.TB, cmd *exec.Cmd) *host.Client {
 	t.Helper()
 	log := &testLog{t: t, prefix: filepath.Base(cmd.Path) + ": "}
 	t.Cleanup(log.stop) // registered first so it runs after Kill
-	c, err := sdk.Start(cmd, log)
+	c, err := host.Start(cmd, log)
 	if err != nil {
 		t.Fatalf("start plugin: %v", err)
 	}
@@ -173,15 +173,13 @@ func command(binary string, args ...string) *exec.Cmd {
 	return cmd
 }
 
-// Configure encodes settings and calls the plugin's Configure, returning its
-// error for the test to check.
-func Configure(t testing.TB, c *sdk.Client, settings map[string]any) error {
+// Configure calls the plugin's Configure with settings, returning its error
+// for the test to check. (c.Configure also returns the call types the plugin
+// takes.)
+func Configure(t testing.TB, c *host.Client, settings map[string]any) error {
 	t.Helper()
-	s, err := sdk.NewSettings(settings)
-	if err != nil {
-		t.Fatalf("settings: %v", err)
-	}
-	return c.Configure(t.Context(), s)
+	_, err := c.Configure(t.Context(), settings)
+	return err
 }
 
 // testLog writes a plugin's output lines to the test log until the test's

@@ -13,63 +13,88 @@ import (
 	"trackd.dev/trackd/sdk"
 )
 
-// Track is a track event as a producer sends it, for [Event] to normalize.
-type Track struct {
-	Name        string // the "event" field
+// Call is a call as a producer sends it, for [Event] to normalize.
+type Call struct {
+	Type        string // sdk.TypeTrack, sdk.TypeIdentify, ...; "" is a track call
+	Name        string // a track call's "event"; a page or screen call's "name" ("" leaves it out)
 	MessageID   string // "" gets a random UUID, as the daemon assigns one
 	UserID      string // "" leaves userId out
 	AnonymousID string // "" leaves anonymousId out
-	// Timestamp is when the event happened. It is written in its own time
+	GroupID     string // a group call's groupId
+	PreviousID  string // an alias call's previousId
+	// Timestamp is when the call happened. It is written in its own time
 	// zone, as a producer would, and the daemon keeps it as written. Zero
-	// means ReceivedAt, as for an event without timestamp, sentAt and
+	// means ReceivedAt, as for a call without timestamp, sentAt and
 	// originalTimestamp.
 	Timestamp time.Time
-	// ReceivedAt is when trackd received the event; zero means Timestamp, or
+	// ReceivedAt is when trackd received the call; zero means Timestamp, or
 	// the time Event is called if that is zero too.
 	ReceivedAt time.Time
-	Properties string // a JSON object, kept as written; "" means {}
+	Properties string // track, page, screen: a JSON object, kept as written; "" means {}
+	Traits     string // identify, group: a JSON object, kept as written; "" means {}
 	Context    string // a JSON object, kept as written; "" leaves context out
 }
 
-// Event returns tr as the daemon hands it to a plugin: the sdk.Event, whose
-// JSON is the normalized event with type "track", version 2, and messageId,
-// timestamp and receivedAt filled in. Plugins must not depend on the order of
-// the JSON's keys. Event fails the test if Properties or Context is not a
-// JSON object.
-func Event(t testing.TB, tr Track) sdk.Event {
+// Track is a track call: a Call whose Type may be left empty.
+type Track = Call
+
+// Event returns c as the daemon hands it to a plugin: the sdk.Event, whose
+// JSON is the normalized call with its type, version 2, and messageId,
+// timestamp and receivedAt filled in, and properties or traits ({} when not
+// given). Plugins must not depend on the order of the JSON's keys. Event
+// fails the test if Properties, Traits or Context is not a JSON object.
+func Event(t testing.TB, c Call) sdk.Event {
 	t.Helper()
-	if tr.MessageID == "" {
-		tr.MessageID = uuid.NewString()
+	if c.Type == "" {
+		c.Type = sdk.TypeTrack
 	}
-	if tr.ReceivedAt.IsZero() {
-		tr.ReceivedAt = tr.Timestamp
+	if c.MessageID == "" {
+		c.MessageID = uuid.NewString()
 	}
-	if tr.ReceivedAt.IsZero() {
-		tr.ReceivedAt = time.Now()
+	if c.ReceivedAt.IsZero() {
+		c.ReceivedAt = c.Timestamp
 	}
-	received := tr.ReceivedAt.UTC().Truncate(time.Millisecond)
+	if c.ReceivedAt.IsZero() {
+		c.ReceivedAt = time.Now()
+	}
+	received := c.ReceivedAt.UTC().Truncate(time.Millisecond)
 	fields := map[string]json.RawMessage{
-		"type":       json.RawMessage(`"track"`),
+		"type":       jsonString(c.Type),
 		"version":    json.RawMessage(`2`),
-		"event":      jsonString(tr.Name),
-		"messageId":  jsonString(tr.MessageID),
+		"messageId":  jsonString(c.MessageID),
 		"receivedAt": jsonString(received.Format(sdk.TimeLayout)),
-		"properties": json.RawMessage(`{}`),
 	}
-	timestamp := tr.Timestamp
+	timestamp := c.Timestamp
 	if timestamp.IsZero() {
 		timestamp = received
 		fields["timestamp"] = jsonString(timestamp.Format(sdk.TimeLayout))
 	} else {
 		fields["timestamp"] = jsonString(timestamp.Format(time.RFC3339Nano))
 	}
-	if tr.UserID != "" {
-		fields["userId"] = jsonString(tr.UserID)
+	object := "properties"
+	switch c.Type {
+	case sdk.TypeIdentify, sdk.TypeGroup:
+		object = "traits"
+	case sdk.TypeAlias:
+		object = ""
 	}
-	if tr.AnonymousID != "" {
-		fields["anonymousId"] = jsonString(tr.AnonymousID)
+	if object != "" {
+		fields[object] = json.RawMessage(`{}`)
 	}
-	for _, f := range []struct{ key, value string }{{"properties", tr.Properties}, {"context", tr.Context}} {
+	switch {
+	case c.Type == sdk.TypeTrack:
+		fields["event"] = jsonString(c.Name)
+	case (c.Type == sdk.TypePage || c.Type == sdk.TypeScreen) && c.Name != "":
+		fields["name"] = jsonString(c.Name)
+	}
+	for key, value := range map[string]string{
+		"userId": c.UserID, "anonymousId": c.AnonymousID, "groupId": c.GroupID, "previousId": c.PreviousID,
+	} {
+		if value != "" {
+			fields[key] = jsonString(value)
+		}
+	}
+	for _, f := range []struct{ key, value string }{{"properties", c.Properties}, {"traits", c.Traits}, {"context", c.Context}} {
 		if f.value == "" {
 			continue
 		}
@@ -93,10 +118,13 @@ func Event(t testing.TB, tr Track) sdk.Event {
 	buf.WriteByte('}')
 	return sdk.Event{
 		JSON:        buf.Bytes(),
-		MessageID:   tr.MessageID,
-		Name:        tr.Name,
-		UserID:      tr.UserID,
-		AnonymousID: tr.AnonymousID,
+		MessageID:   c.MessageID,
+		Type:        c.Type,
+		Name:        c.Name,
+		UserID:      c.UserID,
+		AnonymousID: c.AnonymousID,
+		GroupID:     c.GroupID,
+		PreviousID:  c.PreviousID,
 		Timestamp:   timestamp.UTC(),
 	}
 }

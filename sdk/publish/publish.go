@@ -1,36 +1,38 @@
-// Package publish is the producer side of trackd: it sends Segment-style track
-// events to the ingest subject with asynchronous JetStream publishes, so that
-// every event is acknowledged as stored, and at most a fixed number wait for
-// their acknowledgement at once.
+// Package publish is the producer side of trackd: it sends the calls of the
+// Segment spec (track, identify, page, screen, group and alias) to the ingest
+// subject with asynchronous JetStream publishes, so that every call is
+// acknowledged as stored, and at most a fixed number wait for their
+// acknowledgement at once.
 //
 //	c := publish.New(js, publish.Options{})
 //	id, err := c.Track(ctx, publish.Event{Event: "Order Completed", UserID: "u1"})
+//	...
+//	id, err = c.Identify(ctx, publish.Identify{UserID: "u1", Traits: map[string]any{"plan": "pro"}})
 //	...
 //	for _, f := range c.Close(ctx) {
 //		log.Printf("event %s was not stored: %v", f.MessageID, f.Err)
 //	}
 //
+// Each call type has its method and its input struct: Track takes an Event,
+// Identify an Identify, Page a Page, and so on. Every method checks its call
+// as the daemon would and returns an error wrapping ErrInvalid, naming the Go
+// field at fault, for a call the daemon would refuse.
+//
 // An event that failed may have been stored all the same (its acknowledgement
 // was lost); publishing it again with the same messageId is safe, because trackd
-// drops a repeated messageId.
+// drops a repeated messageId, whatever the call type.
 package publish
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
-	"maps"
 	"runtime/debug"
 	"slices"
 	"sync"
 	"time"
-	"unicode/utf8"
 
-	"github.com/google/uuid"
 	"github.com/nats-io/nats.go/jetstream"
-
-	"trackd.dev/trackd/sdk"
 )
 
 // Defaults of Options.
@@ -43,26 +45,12 @@ const (
 const modulePath = "trackd.dev/trackd"
 
 var (
-	// ErrInvalid is wrapped by the error Track returns for an event the daemon
-	// would refuse; nothing is sent.
+	// ErrInvalid is wrapped by the error Track, Identify, Page, Screen, Group
+	// and Alias return for a call the daemon would refuse; nothing is sent.
 	ErrInvalid = errors.New("invalid event")
-	// ErrClosed is returned by Track and PublishRaw after Close.
+	// ErrClosed is returned by the call methods and PublishRaw after Close.
 	ErrClosed = errors.New("publish: client is closed")
 )
-
-// Event is a Segment-style track call.
-type Event struct {
-	Event        string         // what the user did, such as "Order Completed"; required
-	UserID       string         // UserID or AnonymousID is required
-	AnonymousID  string         //
-	Properties   map[string]any // revenue, currency and value are understood by destinations
-	Context      map[string]any // context.library is filled in unless set here
-	Integrations map[string]any // per destination: a bool, an object of options, or nil
-	MessageID    string         // filled with a new UUID when empty
-	// Timestamp is when the event happened, for backfills; when zero the daemon
-	// takes the time it received the event, corrected for the producer's clock.
-	Timestamp time.Time
-}
 
 // Options configure a Client; the zero value is usable.
 type Options struct {
@@ -109,7 +97,8 @@ type pending struct {
 // timeout (jetstream.WithPublishAsyncTimeout) so that a lost acknowledgement
 // becomes a failure instead of holding a slot of the window; a MaxInFlight
 // above js's own limit (jetstream.WithPublishAsyncMaxPending, 4000 by default)
-// turns a full window into errors from Track instead of waits.
+// turns a full window into errors from Track and the other call methods
+// instead of waits.
 func New(js jetstream.JetStream, opts Options) *Client {
 	if opts.Subject == "" {
 		opts.Subject = DefaultSubject
@@ -132,29 +121,10 @@ func New(js jetstream.JetStream, opts Options) *Client {
 	return c
 }
 
-// Track checks e as the daemon would, fills in type, messageId,
-// originalTimestamp, sentAt and context.library, and publishes it. It returns
-// once the event is sent, not stored: Flush or Close reports the events
-// JetStream did not store. When MaxInFlight events await their
-// acknowledgement, Track waits for a free slot or for ctx to be done.
-func (c *Client) Track(ctx context.Context, e Event) (messageID string, err error) {
-	// originalTimestamp is the time of the call and sentAt the time of the
-	// send: the daemon subtracts the wait between them from the time it
-	// received the event, which corrects for the producer's clock.
-	body, id, err := c.encode(e, time.Now())
-	if err != nil {
-		return "", err
-	}
-	if err := c.publish(ctx, id, body, true); err != nil {
-		return "", err
-	}
-	return id, nil
-}
-
-// PublishRaw publishes body, one JSON track event, exactly as given: nothing is
-// checked or filled in (the daemon validates it and dead-letters it when
-// invalid). id names the event in Failed: its messageId when known, or any
-// label the caller can trace it by.
+// PublishRaw publishes body, one JSON call of any type, exactly as given:
+// nothing is checked or filled in (the daemon validates it and dead-letters it
+// when invalid). id names the event in Failed: its messageId when known, or
+// any label the caller can trace it by.
 func (c *Client) PublishRaw(ctx context.Context, id string, body []byte) error {
 	// The publish may be retried from body after PublishRaw returns.
 	return c.publish(ctx, id, slices.Clone(body), false)
@@ -291,106 +261,6 @@ func (c *Client) giveUp(upTo uint64, cause error) []Failed {
 		delete(c.waiting, seq)
 	}
 	return failed
-}
-
-// wireEvent is the JSON body of Track. Times are strings so that they carry
-// milliseconds in UTC; sentAt is appended at send time.
-type wireEvent struct {
-	Type              string          `json:"type"`
-	Event             string          `json:"event"`
-	UserID            string          `json:"userId,omitempty"`
-	AnonymousID       string          `json:"anonymousId,omitempty"`
-	Properties        json.RawMessage `json:"properties,omitempty"`
-	Context           json.RawMessage `json:"context"`
-	Integrations      json.RawMessage `json:"integrations,omitempty"`
-	MessageID         string          `json:"messageId"`
-	Timestamp         string          `json:"timestamp,omitempty"`
-	OriginalTimestamp string          `json:"originalTimestamp"`
-}
-
-func (c *Client) encode(e Event, now time.Time) ([]byte, string, error) {
-	if e.Event == "" {
-		return nil, "", fmt.Errorf("%w: Event is empty; name what the user did, such as \"Order Completed\"", ErrInvalid)
-	}
-	if e.UserID == "" && e.AnonymousID == "" {
-		return nil, "", fmt.Errorf("%w: UserID and AnonymousID are both empty; set at least one", ErrInvalid)
-	}
-	if n := utf8.RuneCountInString(e.MessageID); n > sdk.MaxMessageIDRunes {
-		return nil, "", fmt.Errorf("%w: MessageID is %d characters, over the limit of %d", ErrInvalid, n, sdk.MaxMessageIDRunes)
-	}
-	if err := checkIntegrations(e.Integrations); err != nil {
-		return nil, "", err
-	}
-	w := wireEvent{
-		Type:              "track",
-		Event:             e.Event,
-		UserID:            e.UserID,
-		AnonymousID:       e.AnonymousID,
-		MessageID:         e.MessageID,
-		OriginalTimestamp: now.UTC().Format(sdk.TimeLayout),
-	}
-	if w.MessageID == "" {
-		w.MessageID = uuid.NewString()
-	}
-	if !e.Timestamp.IsZero() {
-		w.Timestamp = e.Timestamp.UTC().Format(sdk.TimeLayout)
-	}
-	withLibrary := make(map[string]any, len(e.Context)+1)
-	maps.Copy(withLibrary, e.Context)
-	if _, ok := withLibrary["library"]; !ok {
-		withLibrary["library"] = c.library
-	}
-	var err error
-	if w.Context, err = encodeField("Context", withLibrary); err != nil {
-		return nil, "", err
-	}
-	if e.Properties != nil {
-		if w.Properties, err = encodeField("Properties", e.Properties); err != nil {
-			return nil, "", err
-		}
-	}
-	if e.Integrations != nil {
-		if w.Integrations, err = encodeField("Integrations", e.Integrations); err != nil {
-			return nil, "", err
-		}
-	}
-	body, err := json.Marshal(w)
-	if err != nil {
-		return nil, "", fmt.Errorf("%w: %v", ErrInvalid, err)
-	}
-	return body, w.MessageID, nil
-}
-
-func encodeField(name string, v map[string]any) (json.RawMessage, error) {
-	b, err := json.Marshal(v)
-	if err != nil {
-		return nil, fmt.Errorf("%w: %s cannot be encoded as JSON: %v", ErrInvalid, name, err)
-	}
-	return b, nil
-}
-
-// checkIntegrations refuses what the daemon refuses: a value that is not a
-// boolean, an object or null.
-func checkIntegrations(in map[string]any) error {
-	for key, v := range in {
-		switch v.(type) {
-		case nil, bool, map[string]any:
-			continue
-		}
-		b, err := json.Marshal(v)
-		if err == nil && len(b) > 0 && (b[0] == '{' || b[0] == 'n' || b[0] == 't' || b[0] == 'f') {
-			continue
-		}
-		return fmt.Errorf("%w: Integrations[%q] is %T; use a bool, an object of options or nil", ErrInvalid, key, v)
-	}
-	return nil
-}
-
-// appendSentAt closes the JSON object body with a sentAt field.
-func appendSentAt(body []byte, at time.Time) []byte {
-	body = append(body[:len(body)-1], `,"sentAt":"`...)
-	body = at.UTC().AppendFormat(body, sdk.TimeLayout)
-	return append(body, `"}`...)
 }
 
 // libraryVersion is the version of this module in the running binary.

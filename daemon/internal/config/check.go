@@ -7,11 +7,14 @@ import (
 	"path"
 	"path/filepath"
 	"regexp"
+	"slices"
 	"sort"
 	"strings"
 	"time"
 
 	"github.com/nats-io/nats-server/v2/server"
+
+	"trackd.dev/trackd/sdk"
 )
 
 // A destination id becomes part of a consumer name and a subject token.
@@ -195,6 +198,14 @@ func (c *Config) checkDestinations(bad func(key, format string, args ...any) err
 		}
 		if d.DirectTimeout.Duration == 0 {
 			d.DirectTimeout.Duration = 2 * time.Second
+		}
+		for i, t := range d.Types {
+			if !slices.Contains(sdk.AllTypes(), t) {
+				return bad(key+".types", "has %q, which is not a call type; use %s", t, strings.Join(sdk.AllTypes(), ", "))
+			}
+			if slices.Contains(d.Types[:i], t) {
+				return bad(key+".types", "names %q twice", t)
+			}
 		}
 		for _, g := range [...]struct {
 			key   string

@@ -136,6 +136,7 @@ type Destination struct {
 	Name          string         `toml:"name"`
 	Aliases       []string       `toml:"aliases"`
 	Enabled       *bool          `toml:"enabled"`
+	Types         []string       `toml:"types"` // the call types to take; empty means all its plugin takes
 	Events        []string       `toml:"events"`
 	ExcludeEvents []string       `toml:"exclude_events"`
 	BatchSize     int            `toml:"batch_size"`

@@ -137,6 +137,8 @@ func TestErrorsNameTheKey(t *testing.T) {
 		{"unset variable", "[destinations.a]\nplugin = \"file\"\n[destinations.a.settings]\ntoken = \"${MIXPANEL_TOKEN}\"\n", "destinations.a.settings.token uses ${MIXPANEL_TOKEN}"},
 		{"bad glob", "[destinations.a]\nplugin = \"file\"\nevents = [\"[\"]\n", "destinations.a.events"},
 		{"bad batch size", "[destinations.a]\nplugin = \"file\"\nbatch_size = -3\n", "destinations.a.batch_size"},
+		{"unknown type", "[destinations.a]\nplugin = \"file\"\ntypes = [\"track\", \"pageview\"]\n", `destinations.a.types has "pageview", which is not a call type`},
+		{"type twice", "[destinations.a]\nplugin = \"file\"\ntypes = [\"page\", \"page\"]\n", `destinations.a.types names "page" twice`},
 		{"overlapping subject", "[ingest]\nsubjects = [\"trackd.dlq.x\"]\n", "ingest.subjects"},
 		{"bad log level", "[log]\nlevel = \"loud\"\n", "log.level"},
 		{"bad destination id", "[destinations.\"a b\"]\nplugin = \"file\"\n", "destinations.a b"},

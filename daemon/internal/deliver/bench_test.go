@@ -80,10 +80,7 @@ func BenchmarkPluginDeliver(b *testing.B) {
 // of the calls; ns/op is per call.
 func BenchmarkPluginCPU(b *testing.B) {
 	log := slog.New(slog.DiscardHandler)
-	host, err := pluginhost.New("noop", noopPlugin(b), b.TempDir(), nil, log, nil)
-	if err != nil {
-		b.Fatal(err)
-	}
+	host := pluginhost.New("noop", noopPlugin(b), b.TempDir(), nil, nil, log, nil)
 	defer host.Close()
 	if err := host.Start(b.Context()); err != nil {
 		b.Fatal(err)
@@ -138,10 +135,7 @@ func BenchmarkDeliverer(b *testing.B) {
 	}
 	m := metrics.New()
 	log := slog.New(slog.NewTextHandler(io.Discard, nil))
-	host, err := pluginhost.New("noop", noopPlugin(b), b.TempDir(), nil, log, nil)
-	if err != nil {
-		b.Fatal(err)
-	}
+	host := pluginhost.New("noop", noopPlugin(b), b.TempDir(), nil, nil, log, nil)
 	defer host.Close()
 	if err := host.Start(ctx); err != nil {
 		b.Fatal(err)

@@ -10,6 +10,7 @@ import (
 	"fmt"
 	"log/slog"
 	"reflect"
+	"slices"
 	"sort"
 	"sync"
 	"sync/atomic"
@@ -90,12 +91,9 @@ func (f *Fleet) apply(ctx context.Context, cfg *config.Config, setRoutes func(*r
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	want := map[string]*config.Destination{}
-	var routes []route.Destination
-	for _, d := range cfg.Enabled() {
+	enabled := cfg.Enabled()
+	for _, d := range enabled {
 		want[d.ID] = d
-		routes = append(routes, route.Destination{
-			ID: d.ID, Name: d.Name, Aliases: d.Aliases, Events: d.Events, ExcludeEvents: d.ExcludeEvents,
-		})
 	}
 	// Prepare every added or changed destination before touching a running one.
 	var (
@@ -129,6 +127,13 @@ func (f *Fleet) apply(ctx context.Context, cfg *config.Config, setRoutes func(*r
 		m.run(ctx, f)
 	}
 	f.publish()
+	routes := make([]route.Destination, len(enabled))
+	for i, d := range enabled {
+		routes[i] = route.Destination{
+			ID: d.ID, Name: d.Name, Aliases: d.Aliases, Events: d.Events, ExcludeEvents: d.ExcludeEvents,
+			Takes: f.members[d.ID].host.Takes,
+		}
+	}
 	setRoutes(route.NewTable(routes))
 	for _, id := range sortedIDs(f.members) {
 		if _, ok := want[id]; ok {
@@ -149,10 +154,7 @@ func (f *Fleet) prepare(ctx context.Context, cfg *config.Config, d *config.Desti
 	if err != nil {
 		return nil, err
 	}
-	host, err := pluginhost.New(d.ID, d.PluginPath, cfg.Dir(), d.Settings, f.log, f.metrics.PluginRestarts.WithLabelValues(d.ID))
-	if err != nil {
-		return nil, err
-	}
+	host := pluginhost.New(d.ID, d.PluginPath, cfg.Dir(), d.Settings, d.Types, f.log, f.metrics.PluginRestarts.WithLabelValues(d.ID))
 	if startPlugin {
 		sctx, cancel := context.WithTimeout(ctx, pluginhost.StartTimeout)
 		defer cancel()
@@ -255,10 +257,11 @@ func (f *Fleet) Ready() error {
 }
 
 // samePlugin reports whether a running member already runs d as configured.
-// Routing fields (name, aliases, events) change the table, not the plugin.
+// Routing fields (name, aliases, events) change the table, not the plugin;
+// types are checked against what the plugin takes, so they restart it.
 func samePlugin(m *member, d *config.Destination, retry config.Retry) bool {
 	return m.dest.PluginPath == d.PluginPath && m.dest.BatchSize == d.BatchSize &&
-		m.retry == retry && reflect.DeepEqual(m.dest.Settings, d.Settings)
+		m.retry == retry && reflect.DeepEqual(m.dest.Settings, d.Settings) && slices.Equal(m.dest.Types, d.Types)
 }
 
 func sortedIDs[V any](m map[string]V) []string {

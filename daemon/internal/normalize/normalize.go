@@ -1,5 +1,6 @@
-// Package normalize validates a Segment-style track event and rewrites it into the form
-// every later stage relies on (SPEC §4 steps 1–3). It does no NATS and no I/O, and reads no
+// Package normalize validates a call of the Segment spec (track, identify, page, screen,
+// group, alias) and rewrites it into the form every later stage relies on (SPEC §4 steps
+// 1–3, §4b). It does no NATS and no I/O, and reads no
 // clock: receivedAt comes from JetStream so that it stays the same across redeliveries.
 //
 // Nested objects (properties, context, integrations) and unknown fields are carried as the
@@ -40,8 +41,8 @@ type Options struct {
 	MaxEventBytes int // 0 (or less) means 32768
 }
 
-// Event is a validated, normalized track event: what crosses to plugins, and
-// what the router needs besides.
+// Event is a validated, normalized call: what crosses to plugins, and what the
+// router needs besides.
 type Event struct {
 	sdk.Event
 	// Integrations holds the event's integrations object with keys lower-cased;
@@ -78,12 +79,95 @@ const (
 	keyOriginalTimestamp
 	keyReceivedAt
 	keyVersion
+	keyTraits
+	keyName
+	keyCategory
+	keyGroupID
+	keyPreviousID
 	numKeys
 )
 
 var keyNames = [numKeys]string{
 	"type", "event", "userId", "anonymousId", "messageId", "properties", "context",
 	"integrations", "timestamp", "sentAt", "originalTimestamp", "receivedAt", "version",
+	"traits", "name", "category", "groupId", "previousId",
+}
+
+// keyIndex is the index in keyNames of key, or -1.
+func keyIndex(key []byte) int {
+	switch string(key) {
+	case "type":
+		return keyType
+	case "event":
+		return keyEvent
+	case "userId":
+		return keyUserID
+	case "anonymousId":
+		return keyAnonymousID
+	case "messageId":
+		return keyMessageID
+	case "properties":
+		return keyProperties
+	case "context":
+		return keyContext
+	case "integrations":
+		return keyIntegrations
+	case "timestamp":
+		return keyTimestamp
+	case "sentAt":
+		return keySentAt
+	case "originalTimestamp":
+		return keyOriginalTimestamp
+	case "receivedAt":
+		return keyReceivedAt
+	case "version":
+		return keyVersion
+	case "traits":
+		return keyTraits
+	case "name":
+		return keyName
+	case "category":
+		return keyCategory
+	case "groupId":
+		return keyGroupID
+	case "previousId":
+		return keyPreviousID
+	}
+	return -1
+}
+
+// callRule is what one call type requires beyond the rules every call shares
+// (SPEC §4b): a new rule is a field here, not a branch in every stage.
+type callRule struct {
+	typ  string
+	json []byte // typ as a JSON string
+	// object is the key of the call's object of values (properties or
+	// traits; -1 for none): absent, null or an object, and {} when absent.
+	object int
+	// strings are keys that must be absent, null or a string.
+	strings []int
+	// ids are keys that must hold a non-empty string, or a number that is
+	// written as its decimal string.
+	ids []int
+	// nameKey holds the call's name (-1 for none): event for track,
+	// required; name for page and screen, absent, null or a string.
+	nameKey      int
+	nameRequired bool
+}
+
+var callRules = [...]callRule{
+	{typ: sdk.TypeTrack, object: keyProperties, nameKey: keyEvent, nameRequired: true},
+	{typ: sdk.TypeIdentify, object: keyTraits, nameKey: -1},
+	{typ: sdk.TypePage, object: keyProperties, strings: []int{keyCategory}, nameKey: keyName},
+	{typ: sdk.TypeScreen, object: keyProperties, strings: []int{keyCategory}, nameKey: keyName},
+	{typ: sdk.TypeGroup, object: keyTraits, ids: []int{keyGroupID}, nameKey: -1},
+	{typ: sdk.TypeAlias, object: -1, ids: []int{keyUserID, keyPreviousID}, nameKey: -1},
+}
+
+func init() {
+	for i := range callRules {
+		callRules[i].json = appendString(nil, callRules[i].typ)
+	}
 }
 
 // field is one top-level member of the event.
@@ -182,10 +266,11 @@ func Normalize(body []byte, receivedAt time.Time, opts Options) (Event, error) {
 		return Event{}, err
 	}
 
-	if err := checkType(o.get(keyType)); err != nil {
+	rule, err := ruleOf(o.get(keyType))
+	if err != nil {
 		return Event{}, err
 	}
-	name, err := eventName(o.get(keyEvent))
+	name, err := callName(o, rule)
 	if err != nil {
 		return Event{}, err
 	}
@@ -197,6 +282,15 @@ func Normalize(body []byte, receivedAt time.Time, opts Options) (Event, error) {
 	if err != nil {
 		return Event{}, err
 	}
+	var ids [numKeys]string
+	for _, k := range rule.ids {
+		if ids[k], err = identity(o, k); err != nil {
+			return Event{}, err
+		}
+		if ids[k] == "" {
+			return Event{}, invalid(keyNames[k], "%s is required for %s call; set it to a non-empty string", keyNames[k], article(rule.typ))
+		}
+	}
 	if userID == "" && anonymousID == "" {
 		return Event{}, invalid("userId", "userId or anonymousId is required; set at least one to a non-empty string")
 	}
@@ -204,9 +298,17 @@ func Normalize(body []byte, receivedAt time.Time, opts Options) (Event, error) {
 	if err != nil {
 		return Event{}, err
 	}
-	for _, k := range [...]int{keyProperties, keyContext, keyIntegrations} {
+	for _, k := range [...]int{rule.object, keyContext, keyIntegrations} {
+		if k < 0 {
+			continue
+		}
 		if raw := o.get(k); raw != nil && raw[0] != '{' && raw[0] != 'n' {
 			return Event{}, invalid(keyNames[k], "%s is %s; use an object or null", keyNames[k], kindOf(raw))
+		}
+	}
+	for _, k := range rule.strings {
+		if raw := o.get(k); raw != nil && raw[0] != '"' && raw[0] != 'n' {
+			return Event{}, invalid(keyNames[k], "%s is %s; use a string or null", keyNames[k], kindOf(raw))
 		}
 	}
 	integrations, err := integrationsOf(o, o.get(keyIntegrations))
@@ -250,19 +352,24 @@ func Normalize(body []byte, receivedAt time.Time, opts Options) (Event, error) {
 		timestamp = timestamp.UTC().Truncate(time.Millisecond)
 		o.setGenerated(keyTimestamp, appendTime(o.gen, timestamp))
 	}
-	o.set(keyType, trackJSON)
+	o.set(keyType, rule.json)
 	o.set(keyVersion, versionJSON)
-	if raw := o.get(keyProperties); raw == nil || raw[0] == 'n' {
-		o.set(keyProperties, emptyObjectJSON)
+	if rule.object >= 0 {
+		if raw := o.get(rule.object); raw == nil || raw[0] == 'n' {
+			o.set(rule.object, emptyObjectJSON)
+		}
 	}
 
 	return Event{
 		Event: sdk.Event{
 			JSON:        o.encode(len(body)),
 			MessageID:   messageID,
+			Type:        rule.typ,
 			Name:        name,
 			UserID:      userID,
 			AnonymousID: anonymousID,
+			GroupID:     ids[keyGroupID],
+			PreviousID:  ids[keyPreviousID],
 			Timestamp:   timestamp,
 		},
 		Integrations: integrations,
@@ -270,10 +377,17 @@ func Normalize(body []byte, receivedAt time.Time, opts Options) (Event, error) {
 }
 
 var (
-	trackJSON       = []byte(`"track"`)
 	versionJSON     = []byte(`2`)
 	emptyObjectJSON = []byte(`{}`)
 )
+
+// article is "a type" or "an type", for reasons.
+func article(typ string) string {
+	if typ[0] == 'a' || typ[0] == 'i' {
+		return "an " + typ
+	}
+	return "a " + typ
+}
 
 // parseObject splits body into its top-level members, checking that the whole body is
 // valid JSON as encoding/json defines it. The scan is done here rather than by
@@ -295,11 +409,8 @@ func parseObject(body []byte, o *object) error {
 		if !plain {
 			f.key = decodeKey(key)
 		}
-		for k, name := range keyNames {
-			if string(f.key) == name {
-				o.last[k] = len(o.fields)
-				break
-			}
+		if k := keyIndex(f.key); k >= 0 {
+			o.last[k] = len(o.fields)
 		}
 		o.fields = append(o.fields, f)
 	})
@@ -379,36 +490,53 @@ func quote(s string) string {
 	return strconv.Quote(s)
 }
 
-func checkType(raw json.RawMessage) error {
+// ruleOf is the rule of the call's type; an absent or null type is track.
+func ruleOf(raw json.RawMessage) (*callRule, error) {
 	switch {
 	case raw == nil || raw[0] == 'n':
-		return nil
+		return &callRules[0], nil
 	case raw[0] != '"':
-		return invalid("type", "type is %s; only track events are accepted", kindOf(raw))
+		return nil, invalid("type", "type is %s; use one of %s", kindOf(raw), typeList)
 	}
-	if t := unquote(raw); t != "track" {
-		return invalid("type", "type is %s; only track events are accepted", quote(t))
+	t := unquote(raw)
+	for i := range callRules {
+		if callRules[i].typ == t {
+			return &callRules[i], nil
+		}
 	}
-	return nil
+	return nil, invalid("type", "type is %s, which is not a call type; use one of %s", quote(t), typeList)
 }
 
-func eventName(raw json.RawMessage) (string, error) {
+var typeList = strings.Join(sdk.AllTypes(), ", ")
+
+// callName is a track call's event, required, or a page or screen call's
+// name, optional; "" for the other types.
+func callName(o *object, rule *callRule) (string, error) {
+	if rule.nameKey < 0 {
+		return "", nil
+	}
+	raw := o.get(rule.nameKey)
+	key := keyNames[rule.nameKey]
 	switch {
-	case raw == nil:
-		return "", invalid("event", "event is missing; set it to the event's name")
+	case raw == nil && rule.nameRequired:
+		return "", invalid(key, "%s is missing; set it to the event's name", key)
+	case raw == nil || raw[0] == 'n' && !rule.nameRequired:
+		return "", nil
+	case raw[0] != '"' && rule.nameRequired:
+		return "", invalid(key, "%s is %s; use the event's name as a string", key, kindOf(raw))
 	case raw[0] != '"':
-		return "", invalid("event", "event is %s; use the event's name as a string", kindOf(raw))
+		return "", invalid(key, "%s is %s; use a string or null", key, kindOf(raw))
 	}
 	name := unquote(raw)
-	if name == "" {
-		return "", invalid("event", "event is empty; set it to the event's name")
+	if name == "" && rule.nameRequired {
+		return "", invalid(key, "%s is empty; set it to the event's name", key)
 	}
 	return name, nil
 }
 
-// identity returns userId or anonymousId as a string. A numeric id is rewritten in the
-// event as a JSON string, so destinations need not guess whether 123 and
-// "123" are one user.
+// identity returns an id (userId, anonymousId, groupId, previousId) as a string. A
+// numeric id is rewritten in the event as a JSON string, so destinations need not
+// guess whether 123 and "123" are one user.
 func identity(o *object, k int) (string, error) {
 	raw := o.get(k)
 	key := keyNames[k]
@@ -711,21 +839,30 @@ func lastOfEach(fields []field, order []int) []int {
 func Summarize(event []byte) (s sdk.Event, receivedAt time.Time, err error) {
 	s.JSON = event
 	var (
-		fault     string
-		timestamp []byte
-		received  []byte
+		fault           string
+		eventName, name string
+		timestamp       []byte
+		received        []byte
 	)
 	ok := jsonscan.EachMember(event, func(key []byte, plain bool, value []byte) {
 		var dst *string
 		switch string(key) {
 		case "messageId":
 			dst = &s.MessageID
+		case "type":
+			dst = &s.Type
 		case "event":
-			dst = &s.Name
+			dst = &eventName
+		case "name":
+			dst = &name
 		case "userId":
 			dst = &s.UserID
 		case "anonymousId":
 			dst = &s.AnonymousID
+		case "groupId":
+			dst = &s.GroupID
+		case "previousId":
+			dst = &s.PreviousID
 		case "timestamp":
 			timestamp = value
 			return
@@ -750,6 +887,15 @@ func Summarize(event []byte) (s sdk.Event, receivedAt time.Time, err error) {
 	}
 	if fault != "" {
 		return sdk.Event{}, time.Time{}, errors.New(fault)
+	}
+	switch s.Type {
+	case "":
+		// Written before calls had other types than track.
+		s.Type, s.Name = sdk.TypeTrack, eventName
+	case sdk.TypeTrack:
+		s.Name = eventName
+	case sdk.TypePage, sdk.TypeScreen:
+		s.Name = name
 	}
 	if s.Timestamp, err = summaryTime(timestamp, "timestamp"); err != nil {
 		return sdk.Event{}, time.Time{}, err

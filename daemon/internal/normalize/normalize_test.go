@@ -6,12 +6,15 @@ import (
 	"errors"
 	"fmt"
 	"maps"
+	"reflect"
 	"slices"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/google/uuid"
+
+	"trackd.dev/trackd/sdk"
 )
 
 // received is when JetStream stored the message in most tests.
@@ -87,7 +90,7 @@ func TestInvalid(t *testing.T) {
 		{"trailing garbage", `{"event":"x","userId":"u"} x`, "", "not valid JSON"},
 		{"two objects", `{"event":"x","userId":"u"}{"event":"y","userId":"u"}`, "", "not valid JSON"},
 
-		{"type identify", `{"type":"identify","event":"x","userId":"u"}`, "type", "only track events"},
+		{"type unknown", `{"type":"pageview","event":"x","userId":"u"}`, "type", `"pageview", which is not a call type; use one of track, identify, page, screen, group, alias`},
 		{"type capitalised", `{"type":"Track","event":"x","userId":"u"}`, "type", `"Track"`},
 		{"type number", `{"type":1,"event":"x","userId":"u"}`, "type", "a number"},
 
@@ -540,6 +543,9 @@ func FuzzNormalize(f *testing.F) {
 	f.Add([]byte(strings.Repeat(" ", 101)), 100)
 	for _, tt := range []string{
 		``, `[]`, `"x"`, `null`, `{"event":"x","userId":"u"} x`, `{"type":"identify","event":"x","userId":"u"}`,
+		`{"type":"page","name":"Home","userId":"u"}`, `{"type":"screen","anonymousId":"a","category":1}`,
+		`{"type":"group","groupId":7,"userId":"u","traits":{"plan":"pro"}}`, `{"type":"alias","userId":"u","previousId":"p"}`,
+		`{"type":"alias","anonymousId":"a","previousId":"p"}`, `{"type":"pageview","userId":"u"}`,
 		`{"userId":"u"}`, `{"event":"x"}`, `{"event":"x","userId":true}`, `{"event":"x","userId":1e200}`,
 		`{"event":"x","userId":"u","properties":[]}`, `{"event":"x","userId":"u","integrations":{"M":"yes"}}`,
 		`{"event":"x","userId":"u","messageId":5}`, `{"event":"x","userId":"u","timestamp":"yesterday"}`,
@@ -560,8 +566,10 @@ func FuzzNormalize(f *testing.F) {
 		if !json.Valid(ev.JSON) || ev.JSON[0] != '{' {
 			t.Fatalf("output is not a JSON object: %s", ev.JSON)
 		}
-		if ev.MessageID == "" || ev.Name == "" || ev.UserID == "" && ev.AnonymousID == "" {
-			t.Fatalf("MessageID %q, Name %q, UserID %q, AnonymousID %q", ev.MessageID, ev.Name, ev.UserID, ev.AnonymousID)
+		if ev.MessageID == "" || ev.UserID == "" && ev.AnonymousID == "" ||
+			ev.Type == "track" && ev.Name == "" || ev.Type == "group" && ev.GroupID == "" ||
+			ev.Type == "alias" && (ev.UserID == "" || ev.PreviousID == "") || !slices.Contains(sdk.AllTypes(), ev.Type) {
+			t.Fatalf("an event without what its type requires: %+v", ev.Event)
 		}
 
 		// The output is itself a valid event that normalizes to the same facts; only
@@ -570,7 +578,8 @@ func FuzzNormalize(f *testing.F) {
 		if err != nil {
 			t.Fatalf("normalized output rejected: %v\n%s", err, ev.JSON)
 		}
-		if again.MessageID != ev.MessageID || again.Name != ev.Name || again.UserID != ev.UserID ||
+		if again.MessageID != ev.MessageID || again.Type != ev.Type || again.Name != ev.Name || again.UserID != ev.UserID ||
+			again.GroupID != ev.GroupID || again.PreviousID != ev.PreviousID ||
 			again.AnonymousID != ev.AnonymousID || !again.Timestamp.Equal(ev.Timestamp) ||
 			!maps.Equal(again.Integrations, ev.Integrations) {
 			t.Fatalf("normalizing twice changed the event:\n%+v\n%+v", ev, again)
@@ -603,9 +612,26 @@ func TestSummarize(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if s.MessageID != ev.MessageID || s.Name != ev.Name || s.UserID != ev.UserID || s.AnonymousID != ev.AnonymousID ||
-		!s.Timestamp.Equal(ev.Timestamp) || !at.Equal(received) || !bytes.Equal(s.JSON, ev.JSON) {
+	if !reflect.DeepEqual(s, ev.Event) || !at.Equal(received) {
 		t.Errorf("Summarize = %+v, %v; want the event's %+v, receivedAt %v", s, at, ev.Event, received)
+	}
+	for _, body := range []string{
+		`{"type":"page","name":"Home","category":"Docs","userId":"u"}`,
+		`{"type":"screen","anonymousId":"a"}`,
+		`{"type":"group","groupId":"g1","userId":"u","traits":{"plan":"pro"}}`,
+		`{"type":"alias","userId":"u","previousId":"p"}`,
+		`{"type":"identify","userId":"u","name":"not a page name"}`,
+	} {
+		ev, err := Normalize([]byte(body), received, Options{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if s, _, err := Summarize(ev.JSON); err != nil || !reflect.DeepEqual(s, ev.Event) {
+			t.Errorf("Summarize(%s) = %+v, %v; want %+v", ev.JSON, s, err, ev.Event)
+		}
+	}
+	if s, _, err := Summarize([]byte(`{"event":"Old","messageId":"m","timestamp":"2024-01-24T11:59:02Z","receivedAt":"2024-01-24T11:59:02Z"}`)); err != nil || s.Type != "track" || s.Name != "Old" {
+		t.Errorf("Summarize of an event written without a type = %+v, %v; want a track call named Old", s, err)
 	}
 	for _, bad := range []string{
 		`{"messageId":"m","timestamp":"2024-01-24T11:59:02Z"}`,

@@ -4,20 +4,21 @@
 package pluginhost
 
 import (
-	"time"
-
 	"bytes"
 	"context"
 	"fmt"
 	"log/slog"
 	"os/exec"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
+	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 
 	"trackd.dev/trackd/sdk"
+	"trackd.dev/trackd/sdk/host"
 )
 
 // Host owns one destination's plugin process.
@@ -25,40 +26,70 @@ type Host struct {
 	id       string
 	path     string
 	dir      string
-	settings sdk.Settings
+	settings map[string]any
+	types    []string // the destination's types key; nil for whatever the plugin takes
 	log      *slog.Logger
 	restarts prometheus.Counter
-	redact   *strings.Replacer // masks secret settings; nil when there are none
+	// redact masks secret settings; it holds nil when there are none. It
+	// grows the settings a plugin declares secret once it has started.
+	redact atomic.Pointer[strings.Replacer]
 
 	mu     sync.Mutex
-	client *sdk.Client
-	closed bool        // Close was called: no plugin starts again
-	ready  atomic.Bool // a configured plugin is running
+	client *host.Client
+	closed bool          // Close was called: no plugin starts again
+	ready  atomic.Bool   // a configured plugin is running
+	takes  atomic.Uint32 // the types routed to the plugin, a bit each (typeBit); 0 until it is configured
 }
 
 // Ready reports whether the plugin is running and configured.
 func (h *Host) Ready() bool { return h.ready.Load() }
 
-// New prepares a host; nothing runs until Start or Deliver. restarts, when
-// not nil, counts the times a failed plugin is replaced.
-// The plugin runs in dir, so relative paths in its settings mean the same as in the config.
-func New(id, path, dir string, settings map[string]any, log *slog.Logger, restarts prometheus.Counter) (*Host, error) {
-	s, err := sdk.NewSettings(settings)
-	if err != nil {
-		return nil, fmt.Errorf("destinations.%s.settings: %w", id, err)
+// New prepares a host; nothing runs until Start or Deliver. types, when not
+// empty, are the call types the destination is to take (its types key),
+// which its plugin must take. restarts, when not nil, counts the times a
+// failed plugin is replaced. The plugin runs in dir, so relative paths in its
+// settings mean the same as in the config.
+func New(id, path, dir string, settings map[string]any, types []string, log *slog.Logger, restarts prometheus.Counter) *Host {
+	h := &Host{
+		id: id, path: path, dir: dir, settings: settings, types: types, log: log.With("destination", id),
+		restarts: restarts,
 	}
-	return &Host{
-		id: id, path: path, dir: dir, settings: s, log: log.With("destination", id),
-		restarts: restarts, redact: secretsReplacer(settings),
-	}, nil
+	h.redact.Store(secretsReplacer(settings, nil))
+	return h
 }
 
 // mask hides secret settings in text a plugin produced.
 func (h *Host) mask(s string) string {
-	if h.redact == nil {
-		return s
+	if r := h.redact.Load(); r != nil {
+		return r.Replace(s)
 	}
-	return h.redact.Replace(s)
+	return s
+}
+
+// Takes reports whether calls of type typ are for this destination: of its
+// types key, or of those its plugin takes. Until the plugin has said, every
+// type of the types key is, or every type when the key is not set; Deliver
+// answers for the plugin those it turns out not to take.
+func (h *Host) Takes(typ string) bool {
+	if bits := h.takes.Load(); bits != 0 {
+		return bits&typeBit(typ) != 0
+	}
+	return len(h.types) == 0 || slices.Contains(h.types, typ)
+}
+
+// callTypes are the call types in the order of their bits in Host.takes.
+var callTypes = sdk.AllTypes()
+
+// typeBit is typ's bit in Host.takes; 0 for what is not a call type. No type
+// is a track call, as on the ingest stream.
+func typeBit(typ string) uint32 {
+	if typ == "" {
+		typ = sdk.TypeTrack
+	}
+	if i := slices.Index(callTypes, typ); i >= 0 {
+		return 1 << i
+	}
+	return 0
 }
 
 // StartTimeout bounds a plugin's start, handshake and Configure, where a caller
@@ -84,6 +115,52 @@ func (h *Host) Deliver(ctx context.Context, batch []sdk.Event) ([]sdk.Result, er
 	if err != nil {
 		return nil, err
 	}
+	if bits := h.takes.Load(); !takesAll(bits, batch) {
+		// Routed before the plugin said what it takes: those it does not take
+		// were never its to have.
+		return h.deliverTaken(ctx, c, batch, bits)
+	}
+	return h.deliver(ctx, c, batch)
+}
+
+func takesAll(bits uint32, batch []sdk.Event) bool {
+	for i := range batch {
+		if bits&typeBit(batch[i].Type) == 0 {
+			return false
+		}
+	}
+	return true
+}
+
+// deliverTaken delivers the events of batch whose type has a bit in bits,
+// and answers OK for the others.
+func (h *Host) deliverTaken(ctx context.Context, c *host.Client, batch []sdk.Event, bits uint32) ([]sdk.Result, error) {
+	results := make([]sdk.Result, len(batch))
+	var taken []int
+	var sub []sdk.Event
+	for i := range batch {
+		results[i] = sdk.OK()
+		if bits&typeBit(batch[i].Type) != 0 {
+			taken = append(taken, i)
+			sub = append(sub, batch[i])
+		}
+	}
+	h.log.Warn("calls of types the plugin does not take were routed to it before it started; they are skipped", "calls", len(batch)-len(taken))
+	if len(sub) == 0 {
+		return results, nil
+	}
+	got, err := h.deliver(ctx, c, sub)
+	if err != nil {
+		return nil, err
+	}
+	for k, i := range taken {
+		results[i] = got[k]
+	}
+	return results, nil
+}
+
+// deliver hands batch to the running plugin c.
+func (h *Host) deliver(ctx context.Context, c *host.Client, batch []sdk.Event) ([]sdk.Result, error) {
 	results, err := c.Deliver(ctx, batch)
 	if err != nil {
 		// Whether it died or hung, the process is of no more use: the next
@@ -106,7 +183,7 @@ func (h *Host) Deliver(ctx context.Context, batch []sdk.Event) ([]sdk.Result, er
 }
 
 // running returns a live client, starting one when needed; h.mu is held.
-func (h *Host) running(ctx context.Context) (*sdk.Client, error) {
+func (h *Host) running(ctx context.Context) (*host.Client, error) {
 	if h.closed {
 		return nil, fmt.Errorf("destination %s is stopping", h.id)
 	}
@@ -135,15 +212,31 @@ func (h *Host) running(ctx context.Context) (*sdk.Client, error) {
 	// event (batches of 100 and 512) for 5-6 MB more peak RSS (BENCHMARKS.md).
 	cmd.Env = []string{"GOMAXPROCS=1", "GOGC=200"}
 	dieWithParent(cmd)
-	c, err := sdk.Start(cmd, &lineLogger{log: h.log, mask: h.mask})
+	c, err := host.Start(cmd, &lineLogger{log: h.log, mask: h.mask})
 	if err != nil {
 		return nil, fmt.Errorf("destinations.%s.plugin: %s", h.id, h.mask(err.Error()))
 	}
-	if err := c.Configure(ctx, h.settings); err != nil {
+	h.redact.Store(secretsReplacer(h.settings, c.Secrets()))
+	types, err := c.Configure(ctx, h.settings)
+	if err != nil {
 		c.Kill()
 		return nil, fmt.Errorf("destinations.%s.settings: %s", h.id, h.mask(err.Error()))
 	}
-	h.log.Info("plugin started", "plugin", h.path)
+	var bits uint32
+	for _, t := range types {
+		if len(h.types) == 0 || slices.Contains(h.types, t) {
+			bits |= typeBit(t)
+		}
+	}
+	for _, t := range h.types {
+		if !slices.Contains(types, t) {
+			c.Kill()
+			return nil, fmt.Errorf("destinations.%s.types: the plugin %s does not take %q calls; it takes %s",
+				h.id, h.path, t, strings.Join(types, ", "))
+		}
+	}
+	h.takes.Store(bits)
+	h.log.Info("plugin started", "plugin", h.path, "types", strings.Join(types, ","))
 	h.client = c
 	h.ready.Store(true)
 	return c, nil
@@ -164,11 +257,22 @@ func (h *Host) stop() {
 	h.ready.Store(false)
 }
 
-// Close stops the plugin process for good.
+// closeTimeout bounds a plugin's Close, its chance to flush what it holds.
+const closeTimeout = 10 * time.Second
+
+// Close stops the plugin process for good, once the plugin has finished what
+// it holds (sdk.Closer). No Deliver may be under way.
 func (h *Host) Close() {
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	h.closed = true
+	if h.client != nil && !h.client.Exited() {
+		ctx, cancel := context.WithTimeout(context.Background(), closeTimeout)
+		if err := h.client.Close(ctx); err != nil {
+			h.log.Warn("plugin failed to close; stopping it all the same", "err", h.mask(err.Error()))
+		}
+		cancel()
+	}
 	h.stop()
 }
 

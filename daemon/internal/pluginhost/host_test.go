@@ -19,16 +19,13 @@ func TestSecretsAreMasked(t *testing.T) {
 	var logs bytes.Buffer
 	log := slog.New(slog.NewTextHandler(&logs, nil))
 	bin := destinationtest.Build(t, "trackd.dev/trackd/daemon/internal/testplugins/faulty")
-	h, err := New("x", bin, t.TempDir(), map[string]any{
+	h := New("x", bin, t.TempDir(), map[string]any{
 		"out":            "out.txt",
 		"fail_configure": "the api token s3cr3t-t0ken is wrong",
 		"auth":           map[string]any{"api_token": "s3cr3t-t0ken"},
-	}, log, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
+	}, nil, log, nil)
 	defer h.Close()
-	err = h.Start(context.Background())
+	err := h.Start(context.Background())
 	if err == nil {
 		t.Fatal("Configure did not fail")
 	}
@@ -44,12 +41,15 @@ func TestSecretsReplacer(t *testing.T) {
 	r := secretsReplacer(map[string]any{
 		"token": "abcd1234", "api_secret": "abcd1234efgh", "url": "https://example.com",
 		"nested": map[string]any{"Password": "hunter22"}, "short_key": "ab",
-	})
-	got := r.Replace("abcd1234efgh abcd1234 hunter22 https://example.com ab")
-	if want := "xxxxx xxxxx xxxxx https://example.com ab"; got != want {
+		"dsn":     "postgres://u:pw@db/x",
+		"headers": map[string]any{"Authorization": "Bearer zzzz"},
+		"other":   map[string]any{"auth_header": "Basic yyyy", "name": "visible"},
+	}, []string{"dsn", "headers", "other.auth_header"})
+	got := r.Replace("abcd1234efgh abcd1234 hunter22 https://example.com ab postgres://u:pw@db/x Bearer zzzz Basic yyyy visible")
+	if want := "xxxxx xxxxx xxxxx https://example.com ab xxxxx xxxxx xxxxx visible"; got != want {
 		t.Errorf("got %q, want %q", got, want)
 	}
-	if secretsReplacer(map[string]any{"url": "x"}) != nil {
+	if secretsReplacer(map[string]any{"url": "x"}, nil) != nil {
 		t.Error("a replacer with nothing to mask")
 	}
 }
@@ -59,12 +59,9 @@ func TestSecretsReplacer(t *testing.T) {
 func TestPluginRuntime(t *testing.T) {
 	bin := destinationtest.Build(t, "trackd.dev/trackd/daemon/internal/testplugins/faulty")
 	settings := func() string {
-		h, err := New("x", bin, t.TempDir(), map[string]any{"fail_configure": "runtime: procs={procs} gogc={gogc}"}, slog.New(slog.DiscardHandler), nil)
-		if err != nil {
-			t.Fatal(err)
-		}
+		h := New("x", bin, t.TempDir(), map[string]any{"fail_configure": "runtime: procs={procs} gogc={gogc}"}, nil, slog.New(slog.DiscardHandler), nil)
 		defer h.Close()
-		err = h.Start(context.Background())
+		err := h.Start(context.Background())
 		if err == nil {
 			t.Fatal("Start succeeded; the plugin was told to fail Configure")
 		}

@@ -1,6 +1,7 @@
 package pluginhost
 
 import (
+	"slices"
 	"sort"
 	"strings"
 )
@@ -10,23 +11,30 @@ import (
 var secretWords = []string{"key", "secret", "token", "password"}
 
 // secretsReplacer masks, in any text, the string values of settings whose
-// names contain a secret word, at any depth of the table. nil when there are none.
-func secretsReplacer(settings map[string]any) *strings.Replacer {
+// names contain a secret word, at any depth of the table, and of the settings
+// the plugin declared secret: keys or dotted paths, a table's covering every
+// string under it. nil when there are none.
+func secretsReplacer(settings map[string]any, declared []string) *strings.Replacer {
 	var secrets []string
-	var walk func(map[string]any)
-	walk = func(t map[string]any) {
+	var walk func(t map[string]any, path string, secret bool)
+	walk = func(t map[string]any, path string, secret bool) {
 		for k, v := range t {
+			p := k
+			if path != "" {
+				p = path + "." + k
+			}
+			s := secret || isSecretName(k) || slices.Contains(declared, p)
 			switch v := v.(type) {
 			case map[string]any:
-				walk(v)
+				walk(v, p, s)
 			case string:
-				if isSecretName(k) && len(v) >= 4 {
+				if s && len(v) >= 4 {
 					secrets = append(secrets, v)
 				}
 			}
 		}
 	}
-	walk(settings)
+	walk(settings, "", false)
 	if len(secrets) == 0 {
 		return nil
 	}

@@ -2,6 +2,7 @@ package route
 
 // Why a destination did not get an event.
 const (
+	ReasonType         = "type"         // it does not take calls of the event's type
 	ReasonIntegrations = "integrations" // the event's integrations object turned it off
 	ReasonFilter       = "filter"       // its events / exclude_events globs left the event out
 )
@@ -10,24 +11,16 @@ const (
 type Verdict struct {
 	ID     string `json:"destination"`
 	Routed bool   `json:"routed"`
-	Reason string `json:"reason,omitempty"` // ReasonIntegrations or ReasonFilter when not routed
+	Reason string `json:"reason,omitempty"` // a Reason constant when not routed
 }
 
 // Explain is Route with the reason for every destination left out.
-func (t *Table) Explain(event string, integrations map[string]bool) []Verdict {
-	all, ok := integrations["all"]
-	if !ok {
-		all = true
-	}
+func (t *Table) Explain(callType, name string, integrations map[string]bool) []Verdict {
+	all := allOf(integrations)
 	out := make([]Verdict, len(t.dests))
-	for i, d := range t.dests {
-		out[i] = Verdict{ID: d.id, Routed: true}
-		switch {
-		case !d.enabledBy(integrations, all):
-			out[i] = Verdict{ID: d.id, Reason: ReasonIntegrations}
-		case !d.wants(event):
-			out[i] = Verdict{ID: d.id, Reason: ReasonFilter}
-		}
+	for i := range t.dests {
+		why := t.dests[i].why(callType, name, integrations, all)
+		out[i] = Verdict{ID: t.dests[i].id, Routed: why == "", Reason: why}
 	}
 	return out
 }

@@ -237,7 +237,7 @@ func (r *Router) route(b *batch) {
 			_ = it.msg.Ack()
 			continue
 		}
-		it.dests = routes.Route(nil, it.event.Name, it.event.Integrations)
+		it.dests = routes.Route(nil, it.event.Type, it.event.Name, it.event.Integrations)
 		if len(it.dests) == 0 {
 			r.tapEvent(it.at, &it.event, tap.Unrouted, routes)
 			unrouted++

@@ -21,9 +21,9 @@ func (r *Router) tapEvent(at time.Time, ev *normalize.Event, outcome string, rou
 	if !r.Tap.Active() {
 		return
 	}
-	d := tap.Decision{Time: at, Event: ev.Name, MessageID: ev.MessageID, Outcome: outcome}
+	d := tap.Decision{Time: at, Type: ev.Type, Event: ev.Name, MessageID: ev.MessageID, Outcome: outcome}
 	if outcome != tap.Duplicate {
-		d.Destinations = routes.Explain(ev.Name, ev.Integrations)
+		d.Destinations = routes.Explain(ev.Type, ev.Name, ev.Integrations)
 	}
 	r.Tap.Publish(d)
 }

@@ -35,7 +35,8 @@ const (
 // Decision is what the router did with one event.
 type Decision struct {
 	Time         time.Time       `json:"time"`
-	Event        string          `json:"event,omitempty"`
+	Type         string          `json:"type,omitempty"`  // the call's type; "" for an invalid event
+	Event        string          `json:"event,omitempty"` // a track call's event, a page or screen call's name
 	MessageID    string          `json:"messageId,omitempty"`
 	Outcome      string          `json:"outcome"`
 	Error        string          `json:"error,omitempty"`

@@ -1,5 +1,5 @@
 // Command oldplugin is a plugin built for an older plugin protocol (version
-// 1, trackd's until protocol 2): it answers the handshake with that version,
+// 2, trackd's until protocol 3): it answers the handshake with that version,
 // so that tests can check what the host says of it.
 package main
 
@@ -9,7 +9,7 @@ import (
 	"github.com/hashicorp/go-plugin"
 	"google.golang.org/grpc"
 
-	"trackd.dev/trackd/sdk"
+	"trackd.dev/trackd/sdk/internal/protocol"
 )
 
 type destination struct{ plugin.NetRPCUnsupportedPlugin }
@@ -21,8 +21,8 @@ func (destination) GRPCClient(context.Context, *plugin.GRPCBroker, *grpc.ClientC
 }
 
 func main() {
-	handshake := sdk.Handshake
-	handshake.ProtocolVersion = 1
+	handshake := protocol.Handshake
+	handshake.ProtocolVersion = 2
 	plugin.Serve(&plugin.ServeConfig{
 		HandshakeConfig: handshake,
 		Plugins:         plugin.PluginSet{"destination": destination{}},

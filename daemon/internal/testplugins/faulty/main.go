@@ -79,4 +79,4 @@ func (f *faulty) Deliver(_ context.Context, batch []sdk.Event) []sdk.Result {
 	return results
 }
 
-func main() { sdk.Serve(&faulty{}, "out = \"delivered.txt\"\n") }
+func main() { sdk.Serve(&faulty{}, sdk.ServeOptions{SampleConfig: "out = \"delivered.txt\"\n"}) }

@@ -112,5 +112,5 @@ func receivedAt(event []byte) int64 {
 }
 
 func main() {
-	sdk.Serve(&noop{}, "# latency_out = \"latency.txt\"\n# answer = \"ok\"\n")
+	sdk.Serve(&noop{}, sdk.ServeOptions{SampleConfig: "# latency_out = \"latency.txt\"\n# answer = \"ok\"\n"})
 }

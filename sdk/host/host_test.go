@@ -1,9 +1,11 @@
-package sdk_test
+package host_test
 
 import (
 	"context"
 	"errors"
+	"os"
 	"os/exec"
+	"path/filepath"
 	"slices"
 	"strings"
 	"sync"
@@ -12,6 +14,7 @@ import (
 
 	"trackd.dev/trackd/sdk"
 	"trackd.dev/trackd/sdk/destinationtest"
+	"trackd.dev/trackd/sdk/host"
 )
 
 func TestMain(m *testing.M) { destinationtest.Main(m) }
@@ -22,16 +25,20 @@ func TestDeliverCarriesEvents(t *testing.T) {
 	c := destinationtest.Start(t, destinationtest.Build(t, testPlugin), nil)
 	ts := time.Date(2025, 3, 1, 12, 30, 0, 123456789, time.UTC)
 	batch := []sdk.Event{
-		{JSON: []byte(`{"event":"A"}`), MessageID: "m1", Name: "A", UserID: "u1", Timestamp: ts},
-		{JSON: []byte(`{"event":"B"}`), MessageID: "m2", Name: "B", AnonymousID: "a2"},
+		{JSON: []byte(`{"event":"A"}`), MessageID: "m1", Type: "track", Name: "A", UserID: "u1", Timestamp: ts},
+		{JSON: []byte(`{"event":"B"}`), MessageID: "m2", Type: "track", Name: "B", AnonymousID: "a2"},
+		{JSON: []byte(`{"groupId":"g"}`), MessageID: "m3", Type: "group", UserID: "u3", GroupID: "g"},
+		{JSON: []byte(`{}`), MessageID: "m4", Type: "alias", UserID: "u4", PreviousID: "p4"},
 	}
 	got, err := c.Deliver(t.Context(), batch)
 	if err != nil {
 		t.Fatalf("Deliver: %v", err)
 	}
 	want := []sdk.Result{
-		sdk.Drop(`m1|A|u1||2025-03-01T12:30:00.123456789Z|{"event":"A"}`),
-		sdk.Drop(`m2|B||a2|0001-01-01T00:00:00Z|{"event":"B"}`),
+		sdk.Drop(`m1|track|A|u1||||2025-03-01T12:30:00.123456789Z|{"event":"A"}`),
+		sdk.Drop(`m2|track|B||a2|||0001-01-01T00:00:00Z|{"event":"B"}`),
+		sdk.Drop(`m3|group||u3||g||0001-01-01T00:00:00Z|{"groupId":"g"}`),
+		sdk.Drop(`m4|alias||u4|||p4|0001-01-01T00:00:00Z|{}`),
 	}
 	if !slices.Equal(got, want) {
 		t.Errorf("Deliver = %+v\nwant %+v", got, want)
@@ -79,41 +86,92 @@ func TestConfigureError(t *testing.T) {
 	}
 }
 
-func TestDeliverProtocolErrors(t *testing.T) {
+// A plugin's mistakes in Deliver cost the events of that call, with a reason,
+// and the plugin stays up.
+func TestDeliverPluginMistakesDrop(t *testing.T) {
 	bin := destinationtest.Build(t, testPlugin)
 	tests := []struct {
 		answer string
-		want   string
+		want   []sdk.Result
 	}{
-		{"short", "1 results for 2 events"},
-		{"zero", "invalid status"},
+		{"short", []sdk.Result{
+			sdk.Drop("the plugin returned 1 results for a batch of 2 events"),
+			sdk.Drop("the plugin returned 1 results for a batch of 2 events"),
+		}},
+		{"zero", []sdk.Result{sdk.OK(), sdk.Drop("the plugin returned a result with no valid status (Status(0)) for this event")}},
+		{"panic", []sdk.Result{
+			sdk.Drop("the plugin panicked: testplugin: deliberate panic"),
+			sdk.Drop("the plugin panicked: testplugin: deliberate panic"),
+		}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.answer, func(t *testing.T) {
-			c := destinationtest.Start(t, bin, map[string]any{"answer": tt.answer})
-			got, err := c.Deliver(t.Context(), []sdk.Event{{MessageID: "m1"}, {MessageID: "m2"}})
-			if err == nil || !strings.Contains(err.Error(), tt.want) {
-				t.Errorf("Deliver = %v, %v; want an error containing %q", got, err, tt.want)
+			var out lines
+			c := start(t, bin, &out, map[string]any{"answer": tt.answer})
+			for range 2 { // the plugin answers again after its mistake
+				got, err := c.Deliver(t.Context(), []sdk.Event{{MessageID: "m1"}, {MessageID: "m2"}})
+				if err != nil {
+					t.Fatalf("Deliver: %v", err)
+				}
+				destinationtest.CheckResults(t, got, tt.want)
 			}
 			if c.Exited() {
-				t.Errorf("plugin exited after a protocol error; it should keep running")
+				t.Errorf("plugin exited after %s; it should keep running", tt.answer)
+			}
+			if tt.answer == "panic" {
+				out.waitFor(t, "panic in Deliver: testplugin: deliberate panic")
 			}
 		})
 	}
 }
 
-func TestDeliverPanicKillsPlugin(t *testing.T) {
-	var out lines
-	c := start(t, destinationtest.Build(t, testPlugin), &out, map[string]any{"answer": "panic"})
-	if _, err := c.Deliver(t.Context(), []sdk.Event{{MessageID: "m1"}}); err == nil {
-		t.Fatal("Deliver to a panicking plugin returned no error")
+func TestConfigureTypes(t *testing.T) {
+	bin := destinationtest.Build(t, testPlugin)
+	tests := []struct {
+		types   []string
+		want    []string
+		wantErr string
+	}{
+		{nil, []string{"track"}, ""},
+		{[]string{"page", "track", "page"}, []string{"page", "track"}, ""},
+		{[]string{"track", "pageview"}, nil, `the plugin says it takes "pageview", which is not a call type (track, identify, page, screen, group, alias)`},
 	}
-	c.Kill() // waits for the process and its stderr
-	if !c.Exited() {
-		t.Error("Exited() = false after the plugin panicked")
+	for _, tt := range tests {
+		t.Run(strings.Join(tt.types, ","), func(t *testing.T) {
+			c := destinationtest.Launch(t, bin)
+			got, err := c.Configure(t.Context(), map[string]any{"types": tt.types})
+			if tt.wantErr != "" {
+				if err == nil || err.Error() != tt.wantErr {
+					t.Errorf("Configure = %v, %v; want the error %q", got, err, tt.wantErr)
+				}
+				return
+			}
+			if err != nil || !slices.Equal(got, tt.want) {
+				t.Errorf("Configure = %v, %v; want %v", got, err, tt.want)
+			}
+		})
 	}
-	if !out.contains("panic: testplugin: deliberate panic") {
-		t.Errorf("the panic did not reach stderr; got:\n%s", out.String())
+}
+
+func TestSecretsDeclared(t *testing.T) {
+	c := destinationtest.Launch(t, destinationtest.Build(t, testPlugin))
+	if got := c.Secrets(); !slices.Equal(got, []string{"token"}) {
+		t.Errorf("Secrets() = %q, want the one the plugin declared, token", got)
+	}
+}
+
+func TestClose(t *testing.T) {
+	closed := filepath.Join(t.TempDir(), "closed")
+	c := destinationtest.Start(t, destinationtest.Build(t, testPlugin), map[string]any{"closed": closed})
+	if err := c.Close(t.Context()); err != nil {
+		t.Fatalf("Close: %v", err)
+	}
+	if b, err := os.ReadFile(closed); err != nil || string(b) != "closed" {
+		t.Errorf("the plugin's Close did not run: %q, %v", b, err)
+	}
+	bad := destinationtest.Start(t, destinationtest.Build(t, testPlugin), map[string]any{"closed": filepath.Join(closed, "x")})
+	if err := bad.Close(t.Context()); err == nil || !strings.Contains(err.Error(), "not a directory") {
+		t.Errorf("Close of a plugin whose Close fails = %v, want its error", err)
 	}
 }
 
@@ -154,7 +212,7 @@ func TestStderrReachesHostQuietly(t *testing.T) {
 }
 
 func TestStartNotAPlugin(t *testing.T) {
-	_, err := sdk.Start(exec.Command("true"), nil)
+	_, err := host.Start(exec.Command("true"), nil)
 	if err == nil || !strings.Contains(err.Error(), "without the handshake") || strings.Contains(err.Error(), "\n") {
 		t.Fatalf("Start of a program that is not a plugin = %q, want a one-line error about the handshake", err)
 	}
@@ -162,9 +220,9 @@ func TestStartNotAPlugin(t *testing.T) {
 
 func TestStartOldProtocol(t *testing.T) {
 	bin := destinationtest.Build(t, "trackd.dev/trackd/sdk/internal/oldplugin")
-	_, err := sdk.Start(exec.Command(bin), nil)
+	_, err := host.Start(exec.Command(bin), nil)
 	if err == nil || !strings.Contains(err.Error(), "rebuild it") || strings.Contains(err.Error(), "\n") {
-		t.Fatalf("Start of a plugin of protocol 1 = %q, want a one-line error saying to rebuild it", err)
+		t.Fatalf("Start of a plugin of protocol 2 = %q, want a one-line error saying to rebuild it", err)
 	}
 }
 
@@ -202,11 +260,11 @@ func TestRunByHand(t *testing.T) {
 }
 
 // start is destinationtest.Start with the plugin's output kept in out.
-func start(t *testing.T, bin string, out *lines, settings map[string]any) *sdk.Client {
+func start(t *testing.T, bin string, out *lines, settings map[string]any) *host.Client {
 	t.Helper()
 	cmd := exec.Command(bin)
 	cmd.Env = []string{"GORACE=atexit_sleep_ms=0"} // Kill waits for the exit
-	c, err := sdk.Start(cmd, out)
+	c, err := host.Start(cmd, out)
 	if err != nil {
 		t.Fatal(err)
 	}
