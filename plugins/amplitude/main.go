@@ -11,4 +11,6 @@ import (
 //go:embed sample.toml
 var sampleConfig string
 
-func main() { sdk.Serve(&Amplitude{}, sdk.ServeOptions{SampleConfig: sampleConfig, Secrets: []string{"api_key"}}) }
+func main() {
+	sdk.Serve(&Amplitude{}, sdk.ServeOptions{SampleConfig: sampleConfig, Secrets: []string{"api_key"}})
+}

@@ -12,8 +12,8 @@ import (
 	"time"
 
 	"trackd.dev/trackd/sdk"
-	"trackd.dev/trackd/sdk/host"
 	"trackd.dev/trackd/sdk/destinationtest"
+	"trackd.dev/trackd/sdk/host"
 )
 
 func TestMain(m *testing.M) { destinationtest.Main(m) }

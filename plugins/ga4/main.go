@@ -11,4 +11,6 @@ import (
 //go:embed sample.toml
 var sampleConfig string
 
-func main() { sdk.Serve(&GA4{}, sdk.ServeOptions{SampleConfig: sampleConfig, Secrets: []string{"api_secret"}}) }
+func main() {
+	sdk.Serve(&GA4{}, sdk.ServeOptions{SampleConfig: sampleConfig, Secrets: []string{"api_secret"}})
+}

@@ -11,4 +11,6 @@ import (
 //go:embed sample.toml
 var sampleConfig string
 
-func main() { sdk.Serve(&Webhook{}, sdk.ServeOptions{SampleConfig: sampleConfig, Secrets: []string{"secret", "headers"}}) }
+func main() {
+	sdk.Serve(&Webhook{}, sdk.ServeOptions{SampleConfig: sampleConfig, Secrets: []string{"secret", "headers"}})
+}
