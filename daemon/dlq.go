@@ -30,7 +30,8 @@ var dlqCmd = command{
 const dlqUsage = `Usage: trackd dlq list|replay [flags]
 
   list     prints one line per dead letter: time, destination (or "invalid"),
-           messageId, event and the error
+           the call's type, messageId, event (or page or screen name) and the
+           error
   replay   sends a destination's dead letters to that destination again (and
            to no other), or, with --destination invalid, puts invalid events
            back through validation; each leaves the dead-letter stream once it
@@ -142,6 +143,7 @@ type letter struct {
 	at          time.Time
 	seq         uint64
 	destination string
+	callType    string
 	messageID   string
 	event       string
 	reason      string
@@ -157,12 +159,19 @@ func readLetter(m jetstream.Msg) (letter, error) {
 		l.destination = "invalid"
 	}
 	var ev struct {
+		Type      any `json:"type"`
 		MessageID any `json:"messageId"`
 		Event     any `json:"event"`
+		Name      any `json:"name"`
 	}
 	// An invalid event may not be JSON at all; its line shows "-".
-	_ = json.Unmarshal(m.Data(), &ev)
-	l.messageID, l.event = orDash(ev.MessageID), orDash(ev.Event)
+	if json.Unmarshal(m.Data(), &ev) == nil && ev.Type == nil {
+		ev.Type = "track" // as the router reads a call without one
+	}
+	if ev.Event == nil {
+		ev.Event = ev.Name
+	}
+	l.callType, l.messageID, l.event = orDash(ev.Type), orDash(ev.MessageID), orDash(ev.Event)
 	return l, nil
 }
 
@@ -179,7 +188,7 @@ func orDash(v any) string {
 }
 
 func dlqList(args []string, stdout, stderr io.Writer) error {
-	f := newDlqFlags("list", "Prints one line per dead letter, oldest first: when it died, the destination (or\n\"invalid\"), the event's messageId and name, and the error.",
+	f := newDlqFlags("list", "Prints one line per dead letter, oldest first: when it died, the destination (or\n\"invalid\"), the call's type, messageId and name, and the error.",
 		"trackd dlq list --destination mixpanel --limit 20", stderr)
 	if err := f.fs.Parse(args); err != nil {
 		return err
@@ -192,7 +201,7 @@ func dlqList(args []string, stdout, stderr io.Writer) error {
 	}
 	defer s.nc.Close()
 	w := tabwriter.NewWriter(stdout, 0, 4, 2, ' ', 0)
-	fmt.Fprintln(w, "TIME\tDESTINATION\tMESSAGE ID\tEVENT\tERROR")
+	fmt.Fprintln(w, "TIME\tDESTINATION\tTYPE\tMESSAGE ID\tEVENT\tERROR")
 	for range s.count {
 		m, err := s.cons.Next(jetstream.FetchContext(ctx))
 		if err != nil {
@@ -202,7 +211,7 @@ func dlqList(args []string, stdout, stderr io.Writer) error {
 		if err != nil {
 			return err
 		}
-		fmt.Fprintf(w, "%s\t%s\t%s\t%s\t%s\n", l.at.UTC().Format(time.RFC3339), l.destination, l.messageID, l.event, l.reason)
+		fmt.Fprintf(w, "%s\t%s\t%s\t%s\t%s\t%s\n", l.at.UTC().Format(time.RFC3339), l.destination, l.callType, l.messageID, l.event, l.reason)
 	}
 	if err := w.Flush(); err != nil {
 		return err

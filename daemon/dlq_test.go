@@ -55,7 +55,7 @@ url = %q
 	if code != 0 {
 		t.Fatalf("dlq list exit code %d", code)
 	}
-	for _, want := range []string{"hook", ids[0], "Order Completed", "401 Unauthorized: unknown project token", "invalid", "no-user", "userId or anonymousId"} {
+	for _, want := range []string{"TYPE", " track ", "hook", ids[0], "Order Completed", "401 Unauthorized: unknown project token", "invalid", "no-user", "userId or anonymousId"} {
 		if !strings.Contains(out, want) {
 			t.Errorf("dlq list does not show %q:\n%s", want, out)
 		}

@@ -251,7 +251,9 @@ func (d *daemon) metricOK(t *testing.T, name string) (float64, bool) {
 	return scrapeMetric(t, d.adminURL, name)
 }
 
-// scrapeMetric reads one unlabelled or labelled sample from a daemon's /metrics.
+// scrapeMetric reads a sample from a daemon's /metrics: name is a metric's
+// name with some of its labels or none (trackd_events_delivered_total{destination="a"}),
+// and the samples that have those labels are summed (over every type, say).
 func scrapeMetric(t testing.TB, adminURL, name string) (float64, bool) {
 	t.Helper()
 	resp, err := http.Get(adminURL + "/metrics")
@@ -259,14 +261,44 @@ func scrapeMetric(t testing.TB, adminURL, name string) (float64, bool) {
 		t.Fatal(err)
 	}
 	defer resp.Body.Close()
+	metric, labels, _ := strings.Cut(strings.TrimSuffix(name, "}"), "{")
+	var want []string
+	if labels != "" {
+		want = strings.Split(labels, ",")
+	}
+	var sum float64
+	found := false
 	sc := bufio.NewScanner(resp.Body)
 	for sc.Scan() {
-		if rest, ok := strings.CutPrefix(sc.Text(), name+" "); ok {
-			v, err := strconv.ParseFloat(rest, 64)
-			return v, err == nil
+		sample, value, ok := strings.Cut(sc.Text(), " ")
+		if !ok || strings.HasPrefix(sample, "#") {
+			continue
+		}
+		m, l, _ := strings.Cut(strings.TrimSuffix(sample, "}"), "{")
+		if m != metric {
+			continue
+		}
+		have := strings.Split(l, ",")
+		if !allIn(want, have) {
+			continue
+		}
+		v, err := strconv.ParseFloat(value, 64)
+		if err != nil {
+			return 0, false
+		}
+		sum += v
+		found = true
+	}
+	return sum, found
+}
+
+func allIn(want, have []string) bool {
+	for _, w := range want {
+		if !slices.Contains(have, w) {
+			return false
 		}
 	}
-	return 0, false
+	return true
 }
 
 // waitFor polls cond until it holds; the generous limit only stops a broken

@@ -105,6 +105,23 @@ secret = "hunter2"
 			stdout: []string{"360000 messageIds per bucket", "repeats caught within 1h0m0s", "over dedupe.max_keys (360000)"},
 		},
 		{
+			name: "a type the plugin does not take",
+			config: fmt.Sprintf(`
+[destinations.file]
+plugin = %q
+types = ["track", "page"]
+[destinations.file.settings]
+path = "events.jsonl"
+[destinations.faulty]
+plugin = %q
+types = ["track", "identify"]
+[destinations.faulty.settings]
+out = "out.txt"
+`, fileBin, destinationtest.Build(t, "trackd.dev/trackd/daemon/internal/testplugins/faulty")),
+			code:   1,
+			stdout: []string{"file: ok\n", "faulty: config.toml: destinations.faulty.types: the plugin", `does not take "identify" calls; it takes track`},
+		},
+		{
 			name:   "an unset variable",
 			config: fmt.Sprintf("[destinations.hook]\nplugin = %q\n[destinations.hook.settings]\nurl = \"${TRACKD_TEST_UNSET_URL}\"\n", hookBin),
 			code:   1,

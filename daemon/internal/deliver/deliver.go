@@ -122,7 +122,7 @@ func (d *Deliverer) prepare(msgs []jetstream.Msg) *batch {
 		}
 		ev, at, err := normalize.Summarize(m.Data())
 		if err != nil {
-			b.letters = d.deadLetter(b.letters, m, "the routed event is unreadable: "+err.Error())
+			b.letters = d.deadLetter(b.letters, m, "", "the routed event is unreadable: "+err.Error())
 			continue
 		}
 		b.mine = append(b.mine, m)
@@ -138,12 +138,12 @@ func (d *Deliverer) handle(ctx context.Context, b *batch) {
 	if len(b.mine) > 0 {
 		letters = d.deliver(ctx, b, letters)
 	}
-	var dead float64
+	var dead metrics.ByType
 	for _, l := range letters {
 		select {
 		case <-l.fut.Ok():
 			_ = l.msg.Ack()
-			dead++
+			dead.Add(l.callType)
 		case err := <-l.fut.Err():
 			d.Log.Error("cannot write a dead letter; the event will be retried", "destination", d.ID, "err", err)
 			_ = l.msg.NakWithDelay(d.Retry.Initial.Duration)
@@ -151,9 +151,7 @@ func (d *Deliverer) handle(ctx context.Context, b *batch) {
 			_ = l.msg.Nak()
 		}
 	}
-	if dead > 0 {
-		d.Metrics.DeadLettered.WithLabelValues(d.ID).Add(dead)
-	}
+	dead.AddTo(d.Metrics.DeadLettered, d.ID)
 }
 
 func (d *Deliverer) deliver(ctx context.Context, b *batch, letters []pendingLetter) []pendingLetter {
@@ -168,7 +166,8 @@ func (d *Deliverer) deliver(ctx context.Context, b *batch, letters []pendingLett
 	}
 	delay := d.Metrics.DelaySeconds.WithLabelValues(d.ID)
 	now := time.Now()
-	var delivered, retried float64
+	var delivered metrics.ByType
+	var retried float64
 	healthy := err == nil
 	for i, res := range results {
 		m := b.mine[i]
@@ -182,7 +181,7 @@ func (d *Deliverer) deliver(ctx context.Context, b *batch, letters []pendingLett
 		switch v.fate {
 		case fateDelivered:
 			_ = m.Ack()
-			delivered++
+			delivered.Add(b.events[i].Type)
 			delay.Observe(now.Sub(b.received[i]).Seconds())
 		case fateRetry:
 			healthy = false
@@ -190,10 +189,10 @@ func (d *Deliverer) deliver(ctx context.Context, b *batch, letters []pendingLett
 			_ = m.NakWithDelay(v.after)
 		default:
 			healthy = healthy && res.Status != sdk.StatusRetry
-			letters = d.deadLetter(letters, m, v.reason)
+			letters = d.deadLetter(letters, m, b.events[i].Type, v.reason)
 		}
 	}
-	d.Metrics.Delivered.WithLabelValues(d.ID).Add(delivered)
+	delivered.AddTo(d.Metrics.Delivered, d.ID)
 	d.Metrics.Retried.WithLabelValues(d.ID).Add(retried)
 	d.healthy.Store(healthy)
 	if healthy {
@@ -206,11 +205,12 @@ func (d *Deliverer) deliver(ctx context.Context, b *batch, letters []pendingLett
 }
 
 type pendingLetter struct {
-	msg jetstream.Msg
-	fut jetstream.PubAckFuture
+	msg      jetstream.Msg
+	fut      jetstream.PubAckFuture
+	callType string // "" when the event could not be read
 }
 
-func (d *Deliverer) deadLetter(letters []pendingLetter, m jetstream.Msg, reason string) []pendingLetter {
+func (d *Deliverer) deadLetter(letters []pendingLetter, m jetstream.Msg, callType, reason string) []pendingLetter {
 	attempts := 0
 	if md, err := m.Metadata(); err == nil {
 		attempts = int(md.NumDelivered)
@@ -220,7 +220,7 @@ func (d *Deliverer) deadLetter(letters []pendingLetter, m jetstream.Msg, reason 
 		_ = m.NakWithDelay(d.Retry.Initial.Duration)
 		return letters
 	}
-	return append(letters, pendingLetter{msg: m, fut: fut})
+	return append(letters, pendingLetter{msg: m, fut: fut, callType: callType})
 }
 
 // publishLetter sends an event the destination finally failed to the

@@ -8,6 +8,7 @@ import (
 
 	"github.com/nats-io/nats.go/jetstream"
 
+	"trackd.dev/trackd/daemon/internal/metrics"
 	"trackd.dev/trackd/sdk"
 )
 
@@ -219,7 +220,8 @@ func (d *Deliverer) offerCall(ctx context.Context, events []sdk.Event, received 
 		fut jetstream.PubAckFuture
 	}
 	var letters []letter
-	var delivered, retried, dead float64
+	var delivered, dead metrics.ByType
+	var retried float64
 	delay := d.Metrics.DelaySeconds.WithLabelValues(d.ID)
 	now := time.Now()
 	for i, res := range results {
@@ -228,7 +230,7 @@ func (d *Deliverer) offerCall(ctx context.Context, events []sdk.Event, received 
 		switch v.fate {
 		case fateDelivered:
 			out[i].Done = true
-			delivered++
+			delivered.Add(events[i].Type)
 			delay.Observe(now.Sub(received[i]).Seconds())
 		case fateRetry:
 			out[i].RetryAt = now.Add(v.after)
@@ -245,15 +247,15 @@ func (d *Deliverer) offerCall(ctx context.Context, events []sdk.Event, received 
 		select {
 		case <-l.fut.Ok():
 			out[l.i].Done = true
-			dead++
+			dead.Add(events[l.i].Type)
 		case err := <-l.fut.Err():
 			d.Log.Error("cannot write a dead letter; the event will be retried", "destination", d.ID, "err", err)
 		case <-ctx.Done():
 		}
 	}
-	d.Metrics.Delivered.WithLabelValues(d.ID).Add(delivered)
+	delivered.AddTo(d.Metrics.Delivered, d.ID)
 	d.Metrics.Retried.WithLabelValues(d.ID).Add(retried)
-	d.Metrics.DeadLettered.WithLabelValues(d.ID).Add(dead)
+	dead.AddTo(d.Metrics.DeadLettered, d.ID)
 }
 
 func (d *Deliverer) leaveDirect(reason string) {

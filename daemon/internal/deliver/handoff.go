@@ -123,7 +123,7 @@ func (b *Batch) Settle(ctx context.Context, safe func(i int, ok bool)) {
 	}
 	ctx, cancel := context.WithTimeout(ctx, queueTimeout)
 	defer cancel()
-	routed, queued := map[string]int{}, map[string]int{}
+	routed, queued := map[string]*metrics.ByType{}, map[string]int{}
 	for i, ev := range b.events {
 		ok := sent[i] && b.confirmed(ctx, ev, futs[i])
 		safe(i, ok)
@@ -131,14 +131,17 @@ func (b *Batch) Settle(ctx context.Context, safe func(i int, ok bool)) {
 			continue
 		}
 		for k, d := range ev.Dests {
-			routed[d]++
+			if routed[d] == nil {
+				routed[d] = new(metrics.ByType)
+			}
+			routed[d].Add(ev.Event.Type)
 			if b.outcomes[i] == nil || !b.outcomes[i][k].Done {
 				queued[d]++
 			}
 		}
 	}
 	for d, n := range routed {
-		b.h.Metrics.Routed.WithLabelValues(d).Add(float64(n))
+		n.AddTo(b.h.Metrics.Routed, d)
 	}
 	for d, n := range queued {
 		b.h.Metrics.Queued.WithLabelValues(d).Add(float64(n))

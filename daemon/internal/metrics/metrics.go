@@ -2,15 +2,19 @@
 package metrics
 
 import (
+	"slices"
+
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
+
+	"trackd.dev/trackd/sdk"
 )
 
 // Metrics is every instrument the daemon updates, registered on Registry.
 type Metrics struct {
 	Registry *prometheus.Registry
 
-	Received     prometheus.Counter
+	Received     *prometheus.CounterVec
 	Invalid      *prometheus.CounterVec
 	Deduplicated prometheus.Counter
 	Unrouted     prometheus.Counter
@@ -36,11 +40,12 @@ type Metrics struct {
 // New creates and registers the instruments on a fresh registry.
 func New() *Metrics {
 	perDest := []string{"destination"}
+	perDestType := []string{"destination", "type"}
 	m := &Metrics{
 		Registry: prometheus.NewRegistry(),
-		Received: prometheus.NewCounter(prometheus.CounterOpts{
-			Name: "trackd_events_received_total", Help: "Events read from the ingest stream.",
-		}),
+		Received: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "trackd_events_received_total", Help: "Events read from the ingest stream, by call type (empty for an invalid event).",
+		}, []string{"type"}),
 		Invalid: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "trackd_events_invalid_total", Help: "Events that failed validation and went to the dead-letter stream, by the field at fault.",
 		}, []string{"field"}),
@@ -51,20 +56,20 @@ func New() *Metrics {
 			Name: "trackd_events_unrouted_total", Help: "Valid events that no destination wanted.",
 		}),
 		Routed: prometheus.NewCounterVec(prometheus.CounterOpts{
-			Name: "trackd_events_routed_total", Help: "Events routed to a destination.",
-		}, perDest),
+			Name: "trackd_events_routed_total", Help: "Events routed to a destination, by call type.",
+		}, perDestType),
 		Queued: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "trackd_events_queued_total", Help: "Routed events that went to the destination's consumer on the routed stream, not the direct path.",
 		}, perDest),
 		Delivered: prometheus.NewCounterVec(prometheus.CounterOpts{
-			Name: "trackd_events_delivered_total", Help: "Events a destination accepted.",
-		}, perDest),
+			Name: "trackd_events_delivered_total", Help: "Events a destination accepted, by call type.",
+		}, perDestType),
 		Retried: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "trackd_events_retried_total", Help: "Deliveries a destination asked to retry.",
 		}, perDest),
 		DeadLettered: prometheus.NewCounterVec(prometheus.CounterOpts{
-			Name: "trackd_events_dead_lettered_total", Help: "Events a destination dropped or finally failed.",
-		}, perDest),
+			Name: "trackd_events_dead_lettered_total", Help: "Events a destination dropped or finally failed, by call type.",
+		}, perDestType),
 		PluginRestarts: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "trackd_plugin_restarts_total", Help: "Times a destination's plugin process was started again after failing.",
 		}, perDest),
@@ -104,6 +109,32 @@ func New() *Metrics {
 		m.HTTPRequests, m.HTTPCalls, m.HTTPCallsDeadLettered,
 	)
 	return m
+}
+
+// callTypes are the values of the type label, in the order of ByType's counts.
+var callTypes = append(sdk.AllTypes(), "")
+
+// ByType counts events by call type, so that a batch adds to each labelled
+// counter once rather than looking one up per event.
+type ByType [7]float64
+
+// Add counts one event of type callType; what is not a call type ("" for an
+// event that could not be read) is counted under "".
+func (c *ByType) Add(callType string) {
+	i := slices.Index(callTypes[:len(callTypes)-1], callType)
+	if i < 0 {
+		i = len(callTypes) - 1
+	}
+	c[i]++
+}
+
+// AddTo adds the counts to v's counters, labelled with labels and the type.
+func (c *ByType) AddTo(v *prometheus.CounterVec, labels ...string) {
+	for i, n := range c {
+		if n > 0 {
+			v.WithLabelValues(append(labels, callTypes[i])...).Add(n)
+		}
+	}
 }
 
 // Backlog reports, at each scrape, how many messages wait in each consumer

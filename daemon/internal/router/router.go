@@ -161,7 +161,8 @@ type letter struct {
 // claim normalizes the messages, dead-letters the invalid ones and sends the
 // dedupe claims of the rest.
 func (r *Router) claim(b *batch, msgs []jetstream.Msg) {
-	r.Metrics.Received.Add(float64(len(msgs)))
+	var received metrics.ByType
+	defer received.AddTo(r.Metrics.Received)
 	b.items = make([]item, 0, len(msgs))
 	for _, m := range msgs {
 		md, err := m.Metadata()
@@ -172,6 +173,7 @@ func (r *Router) claim(b *batch, msgs []jetstream.Msg) {
 		}
 		ev, err := normalize.Normalize(m.Data(), md.Timestamp, r.Normalize)
 		if err != nil {
+			received.Add("")
 			field := "body"
 			if ne, ok := err.(*normalize.Error); ok && ne.Field != "" {
 				field = ne.Field
@@ -189,6 +191,7 @@ func (r *Router) claim(b *batch, msgs []jetstream.Msg) {
 			b.letters = append(b.letters, letter{msg: m, fut: fut})
 			continue
 		}
+		received.Add(ev.Type)
 		b.items = append(b.items, item{msg: m, seq: md.Sequence.Stream, at: md.Timestamp, event: ev})
 	}
 	if len(b.items) == 0 {
