@@ -42,7 +42,8 @@ const (
 
 // BenchmarkEndToEnd measures, in one run: the raw JetStream consume+ack rate;
 // the floor, JetStream's share of trackd's work done alone, before and after
-// trackd; trackd draining benchEvents pre-loaded events through validate,
+// trackd; trackd draining benchEvents pre-loaded calls of a realistic mix
+// (eventtest.Mix: 70% track, 20% page, 10% identify) through validate,
 // dedupe and route to three destinations (two no-op plugins and the file
 // plugin); the publish-to-plugin latency at half that rate, and the floor's
 // own latency at that rate; and the daemon's peak RSS and CPU per 1,000
@@ -194,7 +195,7 @@ func benchFloor(b *testing.B, n int, latencyRate float64) (rate, cpu float64, st
 		return rate, cpu, latencies{}
 	}
 	paced(latencyRate, latencyCount, func(i int) {
-		if _, err := bs.JS.PublishAsync("track", eventtest.OrderCompleted(i, "floor-"+strconv.Itoa(i)), benchStall); err != nil {
+		if _, err := bs.JS.PublishAsync("track", eventtest.Mix(i, "floor-"+strconv.Itoa(i)), benchStall); err != nil {
 			b.Fatal(err)
 		}
 	})
@@ -521,7 +522,7 @@ func benchLatency(b *testing.B, d *benchDaemon, js jetstream.JetStream, rate flo
 	count := int(rate * benchLatencyFor.Seconds())
 	paced(rate, count, func(i int) {
 		id := "lat-" + strconv.FormatInt(time.Now().UnixNano(), 10) + "-" + strconv.Itoa(i)
-		if _, err := js.PublishAsync("track", eventtest.OrderCompleted(i, id), benchStall); err != nil {
+		if _, err := js.PublishAsync("track", eventtest.Mix(i, id), benchStall); err != nil {
 			b.Fatal(err)
 		}
 	})
@@ -561,7 +562,7 @@ var benchStall = jetstream.WithStallWait(time.Minute)
 // benchPublish publishes n events asynchronously and waits for every ack.
 func benchPublish(b *testing.B, js jetstream.JetStream, subject string, n int, id func(int) string) {
 	for i := range n {
-		if _, err := js.PublishAsync(subject, eventtest.OrderCompleted(i, id(i)), benchStall); err != nil {
+		if _, err := js.PublishAsync(subject, eventtest.Mix(i, id(i)), benchStall); err != nil {
 			b.Fatal(err)
 		}
 	}

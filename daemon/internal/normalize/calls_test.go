@@ -7,6 +7,7 @@ import (
 	"strings"
 	"testing"
 
+	"trackd.dev/trackd/daemon/internal/eventtest"
 	"trackd.dev/trackd/sdk"
 )
 
@@ -87,5 +88,25 @@ func TestCallTypes(t *testing.T) {
 				t.Errorf("Event = %+v, want %+v", got, tt.event)
 			}
 		})
+	}
+}
+
+// BenchmarkNormalizeMix normalizes the benchmarks' mix of calls (70% track,
+// 20% page, 10% identify); BenchmarkNormalize, track calls alone.
+func BenchmarkNormalizeMix(b *testing.B) {
+	bodies := make([][]byte, 10)
+	size := 0
+	for i := range bodies {
+		bodies[i] = eventtest.Mix(i, eventtest.MessageID(i))
+		size += len(bodies[i])
+	}
+	b.SetBytes(int64(size / len(bodies)))
+	b.ReportAllocs()
+	i := 0
+	for b.Loop() {
+		if _, err := Normalize(bodies[i%len(bodies)], received, Options{}); err != nil {
+			b.Fatal(err)
+		}
+		i++
 	}
 }

@@ -31,7 +31,7 @@ func BenchmarkRouter(b *testing.B) {
 		}
 	}
 	for i := range b.N {
-		if _, err := bs.JS.PublishAsync("track", eventtest.OrderCompleted(i, eventtest.MessageID(i))); err != nil {
+		if _, err := bs.JS.PublishAsync("track", eventtest.Mix(i, eventtest.MessageID(i))); err != nil {
 			b.Fatal(err)
 		}
 	}
