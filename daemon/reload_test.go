@@ -78,6 +78,12 @@ func TestReload(t *testing.T) {
 	if !strings.Contains(d.logs.String(), `destinations.b.settings: unknown setting \"colour\"`) {
 		t.Errorf("the refusal does not name the setting colour")
 	}
+	// So is a type the plugin does not take (the faulty plugin takes track alone).
+	reload(fileDest("b", path("c.jsonl"))+fmt.Sprintf("[destinations.f]\nplugin = %q\ntypes = [\"track\", \"page\"]\n[destinations.f.settings]\nout = %q\n",
+		destinationtest.Build(t, "trackd.dev/trackd/daemon/internal/testplugins/faulty"), path("f.txt")), "configuration reload refused")
+	if !strings.Contains(d.logs.String(), `destinations.f.types: the plugin`) || !strings.Contains(d.logs.String(), `does not take \"page\" calls`) {
+		t.Errorf("the refusal does not name destinations.f.types")
+	}
 	send("4")
 	waitFor(t, "event 4 in c", func() bool { return slices.Equal(ids("c.jsonl"), []string{"3", "4"}) })
 	if got := ids("b.jsonl"); !slices.Equal(got, []string{"2"}) {

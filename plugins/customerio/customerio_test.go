@@ -428,32 +428,8 @@ func TestRequestLimits(t *testing.T) {
 
 func TestConcurrencyIsBounded(t *testing.T) {
 	const limit = 3
-	var (
-		mu       sync.Mutex
-		inFlight int
-		most     int
-		full     = make(chan struct{}) // closed once limit requests are in flight together
-	)
-	srv := destinationtest.NewServer(t, func(destinationtest.Request) destinationtest.Answer {
-		mu.Lock()
-		inFlight++
-		most = max(most, inFlight)
-		if inFlight == limit && most == limit {
-			close(full)
-		}
-		mu.Unlock()
-		// Hold each request until the limit is reached at least once, so
-		// that a plugin sending one request at a time fails instead of
-		// passing.
-		select {
-		case <-full:
-		case <-time.After(5 * time.Second):
-		}
-		mu.Lock()
-		inFlight--
-		mu.Unlock()
-		return destinationtest.Answer{}
-	})
+	inFlight := destinationtest.NewInFlight(limit)
+	srv := destinationtest.NewServer(t, inFlight.Answer)
 	c := destinationtest.Start(t, destinationtest.Build(t, pkg), map[string]any{"api_key": apiKey, "endpoint": srv.URL, "concurrency": int64(limit)})
 
 	batch := make([]sdk.Event, 7*16) // 7 requests of 16 calls of 30,000 bytes
@@ -464,9 +440,7 @@ func TestConcurrencyIsBounded(t *testing.T) {
 	if n := len(srv.Requests()); n != 7 {
 		t.Errorf("%d requests, want 7", n)
 	}
-	mu.Lock()
-	defer mu.Unlock()
-	if most != limit {
+	if most := inFlight.Most(); most != limit {
 		t.Errorf("at most %d requests were in flight together, want %d", most, limit)
 	}
 }

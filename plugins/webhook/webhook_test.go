@@ -6,7 +6,6 @@ import (
 	"encoding/hex"
 	"net/http"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -142,31 +141,8 @@ func TestUnreachableRetries(t *testing.T) {
 
 func TestConcurrencyIsBounded(t *testing.T) {
 	const limit, events = 3, 7
-	var (
-		mu       sync.Mutex
-		inFlight int
-		most     int
-		full     = make(chan struct{}) // closed once limit requests are in flight together
-	)
-	srv := destinationtest.NewServer(t, func(destinationtest.Request) destinationtest.Answer {
-		mu.Lock()
-		inFlight++
-		most = max(most, inFlight)
-		if inFlight == limit && most == limit {
-			close(full)
-		}
-		mu.Unlock()
-		// Hold each request until the limit is reached at least once, so
-		// a plugin that sends one at a time fails instead of passing.
-		select {
-		case <-full:
-		case <-time.After(5 * time.Second):
-		}
-		mu.Lock()
-		inFlight--
-		mu.Unlock()
-		return destinationtest.Answer{}
-	})
+	inFlight := destinationtest.NewInFlight(limit)
+	srv := destinationtest.NewServer(t, inFlight.Answer)
 
 	c := destinationtest.Start(t, destinationtest.Build(t, pkg), map[string]any{"url": srv.URL, "concurrency": int64(limit)})
 	batch := make([]sdk.Event, events)
@@ -178,9 +154,7 @@ func TestConcurrencyIsBounded(t *testing.T) {
 			t.Errorf("event %d: %v (%q), want ok", i, r.Status, r.Reason)
 		}
 	}
-	mu.Lock()
-	defer mu.Unlock()
-	if most != limit {
+	if most := inFlight.Most(); most != limit {
 		t.Errorf("at most %d requests were in flight together, want %d", most, limit)
 	}
 }

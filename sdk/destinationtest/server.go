@@ -9,6 +9,7 @@ import (
 	"slices"
 	"sync"
 	"testing"
+	"time"
 )
 
 // Request is what a [Server] received of one request.
@@ -87,4 +88,53 @@ func (s *Server) Requests() []Request {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	return slices.Clone(s.requests)
+}
+
+// InFlight is an API for [NewServer] that checks a plugin's concurrency: it
+// holds each request until limit of them are in flight together (or five
+// seconds pass, so that a plugin sending fewer at a time fails rather than
+// hangs), and records the most that were.
+//
+//	inFlight := destinationtest.NewInFlight(3)
+//	srv := destinationtest.NewServer(t, inFlight.Answer)
+//	... deliver a batch that makes more than 3 requests ...
+//	if inFlight.Most() != 3 { ... }
+type InFlight struct {
+	limit int
+	full  chan struct{} // closed once limit requests are in flight together
+
+	mu   sync.Mutex
+	now  int
+	most int
+}
+
+// NewInFlight returns an InFlight that waits for limit requests at once.
+func NewInFlight(limit int) *InFlight {
+	return &InFlight{limit: limit, full: make(chan struct{})}
+}
+
+// Answer holds the request as InFlight says, then answers 200.
+func (f *InFlight) Answer(Request) Answer {
+	f.mu.Lock()
+	f.now++
+	f.most = max(f.most, f.now)
+	if f.now == f.limit && f.most == f.limit {
+		close(f.full)
+	}
+	f.mu.Unlock()
+	select {
+	case <-f.full:
+	case <-time.After(5 * time.Second):
+	}
+	f.mu.Lock()
+	f.now--
+	f.mu.Unlock()
+	return Answer{}
+}
+
+// Most is the most requests that were in flight together.
+func (f *InFlight) Most() int {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.most
 }
