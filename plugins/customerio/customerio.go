@@ -85,7 +85,7 @@ func (c *CustomerIO) Configure(_ context.Context, s sdk.Settings) error {
 	}
 	c.cfg = cfg
 	c.batchURL = cfg.Endpoint + "/batch"
-	c.client = httpdest.New(httpdest.Options{Timeout: cfg.Timeout, Gzip: cfg.Gzip})
+	c.client = httpdest.New(httpdest.Options{Timeout: cfg.Timeout, Gzip: cfg.Gzip, Concurrency: cfg.Concurrency})
 	return nil
 }
 

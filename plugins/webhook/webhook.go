@@ -57,7 +57,7 @@ func (w *Webhook) Configure(_ context.Context, s sdk.Settings) error {
 		return err
 	}
 	w.cfg = cfg
-	w.client = httpdest.New(httpdest.Options{Timeout: cfg.Timeout})
+	w.client = httpdest.New(httpdest.Options{Timeout: cfg.Timeout, Concurrency: cfg.Concurrency})
 	return nil
 }
 

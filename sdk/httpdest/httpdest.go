@@ -30,9 +30,24 @@ type Options struct {
 	// Gzip compresses request bodies and sets Content-Encoding: gzip; only
 	// for APIs documented to accept it.
 	Gzip bool
-	// Transport sends the requests; nil means http.DefaultTransport.
+	// Concurrency is the most requests one Deliver call sends at once; zero
+	// means DefaultConcurrency. The client keeps an idle connection to a host
+	// for each request that may be under way there: Concurrency for every
+	// Deliver call trackd may make at once (a destination's max_in_flight, at
+	// most MaxCallsInFlight), so that a busy destination reuses its
+	// connections instead of opening one per request.
+	Concurrency int
+	// Transport sends the requests; nil means a transport like
+	// http.DefaultTransport that keeps the idle connections Concurrency asks for.
 	Transport http.RoundTripper
 }
+
+// DefaultConcurrency is Options.Concurrency when it is zero.
+const DefaultConcurrency = 8
+
+// MaxCallsInFlight is the most Deliver calls trackd makes to one plugin at
+// once: the largest max_in_flight a destination may have.
+const MaxCallsInFlight = 64
 
 // Client sends requests to a destination's API. It is safe for concurrent
 // use.
@@ -45,6 +60,18 @@ type Client struct {
 func New(o Options) *Client {
 	if o.Timeout <= 0 {
 		o.Timeout = DefaultTimeout
+	}
+	if o.Concurrency <= 0 {
+		o.Concurrency = DefaultConcurrency
+	}
+	if o.Transport == nil {
+		// net/http's default keeps 2 idle connections per host: with more
+		// requests than that under way, every other request opens (and
+		// leaves in TIME_WAIT) a connection of its own.
+		t := http.DefaultTransport.(*http.Transport).Clone()
+		t.MaxIdleConnsPerHost = o.Concurrency * MaxCallsInFlight
+		t.MaxIdleConns = 0 // no limit across hosts; each host's is above
+		o.Transport = t
 	}
 	return &Client{
 		http: &http.Client{Timeout: o.Timeout, Transport: o.Transport, CheckRedirect: checkRedirect},
