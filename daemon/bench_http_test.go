@@ -244,6 +244,12 @@ url = %q
 	elapsed := time.Since(start)
 	cpu := bustest.ProcessCPUSeconds(b, pid) - cpu0
 	plugins := bustest.ChildrenCPUSeconds(b, pid) - plugins0
+	queued := map[string]float64{}
+	for _, id := range []string{"file", "hook1", "hook2"} {
+		queued[id] = d.metric(b, `trackd_events_queued_total{destination="`+id+`"}`)
+	}
+	b.Logf("calls through TRACK_ROUTED rather than the direct path: %v; calls per plugin call (hook1) %.0f",
+		queued, benchJobCalls/d.metric(b, `trackd_batch_duration_seconds_count{destination="hook1"}`))
 	return jobRun{
 		rate:      benchJobCalls / elapsed.Seconds(),
 		daemonCPU: cpu / benchJobCalls * 1000,

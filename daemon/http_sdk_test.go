@@ -302,10 +302,9 @@ func startSDKDaemon(t *testing.T) *sdkDaemon {
 	webhook := destinationtest.Build(t, "trackd.dev/trackd/plugins/webhook")
 	mixpanel := destinationtest.Build(t, "trackd.dev/trackd/plugins/mixpanel")
 	s := &sdkDaemon{hook: newSDKHook(t), other: newSDKHook(t), mixpanel: newSDKMixpanel(t)}
-	// The mixpanel plugin says it takes only track calls: the config does not
-	// narrow its types, so that the daemon learns them from the plugin. (Once
-	// the plugin takes all six, as SPEC §7a has it, this destination needs
-	// types = ["track"] to stay a track-only one.)
+	// The mixpanel plugin takes all six types; types = ["track"] narrows this
+	// destination to track calls, so that the test sees every other call type
+	// left out of a destination without being dead-lettered.
 	s.daemon = newDaemon(t, destinationtest.Build(t, "trackd.dev/trackd/daemon"), fmt.Sprintf(`
 [destinations.hook]
 plugin = %q
@@ -322,6 +321,7 @@ url = %q
 [destinations.mixpanel]
 plugin = %q
 name = "Mixpanel"
+types = ["track"]
 [destinations.mixpanel.settings]
 token = "test-token"
 api_secret = "test-secret"

@@ -1,5 +1,6 @@
-// Command amplitude is the trackd destination plugin that sends events to
-// Amplitude's HTTP V2 API. See README.md.
+// Command amplitude is the trackd destination plugin that sends every call
+// type to Amplitude: events to its HTTP V2 API, users, groups and aliases to
+// its Identify, Group Identify and User Mapping APIs. See README.md.
 package main
 
 import (

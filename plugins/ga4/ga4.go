@@ -10,13 +10,9 @@ import (
 	"net/http"
 	"net/url"
 	"regexp"
-	"slices"
-	"strconv"
 	"strings"
 	"sync"
 	"time"
-	"unicode"
-	"unicode/utf8"
 
 	"trackd.dev/trackd/sdk"
 	"trackd.dev/trackd/sdk/httpdest"
@@ -30,6 +26,11 @@ const (
 	maxParams           = 25
 	maxNameLen          = 40  // event and parameter names
 	maxValueLen         = 100 // parameter values, item parameters included
+	// Three page parameters may be longer, says Google's list of
+	// automatically collected events.
+	maxPageLocationLen = 1000
+	maxPageTitleLen    = 300
+	maxPageReferrerLen = 420
 	// The guide wants a body smaller than 130kB; 130,000 bytes is under it
 	// whichever kilobyte is meant.
 	maxBodyBytes = 130_000
@@ -41,8 +42,8 @@ const maxInFlight = 4
 
 const defaultEndpoint = "https://www.google-analytics.com"
 
-// GA4 sends track events to a Google Analytics 4 web stream through the
-// Measurement Protocol.
+// GA4 sends track, page, screen and group calls to a Google Analytics 4 web
+// stream through the Measurement Protocol.
 type GA4 struct {
 	cfg     settings
 	client  *httpdest.Client
@@ -61,7 +62,10 @@ func defaults() settings {
 	return settings{Endpoint: defaultEndpoint, Timeout: 10 * time.Second}
 }
 
-var _ sdk.Destination = (*GA4)(nil)
+var (
+	_ sdk.Destination = (*GA4)(nil)
+	_ sdk.Typer       = (*GA4)(nil)
+)
 
 func (g *GA4) Configure(_ context.Context, s sdk.Settings) error {
 	cfg := defaults()
@@ -76,6 +80,13 @@ func (g *GA4) Configure(_ context.Context, s sdk.Settings) error {
 	g.collect = cfg.Endpoint + "/mp/collect?" + query.Encode()
 	g.client = httpdest.New(httpdest.Options{Timeout: cfg.Timeout})
 	return nil
+}
+
+// Types are the calls that become a GA4 event. Identify and alias calls are
+// not among them: every Measurement Protocol request carries events, and
+// GA4 links a client_id to a user_id by itself when an event has both.
+func (*GA4) Types() []string {
+	return []string{sdk.TypeTrack, sdk.TypePage, sdk.TypeScreen, sdk.TypeGroup}
 }
 
 // measurementID is the shape of a web stream's measurement ID. Universal
@@ -217,8 +228,8 @@ func (g *GA4) hideSecret(reason string) string {
 	return reason
 }
 
-// translate turns a track event into the identity it is sent for and its
-// GA4 event, or says why GA4 cannot take it.
+// translate turns a call into the identity it is sent for and its GA4
+// event, or says why GA4 cannot take it.
 func (g *GA4) translate(e sdk.Event) (identity, event, error) {
 	id := identity{clientID: e.AnonymousID, userID: e.UserID}
 	if id.clientID == "" {
@@ -227,15 +238,35 @@ func (g *GA4) translate(e sdk.Event) (identity, event, error) {
 	if id.clientID == "" {
 		return id, event{}, errors.New("the event has neither anonymousId nor userId; GA4 needs one as client_id")
 	}
-	name, err := eventName(e.Name)
+	c, err := decodeCall(e.JSON)
 	if err != nil {
 		return id, event{}, err
 	}
-	props, keys, err := properties(e.JSON)
-	if err != nil {
-		return id, event{}, err
+	var name string
+	var fixed object // parameters of the call itself, ahead of its properties'
+	switch e.Type {
+	case sdk.TypeTrack:
+		if name, err = eventName(e.Name); err != nil {
+			return id, event{}, err
+		}
+	case sdk.TypePage:
+		name, fixed = "page_view", c.pageParams()
+	case sdk.TypeScreen:
+		// Google's Measurement Protocol reference lists screen_view among
+		// its reserved names, which eventName refuses to track calls; trackd
+		// sends screen calls as it anyway, as README.md explains.
+		name = "screen_view"
+		if e.Name != "" {
+			fixed = object{{"screen_name", truncate(e.Name, maxValueLen)}}
+		}
+	case sdk.TypeGroup:
+		// A group call's traits describe the group, not this event: they
+		// are not parameters.
+		name, fixed = "join_group", object{{"group_id", truncate(e.GroupID, maxValueLen)}}
+	default:
+		return id, event{}, fmt.Errorf("GA4 takes track, page, screen and group calls, not %s calls", quote(e.Type))
 	}
-	params, err := g.params(name, props, keys)
+	params, err := g.params(name, fixed, c.props, c.keys)
 	if err != nil {
 		return id, event{}, err
 	}
@@ -244,465 +275,4 @@ func (g *GA4) translate(e sdk.Event) (identity, event, error) {
 		ev.TimestampMicros = e.Timestamp.UnixMicro()
 	}
 	return id, ev, nil
-}
-
-// segmentEvents maps the Segment e-commerce and B2B spec event names, lower
-// case, to GA4's recommended events, as Segment's own GA4 destination does.
-var segmentEvents = map[string]string{
-	"order completed":           "purchase",
-	"order refunded":            "refund",
-	"checkout started":          "begin_checkout",
-	"payment info entered":      "add_payment_info",
-	"cart viewed":               "view_cart",
-	"product added":             "add_to_cart",
-	"product removed":           "remove_from_cart",
-	"product viewed":            "view_item",
-	"product clicked":           "select_item",
-	"product list viewed":       "view_item_list",
-	"product added to wishlist": "add_to_wishlist",
-	"products searched":         "search",
-	"promotion viewed":          "view_promotion",
-	"promotion clicked":         "select_promotion",
-	"signed up":                 "sign_up",
-	"signed in":                 "login",
-}
-
-// reservedEvents are the event names the Measurement Protocol reference
-// reserves for Google's own collection.
-var reservedEvents = map[string]bool{
-	"ad_activeview": true, "ad_click": true, "ad_exposure": true, "ad_impression": true,
-	"ad_query": true, "ad_reward": true, "adunit_exposure": true, "app_background": true,
-	"app_clear_data": true, "app_exception": true, "app_install": true, "app_remove": true,
-	"app_store_refund": true, "app_store_subscription_cancel": true,
-	"app_store_subscription_convert": true, "app_store_subscription_renew": true,
-	"app_update": true, "app_upgrade": true, "dynamic_link_app_open": true,
-	"dynamic_link_app_update": true, "dynamic_link_first_open": true, "error": true,
-	"firebase_campaign": true, "firebase_in_app_message_action": true,
-	"firebase_in_app_message_dismiss": true, "firebase_in_app_message_impression": true,
-	"first_open": true, "first_visit": true, "in_app_purchase": true,
-	"notification_dismiss": true, "notification_foreground": true, "notification_open": true,
-	"notification_receive": true, "notification_send": true, "os_update": true,
-	"screen_view": true, "session_start": true, "session_start_with_rollout": true,
-	"user_engagement": true,
-}
-
-// reservedPrefixes start no event or parameter name ("gtag." cannot survive
-// safeName, which drops dots).
-var reservedPrefixes = []string{"_", "firebase_", "ga_", "google_"}
-
-// eventName is the GA4 name of a track event's name, or why there is none.
-func eventName(name string) (string, error) {
-	if ga, ok := segmentEvents[strings.ToLower(strings.TrimSpace(name))]; ok {
-		return ga, nil
-	}
-	safe := safeName(name)
-	what := "event name " + quote(name)
-	if safe != name {
-		what += " (" + quote(safe) + " in GA4)"
-	}
-	switch {
-	case safe == "":
-		return "", fmt.Errorf("%s has none of the letters, digits and underscores GA4 event names are made of", what)
-	case !isLetter(safe[0]):
-		return "", fmt.Errorf("%s does not start with a letter, as GA4 event names must", what)
-	}
-	lower := strings.ToLower(safe)
-	for _, p := range reservedPrefixes {
-		if strings.HasPrefix(lower, p) {
-			return "", fmt.Errorf("%s starts with %q, a prefix GA4 reserves for its own events", what, p)
-		}
-	}
-	if reservedEvents[lower] {
-		return "", fmt.Errorf("%s is reserved for an event GA4 collects itself", what)
-	}
-	return safe, nil
-}
-
-// paramName is the GA4 name of a property, or false when it has none: it
-// does not start with a letter or uses a reserved prefix.
-func paramName(key string) (string, bool) {
-	safe := safeName(key)
-	if safe == "" || !isLetter(safe[0]) || safe == "firebase_conversion" {
-		return "", false
-	}
-	lower := strings.ToLower(safe)
-	for _, p := range reservedPrefixes {
-		if strings.HasPrefix(lower, p) {
-			return "", false
-		}
-	}
-	return safe, true
-}
-
-// safeName makes s fit GA4's rules for names as far as rewriting can: white
-// space becomes "_", characters other than ASCII letters, digits and "_" are
-// dropped, and the result is cut to 40 characters. It may still start with
-// something other than a letter.
-func safeName(s string) string {
-	var b strings.Builder
-	for _, r := range strings.TrimSpace(s) {
-		switch {
-		case unicode.IsSpace(r):
-			b.WriteByte('_')
-		case r == '_' || r < utf8.RuneSelf && (isLetter(byte(r)) || '0' <= r && r <= '9'):
-			b.WriteRune(r)
-		}
-	}
-	name := b.String()
-	if len(name) > maxNameLen {
-		name = name[:maxNameLen]
-	}
-	return name
-}
-
-func isLetter(c byte) bool { return 'a' <= c && c <= 'z' || 'A' <= c && c <= 'Z' }
-
-// properties returns an event's properties and their keys in the order the
-// producer wrote them, which decides which custom parameters fit in 25.
-func properties(event []byte) (map[string]json.RawMessage, []string, error) {
-	var ev struct {
-		Properties json.RawMessage `json:"properties"`
-	}
-	if err := json.Unmarshal(event, &ev); err != nil {
-		return nil, nil, fmt.Errorf("the event is not a valid JSON object: %v", err)
-	}
-	var props map[string]json.RawMessage
-	if len(ev.Properties) == 0 || string(ev.Properties) == "null" {
-		return props, nil, nil
-	}
-	if err := json.Unmarshal(ev.Properties, &props); err != nil {
-		return nil, nil, fmt.Errorf("properties is not an object: %v", err)
-	}
-	var keys []string
-	dec := json.NewDecoder(bytes.NewReader(ev.Properties))
-	_, _ = dec.Token() // the opening brace
-	for dec.More() {
-		tok, err := dec.Token()
-		if err != nil {
-			break
-		}
-		var skip json.RawMessage
-		if err := dec.Decode(&skip); err != nil {
-			break
-		}
-		if key, ok := tok.(string); ok && !slices.Contains(keys, key) {
-			keys = append(keys, key)
-		}
-	}
-	return props, keys, nil
-}
-
-// rename is a property that becomes a differently named GA4 parameter.
-type rename struct{ from, to string }
-
-// eventRenames are the properties that only some GA4 events have a
-// parameter for.
-var eventRenames = map[string][]rename{
-	"search":           {{"query", "search_term"}},
-	"view_item_list":   {{"list_id", "item_list_id"}, {"category", "item_list_name"}},
-	"view_promotion":   promotionRenames,
-	"select_promotion": promotionRenames,
-	"add_payment_info": {{"payment_method", "payment_type"}},
-}
-
-var promotionRenames = []rename{
-	{"promotion_id", "promotion_id"},
-	{"name", "promotion_name"},
-	{"creative", "creative_name"},
-	{"position", "creative_slot"},
-}
-
-// singleProduct are the GA4 events whose Segment counterparts describe one
-// product in their top-level properties rather than in products.
-var singleProduct = map[string]bool{
-	"view_item": true, "add_to_cart": true, "remove_from_cart": true,
-	"select_item": true, "add_to_wishlist": true,
-}
-
-// productKeys are the product properties an item is made of.
-var productKeys = []string{"product_id", "sku", "name", "coupon", "position", "brand", "category", "variant", "price", "quantity"}
-
-// params translates an event's properties into GA4 parameters: the mapped
-// ones first, then the others that fit, up to 25.
-func (g *GA4) params(name string, props map[string]json.RawMessage, keys []string) (object, error) {
-	used := map[string]bool{"total": true, "value": true, "revenue": true, "currency": true}
-	currency, err := revenue.Currency(props)
-	if err != nil {
-		return nil, err
-	}
-	// Every amount is converted, so that value, tax, shipping and prices
-	// stay in the one currency the event names.
-	amounts, sendAs := 0, currency
-	amount := func(v float64) (float64, error) {
-		amounts++
-		converted, to, err := g.cfg.Convert(v, currency)
-		sendAs = to
-		return converted, err
-	}
-
-	var p object
-	v, ok, err := firstNumber(props, "total", "value", "revenue")
-	if err != nil {
-		return nil, err
-	}
-	if ok {
-		if v, err = amount(v); err != nil {
-			return nil, err
-		}
-		p = append(p, member{"value", v})
-	}
-	currencyAt := len(p)
-	p = append(p, member{"currency", nil})
-
-	used["order_id"] = true
-	if s, ok := text(props["order_id"]); ok {
-		p = append(p, member{"transaction_id", s})
-	}
-	for _, key := range []string{"coupon", "shipping", "tax", "affiliation"} {
-		used[key] = true
-		if key == "shipping" || key == "tax" {
-			v, ok, err := revenue.Number(props, key)
-			if err != nil {
-				return nil, err
-			}
-			if ok {
-				if v, err = amount(v); err != nil {
-					return nil, err
-				}
-				p = append(p, member{key, v})
-			}
-		} else if s, ok := text(props[key]); ok {
-			p = append(p, member{key, s})
-		}
-	}
-	for _, r := range eventRenames[name] {
-		used[r.from] = true
-		if s, ok := text(props[r.from]); ok {
-			p = append(p, member{r.to, s})
-		}
-	}
-	items, err := items(name, props, used, amount)
-	if err != nil {
-		return nil, err
-	}
-	if len(items) > 0 {
-		p = append(p, member{"items", items})
-	}
-
-	if _, named := text(props["currency"]); amounts > 0 || named {
-		p[currencyAt].value = sendAs
-	} else {
-		p = slices.Delete(p, currencyAt, currencyAt+1)
-	}
-
-	for _, key := range keys {
-		if len(p) >= maxParams {
-			break
-		}
-		if used[key] {
-			continue
-		}
-		pn, ok := paramName(key)
-		if !ok || p.has(pn) {
-			continue
-		}
-		if v, ok := scalar(props[key]); ok {
-			p = append(p, member{pn, v})
-		}
-	}
-	return p, nil
-}
-
-// items builds the items parameter: from products when the event has it,
-// else from the top-level properties of a single-product event.
-func items(name string, props map[string]json.RawMessage, used map[string]bool, amount func(float64) (float64, error)) ([]object, error) {
-	if raw, ok := props["products"]; ok {
-		used["products"] = true
-		var products []json.RawMessage
-		if json.Unmarshal(raw, &products) != nil {
-			return nil, nil // not an array: left out, like other nested values
-		}
-		var out []object
-		for i, raw := range products {
-			var product map[string]json.RawMessage
-			if json.Unmarshal(raw, &product) != nil {
-				continue
-			}
-			it, err := item(product, fmt.Sprintf("products[%d].", i), amount)
-			if err != nil {
-				return nil, err
-			}
-			if it != nil {
-				out = append(out, it)
-			}
-		}
-		return out, nil
-	}
-	if !singleProduct[name] {
-		return nil, nil
-	}
-	it, err := item(props, "", amount)
-	if it == nil || err != nil {
-		return nil, err
-	}
-	for _, key := range productKeys {
-		used[key] = true
-	}
-	return []object{it}, nil
-}
-
-// item translates one product, or returns nil when it has neither an id nor
-// a name, one of which GA4 requires. path locates the product in the
-// properties for error messages ("products[2]." or "").
-func item(product map[string]json.RawMessage, path string, amount func(float64) (float64, error)) (object, error) {
-	id, hasID := text(product["product_id"])
-	if !hasID {
-		id, hasID = text(product["sku"])
-	}
-	name, hasName := text(product["name"])
-	if !hasID && !hasName {
-		return nil, nil
-	}
-	var it object
-	if hasID {
-		it = append(it, member{"item_id", id})
-	}
-	if hasName {
-		it = append(it, member{"item_name", name})
-	}
-	if s, ok := text(product["coupon"]); ok {
-		it = append(it, member{"coupon", s})
-	}
-	if v, ok, err := number(product, path, "position"); err != nil {
-		return nil, err
-	} else if ok {
-		it = append(it, member{"index", v})
-	}
-	for _, r := range []rename{{"brand", "item_brand"}, {"category", "item_category"}, {"variant", "item_variant"}} {
-		if s, ok := text(product[r.from]); ok {
-			it = append(it, member{r.to, s})
-		}
-	}
-	v, ok, err := number(product, path, "price")
-	if err != nil {
-		return nil, err
-	}
-	if ok {
-		if v, err = amount(v); err != nil {
-			return nil, err
-		}
-		it = append(it, member{"price", v})
-	}
-	if v, ok, err := number(product, path, "quantity"); err != nil {
-		return nil, err
-	} else if ok {
-		it = append(it, member{"quantity", v})
-	}
-	return it, nil
-}
-
-// number reads a numeric product field with revenue.Number, so that its
-// error names the field by its full path ("properties.products[2].price").
-func number(product map[string]json.RawMessage, path, key string) (float64, bool, error) {
-	return revenue.Number(map[string]json.RawMessage{path + key: product[key]}, path+key)
-}
-
-// firstNumber reads the first of fields that is present.
-func firstNumber(props map[string]json.RawMessage, fields ...string) (float64, bool, error) {
-	for _, f := range fields {
-		if v, ok, err := revenue.Number(props, f); err != nil || ok {
-			return v, ok, err
-		}
-	}
-	return 0, false, nil
-}
-
-// text reads a property that GA4 takes as a string: a string (cut to 100
-// characters), or a number or boolean written as one. It reports false for
-// anything else and for "".
-func text(raw json.RawMessage) (string, bool) {
-	v, ok := scalar(raw)
-	switch v := v.(type) {
-	case string:
-		return v, ok && v != ""
-	case json.Number:
-		return v.String(), true
-	}
-	return "", false
-}
-
-// scalar is a property as a GA4 parameter value, which is a string or a
-// number: strings are cut to 100 characters, booleans become "true" and
-// "false" (as gtag.js sends them), and null, objects and arrays have none.
-func scalar(raw json.RawMessage) (any, bool) {
-	if len(raw) == 0 {
-		return nil, false
-	}
-	switch c := raw[0]; {
-	case c == '"':
-		var s string
-		if json.Unmarshal(raw, &s) != nil {
-			return nil, false
-		}
-		return truncate(s, maxValueLen), true
-	case c == 't' || c == 'f':
-		return strconv.FormatBool(c == 't'), true
-	case c == '-' || '0' <= c && c <= '9':
-		return json.Number(raw), true
-	}
-	return nil, false
-}
-
-// truncate cuts s to at most n characters.
-func truncate(s string, n int) string {
-	if utf8.RuneCountInString(s) <= n {
-		return s
-	}
-	i := 0
-	for range n {
-		_, size := utf8.DecodeRuneInString(s[i:])
-		i += size
-	}
-	return s[:i]
-}
-
-// quote shows a producer's name in a reason without letting a long one
-// swamp it.
-func quote(s string) string {
-	if utf8.RuneCountInString(s) > 64 {
-		return strconv.Quote(truncate(s, 64)) + "…"
-	}
-	return strconv.Quote(s)
-}
-
-// object is a JSON object that keeps its members in the order they were
-// added, so that mapped parameters come first and payloads are reproducible.
-type object []member
-
-type member struct {
-	key   string
-	value any
-}
-
-func (o object) has(key string) bool {
-	return slices.ContainsFunc(o, func(m member) bool { return m.key == key })
-}
-
-func (o object) MarshalJSON() ([]byte, error) {
-	buf := []byte{'{'}
-	for i, m := range o {
-		if i > 0 {
-			buf = append(buf, ',')
-		}
-		k, err := json.Marshal(m.key)
-		if err != nil {
-			return nil, err
-		}
-		v, err := json.Marshal(m.value)
-		if err != nil {
-			return nil, err
-		}
-		buf = append(append(append(buf, k...), ':'), v...)
-	}
-	return append(buf, '}'), nil
 }

@@ -3,13 +3,16 @@ package main
 import (
 	"bytes"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"net/http"
 	"net/url"
+	"regexp"
 	"slices"
 	"strings"
 	"testing"
 	"time"
+	"unicode/utf8"
 
 	"trackd.dev/trackd/sdk"
 	"trackd.dev/trackd/sdk/destinationtest"
@@ -70,12 +73,17 @@ type payload struct {
 	} `json:"events"`
 }
 
-// collector plays /mp/collect. It answers 204, as GA4 does, unless answer
-// returns another answer for a client_id.
+// collector plays /mp/collect. It reads each request as GA4 does (see
+// check) and fails the test on one GA4 would not take; else it answers 204,
+// as GA4 does, unless answer returns another answer for a client_id.
 type collector struct{ *destinationtest.Server }
 
 func newCollector(t *testing.T, answer func(clientID string) destinationtest.Answer) collector {
 	return collector{destinationtest.NewServer(t, func(r destinationtest.Request) destinationtest.Answer {
+		if err := check(r); err != nil {
+			t.Errorf("GA4 would not take this request: %v\n%s", err, r.Body)
+			return destinationtest.Answer{Status: http.StatusBadRequest, Body: err.Error()}
+		}
 		req, err := decode(r)
 		if err != nil {
 			return destinationtest.Answer{Status: http.StatusBadRequest, Body: "not JSON: " + err.Error()}
@@ -89,6 +97,121 @@ func newCollector(t *testing.T, answer func(clientID string) destinationtest.Ans
 		}
 		return a
 	})}
+}
+
+// gaName is what GA4 takes as an event or parameter name.
+var gaName = regexp.MustCompile(`^[A-Za-z][A-Za-z0-9_]{0,39}$`)
+
+// valueLimits are the parameters whose values may be longer than 100
+// characters, and their limits.
+var valueLimits = map[string]int{"page_location": 1000, "page_title": 300, "page_referrer": 420}
+
+// check reads a request the way the Measurement Protocol does and says what
+// GA4 would not take: the wrong method, path, query or content type; a body
+// field it does not know, or one in the wrong place or of the wrong type;
+// names and values beyond its rules and limits. Reserved event names are
+// left to TestEventNames: screen calls send one on purpose (see README.md).
+func check(r destinationtest.Request) error {
+	want := url.Values{"measurement_id": {measurementID}, "api_secret": {apiSecret}}
+	switch {
+	case r.Method != http.MethodPost || r.Path != "/mp/collect":
+		return fmt.Errorf("%s %s, want POST /mp/collect", r.Method, r.Path)
+	case r.Query.Encode() != want.Encode():
+		return fmt.Errorf("query %q, want measurement_id and api_secret alone", r.Query.Encode())
+	case r.Header.Get("Content-Type") != "application/json":
+		return fmt.Errorf("Content-Type %q, want application/json", r.Header.Get("Content-Type"))
+	case len(r.Body) >= 130_000:
+		return fmt.Errorf("body of %d bytes, want under 130 kB", len(r.Body))
+	}
+	var body struct {
+		ClientID        *string `json:"client_id"`
+		UserID          *string `json:"user_id"`
+		TimestampMicros *int64  `json:"timestamp_micros"`
+		Events          []struct {
+			Name            string                     `json:"name"`
+			Params          map[string]json.RawMessage `json:"params"`
+			TimestampMicros *int64                     `json:"timestamp_micros"`
+		} `json:"events"`
+	}
+	dec := json.NewDecoder(bytes.NewReader(r.Body))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(&body); err != nil {
+		return fmt.Errorf("body: %v", err)
+	}
+	switch {
+	case body.ClientID == nil || *body.ClientID == "":
+		return errors.New("no client_id")
+	case body.UserID != nil && *body.UserID == "":
+		return errors.New(`user_id is ""`)
+	case len(body.Events) == 0 || len(body.Events) > 25:
+		return fmt.Errorf("%d events, want 1 to 25", len(body.Events))
+	}
+	for i, e := range body.Events {
+		if !gaName.MatchString(e.Name) {
+			return fmt.Errorf("events[%d].name %q is not a GA4 name", i, e.Name)
+		}
+		if len(e.Params) > 25 {
+			return fmt.Errorf("events[%d] has %d params, want at most 25", i, len(e.Params))
+		}
+		for key, raw := range e.Params {
+			at := fmt.Sprintf("events[%d].params.%s", i, key)
+			if key == "items" {
+				if err := checkItems(at, raw); err != nil {
+					return err
+				}
+				continue
+			}
+			if err := checkParam(at, key, raw); err != nil {
+				return err
+			}
+		}
+	}
+	return nil
+}
+
+// checkParam checks one parameter: GA4 takes flat strings and numbers, and
+// discards the whole event for a nested one.
+func checkParam(at, key string, raw json.RawMessage) error {
+	if !gaName.MatchString(key) || strings.HasPrefix(strings.ToLower(key), "ga_") ||
+		strings.HasPrefix(strings.ToLower(key), "google_") || strings.HasPrefix(strings.ToLower(key), "firebase_") {
+		return fmt.Errorf("%s: not a name GA4 takes", at)
+	}
+	var v any
+	if err := json.Unmarshal(raw, &v); err != nil {
+		return fmt.Errorf("%s: %v", at, err)
+	}
+	switch v := v.(type) {
+	case float64:
+		return nil
+	case string:
+		limit, ok := valueLimits[key]
+		if !ok {
+			limit = 100
+		}
+		if n := utf8.RuneCountInString(v); n > limit {
+			return fmt.Errorf("%s is %d characters, over GA4's %d", at, n, limit)
+		}
+		return nil
+	}
+	return fmt.Errorf("%s is %s, not a string or a number", at, raw)
+}
+
+func checkItems(at string, raw json.RawMessage) error {
+	var items []map[string]json.RawMessage
+	if err := json.Unmarshal(raw, &items); err != nil {
+		return fmt.Errorf("%s is not an array of objects: %v", at, err)
+	}
+	for i, it := range items {
+		if it["item_id"] == nil && it["item_name"] == nil {
+			return fmt.Errorf("%s[%d] has neither item_id nor item_name", at, i)
+		}
+		for key, v := range it {
+			if err := checkParam(fmt.Sprintf("%s[%d].%s", at, i, key), key, v); err != nil {
+				return err
+			}
+		}
+	}
+	return nil
 }
 
 // all returns the requests, ordered by client_id and then by the time of
@@ -671,4 +794,257 @@ func TestSampleConfig(t *testing.T) {
 	destinationtest.CheckSampleConfig(t, ".", destinationtest.Build(t, pkg),
 		// The commented-out rates are valid with a convert_to.
 		strings.NewReplacer(`convert_to = ""`, `convert_to = "USD"`, "# rates", "rates").Replace)
+}
+
+func TestCheckRejectsWhatGA4Would(t *testing.T) {
+	good := `{"client_id":"c","events":[{"name":"page_view","params":{"page_location":"https://example.com/"}}]}`
+	query := url.Values{"measurement_id": {measurementID}, "api_secret": {apiSecret}}
+	request := func(body string, change func(*destinationtest.Request)) destinationtest.Request {
+		r := destinationtest.Request{
+			Method: http.MethodPost, Path: "/mp/collect", Query: query,
+			Header: http.Header{"Content-Type": {"application/json"}}, Body: []byte(body),
+		}
+		if change != nil {
+			change(&r)
+		}
+		return r
+	}
+	if err := check(request(good, nil)); err != nil {
+		t.Fatalf("check refuses a good request: %v", err)
+	}
+	tests := []struct {
+		name string
+		req  destinationtest.Request
+	}{
+		{"secret in the body", request(`{"client_id":"c","api_secret":"s","events":[{"name":"a","params":{}}]}`,
+			func(r *destinationtest.Request) { r.Query = url.Values{"measurement_id": {measurementID}} })},
+		{"params misnamed", request(`{"client_id":"c","events":[{"name":"a","parameters":{}}]}`, nil)},
+		{"param outside params", request(`{"client_id":"c","events":[{"name":"page_view","page_location":"https://example.com/"}]}`, nil)},
+		{"param at the top", request(`{"client_id":"c","page_title":"Home","events":[{"name":"page_view","params":{}}]}`, nil)},
+		{"clientId", request(`{"clientId":"c","events":[{"name":"a","params":{}}]}`, nil)},
+		{"user_id a number", request(`{"client_id":"c","user_id":1,"events":[{"name":"a","params":{}}]}`, nil)},
+		{"nested param", request(`{"client_id":"c","events":[{"name":"a","params":{"p":{"q":1}}}]}`, nil)},
+		{"boolean param", request(`{"client_id":"c","events":[{"name":"a","params":{"p":true}}]}`, nil)},
+		{"name with a space", request(`{"client_id":"c","events":[{"name":"Signed Up","params":{}}]}`, nil)},
+		{"long value", request(`{"client_id":"c","events":[{"name":"a","params":{"p":"`+strings.Repeat("x", 101)+`"}}]}`, nil)},
+		{"long page_title", request(`{"client_id":"c","events":[{"name":"page_view","params":{"page_title":"`+strings.Repeat("x", 301)+`"}}]}`, nil)},
+		{"item without id or name", request(`{"client_id":"c","events":[{"name":"a","params":{"items":[{"price":1}]}}]}`, nil)},
+		{"GET", request(good, func(r *destinationtest.Request) { r.Method = http.MethodGet })},
+		{"wrong path", request(good, func(r *destinationtest.Request) { r.Path = "/collect" })},
+		{"no measurement_id", request(good, func(r *destinationtest.Request) { r.Query = url.Values{"api_secret": {apiSecret}} })},
+	}
+	for _, tt := range tests {
+		if err := check(tt.req); err == nil {
+			t.Errorf("%s: check takes %s", tt.name, tt.req.Body)
+		}
+	}
+}
+
+func TestTypes(t *testing.T) {
+	// Through the handshake, as the daemon asks.
+	c := destinationtest.Launch(t, destinationtest.Build(t, pkg))
+	types, err := c.Configure(t.Context(), map[string]any{"measurement_id": measurementID, "api_secret": apiSecret})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if want := []string{"track", "page", "screen", "group"}; !slices.Equal(types, want) {
+		t.Errorf("the plugin takes %q, want %q", types, want)
+	}
+}
+
+// browserPage is a page call's context.page as analytics.js fills it in; it
+// copies the same fields into the call's properties.
+const browserPage = `{"path": "/pricing", "referrer": "https://www.google.com/", "search": "?plan=pro",
+	"title": "Pricing | Example", "url": "https://example.com/pricing?plan=pro"}`
+
+func TestPageRequest(t *testing.T) {
+	col := newCollector(t, nil)
+	c := start(t, col.URL, nil)
+	results := deliver(t, c, batch(t, destinationtest.Call{
+		Type:        sdk.TypePage,
+		Name:        "Pricing",
+		UserID:      "u-1",
+		AnonymousID: "anon-1",
+		Context:     `{"ip": "203.0.113.9", "page": ` + browserPage + `}`,
+		Properties:  browserPage,
+	}))
+	if results[0] != sdk.OK() {
+		t.Fatalf("result %+v, want ok", results[0])
+	}
+	reqs := col.all()
+	if len(reqs) != 1 {
+		t.Fatalf("%d requests, want 1", len(reqs))
+	}
+	want := compact(t, fmt.Sprintf(`{
+		"client_id": "anon-1",
+		"user_id": "u-1",
+		"timestamp_micros": %d,
+		"events": [{
+			"name": "page_view",
+			"params": {
+				"page_location": "https://example.com/pricing?plan=pro",
+				"page_title": "Pricing | Example",
+				"page_referrer": "https://www.google.com/",
+				"path": "/pricing",
+				"search": "?plan=pro"
+			},
+			"timestamp_micros": %[1]d
+		}]
+	}`, micros(0)))
+	if string(reqs[0].Body) != want {
+		t.Errorf("body\n%s\nwant\n%s", reqs[0].Body, want)
+	}
+}
+
+func TestCallTypes(t *testing.T) {
+	long := func(n int) string { return strings.Repeat("x", n) }
+	tests := []struct {
+		name   string
+		call   destinationtest.Call
+		event  string // the GA4 event's name
+		params string
+	}{
+		{
+			name: "page with context.page, which wins over the properties",
+			call: destinationtest.Call{Type: sdk.TypePage, Name: "Pricing",
+				Context:    `{"page": ` + browserPage + `}`,
+				Properties: `{"url": "https://example.com/stale", "title": "Stale", "referrer": "https://example.com/stale", "plan": "pro"}`},
+			event: "page_view",
+			params: `{"page_location":"https://example.com/pricing?plan=pro","page_title":"Pricing | Example",
+				"page_referrer":"https://www.google.com/","plan":"pro"}`,
+		},
+		{
+			name: "page with only properties, as a server sends it",
+			call: destinationtest.Call{Type: sdk.TypePage, Name: "Docs",
+				Properties: `{"url": "https://example.com/docs", "title": "Docs", "referrer": "https://example.com/", "section": "api"}`},
+			event:  "page_view",
+			params: `{"page_location":"https://example.com/docs","page_title":"Docs","page_referrer":"https://example.com/","section":"api"}`,
+		},
+		{
+			name: "page_title falls back to the title property",
+			call: destinationtest.Call{Type: sdk.TypePage,
+				Context:    `{"page": {"url": "https://example.com/a", "referrer": "", "title": ""}}`,
+				Properties: `{"title": "A page"}`},
+			event:  "page_view",
+			params: `{"page_location":"https://example.com/a","page_title":"A page"}`,
+		},
+		{
+			name: "context.page that is not an object",
+			call: destinationtest.Call{Type: sdk.TypePage,
+				Context:    `{"page": "home"}`,
+				Properties: `{"url": "https://example.com/"}`},
+			event:  "page_view",
+			params: `{"page_location":"https://example.com/"}`,
+		},
+		{
+			name:   "page with nothing about the page",
+			call:   destinationtest.Call{Type: sdk.TypePage},
+			event:  "page_view",
+			params: `{}`,
+		},
+		{
+			name: "page values cut to their own limits",
+			call: destinationtest.Call{Type: sdk.TypePage,
+				Context:    `{"page": {"url": "https://example.com/` + long(1200) + `", "title": "` + long(350) + `", "referrer": "` + long(500) + `"}}`,
+				Properties: `{"note": "` + long(150) + `"}`},
+			event: "page_view",
+			params: `{"page_location":"https://example.com/` + long(1000-len("https://example.com/")) + `","page_title":"` + long(300) +
+				`","page_referrer":"` + long(420) + `","note":"` + long(100) + `"}`,
+		},
+		{
+			name: "page properties made safe as for track calls",
+			call: destinationtest.Call{Type: sdk.TypePage, Name: "Checkout",
+				Properties: `{"url": "https://example.com/checkout", "Cart Size": 3, "logged_in": true, "nested": {"a": 1},
+					"list": [1], "_private": 1, "ga_x": 2, "value": "19.90", "currency": "eur", "page_title": "dup"}`},
+			event: "page_view",
+			params: `{"page_location":"https://example.com/checkout","value":19.9,"currency":"EUR",
+				"Cart_Size":3,"logged_in":"true","page_title":"dup"}`,
+		},
+		{
+			name: "screen",
+			call: destinationtest.Call{Type: sdk.TypeScreen, Name: "Order Summary",
+				Properties: `{"step": 2, "Feature Flag": false, "screen_name": "dup"}`},
+			event:  "screen_view",
+			params: `{"screen_name":"Order Summary","step":2,"Feature_Flag":"false"}`,
+		},
+		{
+			name:   "screen without a name",
+			call:   destinationtest.Call{Type: sdk.TypeScreen, Properties: `{"step": 2}`},
+			event:  "screen_view",
+			params: `{"step":2}`,
+		},
+		{
+			name:   "group",
+			call:   destinationtest.Call{Type: sdk.TypeGroup, GroupID: "acct-42", Traits: `{"name": "Initech", "employees": 120}`},
+			event:  "join_group",
+			params: `{"group_id":"acct-42"}`,
+		},
+		{
+			name:   "group id cut to 100 characters",
+			call:   destinationtest.Call{Type: sdk.TypeGroup, GroupID: long(120)},
+			event:  "join_group",
+			params: `{"group_id":"` + long(100) + `"}`,
+		},
+	}
+	bin := destinationtest.Build(t, pkg)
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			col := newCollector(t, nil)
+			c := destinationtest.Start(t, bin, map[string]any{"measurement_id": measurementID, "api_secret": apiSecret, "endpoint": col.URL})
+			tt.call.UserID = "u-1"
+			results := deliver(t, c, batch(t, tt.call))
+			if results[0] != sdk.OK() {
+				t.Fatalf("%+v, want ok", results[0])
+			}
+			reqs := col.all()
+			if len(reqs) != 1 || len(reqs[0].parsed.Events) != 1 {
+				t.Fatalf("got %d requests, want 1 with 1 event", len(reqs))
+			}
+			r := reqs[0].parsed
+			if r.ClientID != "u-1" || string(r.UserID) != `"u-1"` || r.TimestampMicros != micros(0) || r.Events[0].TimestampMicros != micros(0) {
+				t.Errorf("client_id %q, user_id %s, timestamp_micros %d and %d; want u-1, the same and %d",
+					r.ClientID, r.UserID, r.TimestampMicros, r.Events[0].TimestampMicros, micros(0))
+			}
+			if r.Events[0].Name != tt.event {
+				t.Errorf("event %q, want %q", r.Events[0].Name, tt.event)
+			}
+			if got, want := string(r.Events[0].Params), compact(t, tt.params); got != want {
+				t.Errorf("params\n%s\nwant\n%s", got, want)
+			}
+		})
+	}
+}
+
+func TestCallTypesShareRequests(t *testing.T) {
+	col := newCollector(t, nil)
+	c := start(t, col.URL, nil)
+	results := deliver(t, c, batch(t,
+		destinationtest.Call{Type: sdk.TypePage, AnonymousID: "anon-1", Properties: `{"url": "https://example.com/"}`},
+		destinationtest.Call{Type: sdk.TypeIdentify, AnonymousID: "anon-1", UserID: "u-1", Traits: `{"plan": "pro"}`},
+		destinationtest.Call{Type: sdk.TypeGroup, AnonymousID: "anon-1", GroupID: "acct-42"},
+		destinationtest.Call{Type: sdk.TypeAlias, UserID: "u-1", PreviousID: "anon-1"},
+		destinationtest.Call{Type: sdk.TypeScreen, AnonymousID: "anon-1", Name: "Home"},
+		destinationtest.Call{Name: "Signed Up", AnonymousID: "anon-1"},
+	))
+	// The daemon routes no identify or alias call to GA4; should one come,
+	// it is dropped saying why.
+	destinationtest.CheckResults(t, results, []sdk.Result{
+		sdk.OK(),
+		sdk.Drop(`GA4 takes track, page, screen and group calls, not "identify" calls`),
+		sdk.OK(),
+		sdk.Drop(`not "alias" calls`),
+		sdk.OK(),
+		sdk.OK(),
+	})
+	reqs := col.all()
+	if len(reqs) != 1 {
+		t.Fatalf("%d requests, want the four events of anon-1 in one", len(reqs))
+	}
+	var names []string
+	for _, e := range reqs[0].parsed.Events {
+		names = append(names, e.Name)
+	}
+	if want := []string{"page_view", "join_group", "screen_view", "sign_up"}; !slices.Equal(names, want) {
+		t.Errorf("events %q, want %q", names, want)
+	}
 }

@@ -1,5 +1,6 @@
-// Command mixpanel is the trackd destination plugin that imports events into
-// Mixpanel and records their revenue on the user's profile. See README.md.
+// Command mixpanel is the trackd destination plugin that sends every call
+// type to Mixpanel: events to /import, user profiles (traits, groups,
+// revenue) to /engage and group profiles to /groups. See README.md.
 package main
 
 import (

@@ -8,6 +8,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"net/http"
 	"net/url"
 	"strconv"
@@ -24,6 +25,8 @@ const (
 	maxImportEvents  = 2000       // events per /import request
 	maxImportBytes   = 10_000_000 // uncompressed /import body
 	maxEngageUpdates = 2000       // profile updates per /engage request
+	maxGroupUpdates  = 2000       // group profile updates per /groups request
+	maxUpdateBytes   = 1_000_000  // one /engage or /groups update
 	maxInsertID      = 36         // bytes of $insert_id
 )
 
@@ -31,14 +34,30 @@ const (
 // lists every failed record, up to 2000 of them.
 const maxResponseBody = 4 << 20
 
-// Mixpanel sends events to Mixpanel's Ingestion API: /import for the events,
-// /engage for the revenue they carry.
+// Mixpanel sends calls to Mixpanel's Ingestion API: events to /import, user
+// profile updates (traits, group membership, revenue) to /engage and group
+// profile updates to /groups.
 type Mixpanel struct {
-	cfg       settings
-	importURL string
-	engageURL string
-	imports   *httpdest.Client // gzip as configured
-	engage    *httpdest.Client // /engage does not accept gzip
+	cfg     settings
+	imports api
+	engage  api
+	groups  api
+}
+
+// api is how the plugin calls one endpoint of the Ingestion API.
+type api struct {
+	path     string // "/import", for reasons
+	url      string
+	client   *httpdest.Client
+	maxItems int
+	maxBytes int  // of the JSON array; 0 for no limit
+	auth     bool // basic auth with the /import credentials
+	form     bool // the JSON array is the form field data, as /groups documents it
+	// strict: a 400 lists the records that failed validation (/import?strict=1).
+	strict bool
+	// verbose: a 200 says in its body whether Mixpanel took the updates
+	// (/engage and /groups with verbose=1).
+	verbose bool
 }
 
 type settings struct {
@@ -50,14 +69,18 @@ type settings struct {
 	Endpoint               string        `toml:"endpoint"`
 	Timeout                time.Duration `toml:"timeout"`
 	Gzip                   bool          `toml:"gzip"`
+	GroupKey               string        `toml:"group_key"`
 	revenue.Conversion
 }
 
 func defaults() settings {
-	return settings{Endpoint: "https://api.mixpanel.com", Timeout: 10 * time.Second, Gzip: true}
+	return settings{Endpoint: "https://api.mixpanel.com", Timeout: 10 * time.Second, Gzip: true, GroupKey: "$group_id"}
 }
 
-var _ sdk.Destination = (*Mixpanel)(nil)
+var (
+	_ sdk.Destination = (*Mixpanel)(nil)
+	_ sdk.Typer       = (*Mixpanel)(nil)
+)
 
 func (m *Mixpanel) Configure(_ context.Context, s sdk.Settings) error {
 	cfg := defaults()
@@ -68,17 +91,31 @@ func (m *Mixpanel) Configure(_ context.Context, s sdk.Settings) error {
 		return err
 	}
 	m.cfg = cfg
-	m.importURL = cfg.Endpoint + "/import?strict=1"
+	importURL := cfg.Endpoint + "/import?strict=1"
 	if cfg.ProjectID != "" {
-		m.importURL += "&project_id=" + url.QueryEscape(cfg.ProjectID)
+		importURL += "&project_id=" + url.QueryEscape(cfg.ProjectID)
 	}
-	// ip=0: the request comes from trackd's host, which says nothing about
-	// where the user is.
-	m.engageURL = cfg.Endpoint + "/engage?verbose=1&ip=0"
-	m.imports = httpdest.New(httpdest.Options{Timeout: cfg.Timeout, Gzip: cfg.Gzip})
-	m.engage = httpdest.New(httpdest.Options{Timeout: cfg.Timeout})
+	m.imports = api{
+		path: "/import", url: importURL, client: httpdest.New(httpdest.Options{Timeout: cfg.Timeout, Gzip: cfg.Gzip}),
+		maxItems: maxImportEvents, maxBytes: maxImportBytes, auth: true, strict: true,
+	}
+	// Neither /engage nor /groups accepts gzip. ip=0: the request comes from
+	// trackd's host, which says nothing about where the user is; an update's
+	// own $ip still counts.
+	plain := httpdest.New(httpdest.Options{Timeout: cfg.Timeout})
+	m.engage = api{
+		path: "/engage", url: cfg.Endpoint + "/engage?verbose=1&ip=0", client: plain,
+		maxItems: maxEngageUpdates, verbose: true,
+	}
+	m.groups = api{
+		path: "/groups", url: cfg.Endpoint + "/groups?verbose=1&ip=0", client: plain,
+		maxItems: maxGroupUpdates, form: true, verbose: true,
+	}
 	return nil
 }
+
+// Types says the plugin takes every call type.
+func (m *Mixpanel) Types() []string { return sdk.AllTypes() }
 
 func (c *settings) validate() error {
 	if c.Token == "" {
@@ -109,64 +146,103 @@ func (c *settings) validate() error {
 	if c.Timeout < time.Millisecond {
 		return fmt.Errorf(`timeout %v is too short; set a duration such as "10s"`, c.Timeout)
 	}
+	if c.GroupKey == "" {
+		return errors.New(`group_key is empty; set it to a group key of the project (Project Settings > Group Keys), such as "company_id", or leave it out for "$group_id"`)
+	}
 	return c.Conversion.Check()
 }
 
-// record is one event as /import takes it, with what /engage needs.
-type record struct {
-	index      int    // in the batch
-	body       []byte // the /import object
-	distinctID string
-	time       time.Time
-	amount     float64 // the revenue /engage records; 0 for none
+// plan is what one call becomes: at most one object for each endpoint.
+type plan struct {
+	event  []byte // for /import
+	update []byte // for /engage
+	group  []byte // for /groups
+	// charge says update records the revenue of event, so it is sent only
+	// once the event is imported.
+	charge bool
 }
 
-// Deliver imports the batch in requests of at most maxImportEvents events and
-// maxImportBytes bytes, then records the revenue of the events imported.
+// item is one object of a request body, for the call at index in the batch.
+type item struct {
+	index int
+	body  []byte
+}
+
+// Deliver imports the batch's events, then sends the profile updates: those
+// of identify and group calls, and the revenue of the track calls imported.
+// Each endpoint gets requests within its limits, and a call is ok only when
+// every request it needed is.
 func (m *Mixpanel) Deliver(ctx context.Context, batch []sdk.Event) []sdk.Result {
 	results := make([]sdk.Result, len(batch))
-	recs := make([]record, 0, len(batch))
+	plans := make([]plan, len(batch))
+	var events, groups []item
 	for i, e := range batch {
-		r, err := m.translate(e)
+		p, err := m.translate(e)
 		if err != nil {
 			results[i] = sdk.Drop(err.Error())
 			continue
 		}
-		r.index = i
-		recs = append(recs, r)
+		plans[i] = p
+		if p.event != nil {
+			events = append(events, item{i, p.event})
+		}
+		if p.group != nil {
+			groups = append(groups, item{i, p.group})
+		}
 	}
-	// The body is a JSON array: brackets and commas.
-	spans := httpdest.Split(len(recs), maxImportEvents, maxImportBytes-2, func(i int) int { return len(recs[i].body) + 1 })
-	for _, s := range spans {
-		part := recs[s[0]:s[1]]
-		m.importRecords(ctx, part, results)
-		m.chargeImported(ctx, part, results)
+
+	imported := make([]sdk.Result, len(batch))
+	m.send(ctx, &m.imports, events, imported)
+
+	var updates []item
+	for i, p := range plans {
+		if p.update != nil && (!p.charge || imported[i].Status == sdk.StatusOK) {
+			updates = append(updates, item{i, p.update})
+		}
+	}
+	engaged := make([]sdk.Result, len(batch))
+	m.send(ctx, &m.engage, updates, engaged)
+	grouped := make([]sdk.Result, len(batch))
+	m.send(ctx, &m.groups, groups, grouped)
+
+	for i, p := range plans {
+		if results[i].Status != 0 {
+			continue
+		}
+		if p.charge && engaged[i].Status != 0 && engaged[i].Status != sdk.StatusOK {
+			engaged[i].Reason = "the event was imported but its revenue was not recorded: " + engaged[i].Reason
+		}
+		results[i] = httpdest.Worst(imported[i], engaged[i], grouped[i])
 	}
 	return results
 }
 
-// importRecords sends recs to /import and sets their results.
-func (m *Mixpanel) importRecords(ctx context.Context, recs []record, results []sdk.Result) {
-	req, err := m.request(ctx, m.importURL, recs, func(r record) []byte { return r.body })
+// send posts items to a in requests within its limits and sets the result of
+// each item's call.
+func (m *Mixpanel) send(ctx context.Context, a *api, items []item, results []sdk.Result) {
+	// The body is a JSON array: brackets and commas.
+	for _, s := range httpdest.Split(len(items), a.maxItems, a.maxBytes-2, func(i int) int { return len(items[i].body) + 1 }) {
+		m.post(ctx, a, items[s[0]:s[1]], results)
+	}
+}
+
+// post sends items to a in one request and sets their results.
+func (m *Mixpanel) post(ctx context.Context, a *api, items []item, results []sdk.Result) {
+	req, err := m.request(ctx, a, items)
 	if err != nil {
-		setAll(results, recs, sdk.Drop(err.Error()))
+		setAll(results, items, sdk.Drop(err.Error()))
 		return
 	}
-	if m.cfg.ServiceAccountUsername != "" {
-		req.SetBasicAuth(m.cfg.ServiceAccountUsername, m.cfg.ServiceAccountSecret)
-	} else {
-		req.SetBasicAuth(m.cfg.APISecret, "")
-	}
-	res, resp := m.imports.DoResponse(req, maxResponseBody)
+	res, resp := a.client.DoResponse(req, maxResponseBody)
 	switch {
 	case resp == nil:
-	case resp.StatusCode == http.StatusRequestEntityTooLarge && len(recs) > 1:
+	case resp.StatusCode == http.StatusRequestEntityTooLarge && len(items) > 1:
 		// Mixpanel's limit is lower than ours: halve until it fits.
-		half := len(recs) / 2
-		m.importRecords(ctx, recs[:half], results)
-		m.importRecords(ctx, recs[half:], results)
+		half := len(items) / 2
+		m.post(ctx, a, items[:half], results)
+		m.post(ctx, a, items[half:], results)
 		return
-	case resp.StatusCode == http.StatusBadRequest:
+	case resp.StatusCode == http.StatusBadRequest && a.strict:
 		// With strict=1 a 400 lists the records that failed validation;
 		// Mixpanel imported all the others.
 		var body struct {
@@ -177,55 +253,28 @@ func (m *Mixpanel) importRecords(ctx context.Context, recs []record, results []s
 			} `json:"failed_records"`
 		}
 		if json.Unmarshal(resp.Body, &body) == nil && len(body.FailedRecords) > 0 {
-			setAll(results, recs, sdk.OK())
+			setAll(results, items, sdk.OK())
 			for _, f := range body.FailedRecords {
-				if f.Index < 0 || f.Index >= len(recs) {
+				if f.Index < 0 || f.Index >= len(items) {
 					continue
 				}
 				msg := f.Message
 				if f.Field != "" && !strings.Contains(msg, f.Field) {
 					msg = f.Field + ": " + msg
 				}
-				results[recs[f.Index].index] = sdk.Drop(fmt.Sprintf("POST %s/import: Mixpanel rejected the event: %s", m.cfg.Endpoint, httpdest.OneLine(msg)))
+				results[items[f.Index].index] = sdk.Drop(fmt.Sprintf("POST %s%s: Mixpanel rejected the event: %s", m.cfg.Endpoint, a.path, httpdest.OneLine(msg)))
 			}
 			return
 		}
+	case res.Status == sdk.StatusOK && a.verbose:
+		res = verboseResult(a.path, resp.Body)
 	}
-	setAll(results, recs, res)
+	setAll(results, items, res)
 }
 
-// chargeImported appends the revenue of each imported event in recs to its
-// user's $transactions through /engage, Mixpanel's track_charges. If that
-// fails the event is retried as a whole: /import again, which $insert_id
-// makes harmless, then /engage.
-func (m *Mixpanel) chargeImported(ctx context.Context, recs []record, results []sdk.Result) {
-	var charges []record
-	for _, r := range recs {
-		if r.amount != 0 && results[r.index].Status == sdk.StatusOK {
-			charges = append(charges, r)
-		}
-	}
-	for _, s := range httpdest.Split(len(charges), maxEngageUpdates, 0, nil) {
-		part := charges[s[0]:s[1]]
-		req, err := m.request(ctx, m.engageURL, part, m.charge)
-		if err != nil {
-			setAll(results, part, sdk.Drop(err.Error()))
-			continue
-		}
-		res, resp := m.engage.DoResponse(req, 64<<10)
-		if res.Status == sdk.StatusOK {
-			res = engageResult(resp.Body)
-		}
-		if res.Status != sdk.StatusOK {
-			res.Reason = "the event was imported but its revenue was not recorded: " + res.Reason
-		}
-		setAll(results, part, res)
-	}
-}
-
-// engageResult reads the body of a 200 from /engage?verbose=1, which is how
-// /engage reports updates it rejected.
-func engageResult(body []byte) sdk.Result {
+// verboseResult reads the body of a 200 from an endpoint called with
+// verbose=1, which is how /engage and /groups report updates they rejected.
+func verboseResult(path string, body []byte) sdk.Result {
 	var v struct {
 		Status json.RawMessage `json:"status"`
 		Error  string          `json:"error"`
@@ -237,12 +286,258 @@ func engageResult(body []byte) sdk.Result {
 	if msg == "" {
 		msg = "unexpected answer " + strconv.Quote(httpdest.OneLine(string(body[:min(len(body), 200)])))
 	}
-	return sdk.Drop("POST /engage: Mixpanel rejected the update: " + httpdest.OneLine(msg))
+	return sdk.Drop("POST " + path + ": Mixpanel rejected the update: " + httpdest.OneLine(msg))
 }
 
-// charge is the /engage update that appends r's revenue to its user's
-// $transactions.
-func (m *Mixpanel) charge(r record) []byte {
+// request builds a POST of the JSON array of the items' bodies to a.
+func (m *Mixpanel) request(ctx context.Context, a *api, items []item) (*http.Request, error) {
+	var array bytes.Buffer
+	array.WriteByte('[')
+	for i, it := range items {
+		if i > 0 {
+			array.WriteByte(',')
+		}
+		array.Write(it.body)
+	}
+	array.WriteByte(']')
+	var body io.Reader = &array
+	contentType := "application/json"
+	if a.form {
+		body = strings.NewReader(url.Values{"data": {array.String()}}.Encode())
+		contentType = "application/x-www-form-urlencoded"
+	}
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, a.url, body)
+	if err != nil {
+		return nil, fmt.Errorf("build request: %w", err)
+	}
+	req.Header.Set("Content-Type", contentType)
+	req.Header.Set("User-Agent", "trackd-mixpanel")
+	if a.auth {
+		if m.cfg.ServiceAccountUsername != "" {
+			req.SetBasicAuth(m.cfg.ServiceAccountUsername, m.cfg.ServiceAccountSecret)
+		} else {
+			req.SetBasicAuth(m.cfg.APISecret, "")
+		}
+	}
+	return req, nil
+}
+
+// translate turns a call into what it becomes in Mixpanel. An error is the
+// reason to drop it.
+func (m *Mixpanel) translate(e sdk.Event) (plan, error) {
+	distinctID := e.UserID
+	if distinctID == "" {
+		distinctID = e.AnonymousID
+	}
+	if distinctID == "" {
+		return plan{}, errors.New("event has neither userId nor anonymousId; Mixpanel needs one as distinct_id")
+	}
+	if e.Timestamp.IsZero() {
+		return plan{}, errors.New("event has no timestamp; Mixpanel needs one as time")
+	}
+	switch e.Type {
+	case sdk.TypeTrack:
+		return m.track(e, distinctID)
+	case sdk.TypePage, sdk.TypeScreen:
+		return m.page(e, distinctID)
+	case sdk.TypeIdentify:
+		return m.identify(e, distinctID)
+	case sdk.TypeGroup:
+		return m.group(e, distinctID)
+	case sdk.TypeAlias:
+		return m.alias(e)
+	}
+	return plan{}, fmt.Errorf("call type %q is not one the mixpanel plugin knows", e.Type)
+}
+
+// track is an event named as the call, with its revenue recorded on the
+// user's profile (Mixpanel's track_charge).
+func (m *Mixpanel) track(e sdk.Event, distinctID string) (plan, error) {
+	props, err := e.Properties()
+	if err != nil {
+		return plan{}, err
+	}
+	hasCurrency := revenue.Present(props, "currency")
+	currency, err := revenue.Currency(props)
+	if err != nil {
+		return plan{}, err
+	}
+	if currency, err = m.cfg.ConvertAmounts(props, currency); err != nil {
+		return plan{}, err
+	}
+	amount, hasRevenue, err := revenue.Number(props, "revenue")
+	if err != nil {
+		return plan{}, err
+	}
+	if hasRevenue {
+		props["revenue"], _ = json.Marshal(amount) // a numeric string becomes a number
+	}
+	if hasCurrency || hasRevenue {
+		props["currency"] = str(currency)
+	}
+	var p plan
+	if p.event, err = m.event(e, e.Name, distinctID, props); err != nil {
+		return plan{}, err
+	}
+	if hasRevenue && amount != 0 {
+		p.update, p.charge = m.charge(distinctID, e.Timestamp, amount), true
+	}
+	return p, nil
+}
+
+// page is an event named by the page or screen call's title, with its name
+// and category among the properties.
+func (m *Mixpanel) page(e sdk.Event, distinctID string) (plan, error) {
+	props, err := e.Properties()
+	if err != nil {
+		return plan{}, err
+	}
+	f, err := fieldsOf(e)
+	if err != nil {
+		return plan{}, err
+	}
+	kind := "Page"
+	if e.Type == sdk.TypeScreen {
+		kind = "Screen"
+	}
+	title := "Loaded a " + kind
+	if e.Name != "" {
+		title = "Viewed " + e.Name + " " + kind
+		props["name"] = str(e.Name)
+	}
+	if category := f.category(); category != "" {
+		props["category"] = str(category)
+	}
+	event, err := m.event(e, title, distinctID, props)
+	return plan{event: event}, err
+}
+
+// profileTraits are the Segment special traits that Mixpanel reserves a
+// profile property for, by their Mixpanel name.
+var profileTraits = map[string]string{
+	"email":     "$email",
+	"firstName": "$first_name",
+	"lastName":  "$last_name",
+	"name":      "$name",
+	"phone":     "$phone",
+	"username":  "$username",
+	"avatar":    "$avatar",
+	"createdAt": "$created",
+}
+
+// identify sets the traits on the user's profile and, when the call ties an
+// anonymousId to a userId, tells Mixpanel so with an $identify event.
+func (m *Mixpanel) identify(e sdk.Event, distinctID string) (plan, error) {
+	traits, err := e.Traits()
+	if err != nil {
+		return plan{}, err
+	}
+	f, err := fieldsOf(e)
+	if err != nil {
+		return plan{}, err
+	}
+	var p plan
+	if len(traits) > 0 {
+		for from, to := range profileTraits {
+			if v, ok := traits[from]; ok {
+				delete(traits, from)
+				traits[to] = v
+			}
+		}
+		p.update, err = updateJSON(struct {
+			Token      string                     `json:"$token"`
+			DistinctID string                     `json:"$distinct_id"`
+			IP         string                     `json:"$ip,omitempty"`
+			Time       int64                      `json:"$time"`
+			Set        map[string]json.RawMessage `json:"$set"`
+		}{m.cfg.Token, distinctID, f.ip(), e.Timestamp.UnixMilli(), traits})
+		if err != nil {
+			return plan{}, err
+		}
+	}
+	if e.UserID != "" && e.AnonymousID != "" && e.UserID != e.AnonymousID {
+		p.event, err = m.event(e, "$identify", e.UserID, map[string]json.RawMessage{
+			"$identified_id": str(e.UserID),
+			"$anon_id":       str(e.AnonymousID),
+		})
+	}
+	return p, err
+}
+
+// group sets the traits on the group's profile and adds the group to the
+// user's.
+func (m *Mixpanel) group(e sdk.Event, distinctID string) (plan, error) {
+	if e.GroupID == "" {
+		return plan{}, errors.New("group call has no groupId; Mixpanel needs one as $group_id")
+	}
+	traits, err := e.Traits()
+	if err != nil {
+		return plan{}, err
+	}
+	var p plan
+	if len(traits) > 0 {
+		p.group, err = updateJSON(struct {
+			Token    string                     `json:"$token"`
+			GroupKey string                     `json:"$group_key"`
+			GroupID  string                     `json:"$group_id"`
+			Time     int64                      `json:"$time"`
+			Set      map[string]json.RawMessage `json:"$set"`
+		}{m.cfg.Token, m.cfg.GroupKey, e.GroupID, e.Timestamp.UnixMilli(), traits})
+		if err != nil {
+			return plan{}, err
+		}
+	}
+	p.update, err = updateJSON(struct {
+		Token      string              `json:"$token"`
+		DistinctID string              `json:"$distinct_id"`
+		Time       int64               `json:"$time"`
+		Union      map[string][]string `json:"$union"`
+	}{m.cfg.Token, distinctID, e.Timestamp.UnixMilli(), map[string][]string{m.cfg.GroupKey: {e.GroupID}}})
+	return p, err
+}
+
+// alias is a $create_alias event making userId another name of previousId.
+func (m *Mixpanel) alias(e sdk.Event) (plan, error) {
+	if e.PreviousID == "" || e.UserID == "" {
+		return plan{}, errors.New("alias call needs both previousId and userId; Mixpanel needs them as distinct_id and alias")
+	}
+	event, err := m.event(e, "$create_alias", e.PreviousID, map[string]json.RawMessage{"alias": str(e.UserID)})
+	return plan{event: event}, err
+}
+
+// event is the /import object of an event of the call e named name, with
+// props, to which it adds the properties Mixpanel requires.
+func (m *Mixpanel) event(e sdk.Event, name, distinctID string, props map[string]json.RawMessage) ([]byte, error) {
+	props["token"] = str(m.cfg.Token)
+	props["distinct_id"] = str(distinctID)
+	props["time"] = json.RawMessage(strconv.FormatInt(e.Timestamp.UnixMilli(), 10))
+	props["$insert_id"] = str(insertID(e))
+	body, err := json.Marshal(struct {
+		Event      string                     `json:"event"`
+		Properties map[string]json.RawMessage `json:"properties"`
+	}{name, props})
+	if err != nil {
+		return nil, fmt.Errorf("event properties are invalid JSON: %v", err)
+	}
+	return body, nil
+}
+
+// updateJSON encodes a profile update, which Mixpanel takes up to
+// maxUpdateBytes of.
+func updateJSON(u any) ([]byte, error) {
+	body, err := json.Marshal(u)
+	if err != nil {
+		return nil, fmt.Errorf("traits are invalid JSON: %v", err)
+	}
+	if len(body) > maxUpdateBytes {
+		return nil, fmt.Errorf("the profile update is %d bytes of JSON; Mixpanel takes at most %d", len(body), maxUpdateBytes)
+	}
+	return body, nil
+}
+
+// charge is the /engage update that appends a transaction of amount at t to
+// the user's $transactions.
+func (m *Mixpanel) charge(distinctID string, t time.Time, amount float64) []byte {
 	type transaction struct {
 		Time   string  `json:"$time"`
 		Amount float64 `json:"$amount"`
@@ -253,88 +548,44 @@ func (m *Mixpanel) charge(r record) []byte {
 		Append     map[string]transaction `json:"$append"`
 	}{
 		Token:      m.cfg.Token,
-		DistinctID: r.distinctID,
+		DistinctID: distinctID,
 		Append: map[string]transaction{"$transactions": {
-			Time:   r.time.UTC().Format("2006-01-02T15:04:05.000Z"),
-			Amount: r.amount,
+			Time:   t.UTC().Format("2006-01-02T15:04:05.000Z"),
+			Amount: amount,
 		}},
 	})
 	return b
 }
 
-// request builds a POST of the JSON array of item(r) for each of recs.
-func (m *Mixpanel) request(ctx context.Context, u string, recs []record, item func(record) []byte) (*http.Request, error) {
-	var body bytes.Buffer
-	body.WriteByte('[')
-	for i, r := range recs {
-		if i > 0 {
-			body.WriteByte(',')
-		}
-		body.Write(item(r))
-	}
-	body.WriteByte(']')
-	req, err := http.NewRequestWithContext(ctx, http.MethodPost, u, &body)
-	if err != nil {
-		return nil, fmt.Errorf("build request: %w", err)
-	}
-	req.Header.Set("Content-Type", "application/json")
-	req.Header.Set("User-Agent", "trackd-mixpanel")
-	return req, nil
+// fields are the parts of a call's JSON that sdk.Event does not carry.
+type fields struct {
+	Category json.RawMessage `json:"category"`
+	Context  struct {
+		IP json.RawMessage `json:"ip"`
+	} `json:"context"`
 }
 
-// translate turns an event into a Mixpanel event. An error is the reason to
-// drop it.
-func (m *Mixpanel) translate(e sdk.Event) (record, error) {
-	props, err := e.Properties()
-	if err != nil {
-		return record{}, err
+func fieldsOf(e sdk.Event) (fields, error) {
+	var f fields
+	if err := json.Unmarshal(e.JSON, &f); err != nil {
+		return fields{}, fmt.Errorf("event JSON is invalid: %v", err)
 	}
-	distinctID := e.UserID
-	if distinctID == "" {
-		distinctID = e.AnonymousID
-	}
-	if distinctID == "" {
-		return record{}, errors.New("event has neither userId nor anonymousId; Mixpanel needs one as distinct_id")
-	}
-	if e.Timestamp.IsZero() {
-		return record{}, errors.New("event has no timestamp; Mixpanel needs one as time")
-	}
+	return f, nil
+}
 
-	hasCurrency := revenue.Present(props, "currency")
-	currency, err := revenue.Currency(props)
-	if err != nil {
-		return record{}, err
-	}
-	if currency, err = m.cfg.ConvertAmounts(props, currency); err != nil {
-		return record{}, err
-	}
-	amount, hasRevenue, err := revenue.Number(props, "revenue")
-	if err != nil {
-		return record{}, err
-	}
-	if hasRevenue {
-		props["revenue"], _ = json.Marshal(amount) // a numeric string becomes a number
-	}
-	if hasCurrency || hasRevenue {
-		props["currency"] = str(currency)
-	}
+// category is the page or screen call's category; "" if none.
+func (f fields) category() string { return stringOf(f.Category) }
 
-	props["token"] = str(m.cfg.Token)
-	props["distinct_id"] = str(distinctID)
-	props["time"] = json.RawMessage(strconv.FormatInt(e.Timestamp.UnixMilli(), 10))
-	props["$insert_id"] = str(insertID(e))
-	body, err := json.Marshal(struct {
-		Event      string                     `json:"event"`
-		Properties map[string]json.RawMessage `json:"properties"`
-	}{e.Name, props})
-	if err != nil {
-		return record{}, fmt.Errorf("event properties are invalid JSON: %v", err)
+// ip is context.ip; "" if none.
+func (f fields) ip() string { return stringOf(f.Context.IP) }
+
+// stringOf is the JSON string v, or "" if v is anything else.
+func stringOf(v json.RawMessage) string {
+	var s string
+	if json.Unmarshal(v, &s) != nil {
+		return ""
 	}
-	r := record{body: body, distinctID: distinctID, time: e.Timestamp}
-	if hasRevenue {
-		r.amount = amount
-	}
-	return r, nil
+	return s
 }
 
 // insertID is the event's $insert_id: its messageId when that fits
@@ -377,8 +628,8 @@ func str(s string) json.RawMessage {
 	return b
 }
 
-func setAll(results []sdk.Result, recs []record, r sdk.Result) {
-	for _, rec := range recs {
-		results[rec.index] = r
+func setAll(results []sdk.Result, items []item, r sdk.Result) {
+	for _, it := range items {
+		results[it.index] = r
 	}
 }

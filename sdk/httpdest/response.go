@@ -62,3 +62,27 @@ func (c *Client) DoResponse(req *http.Request, limit int) (sdk.Result, *Response
 	}
 	return sdk.Drop(reason), out
 }
+
+// Worst is the result of a call that took several requests, from theirs: a
+// retry if any asks for one (the longest wait), else a drop if any is one,
+// else ok. A zero Result stands for a request the call did not need.
+func Worst(results ...sdk.Result) sdk.Result {
+	rank := func(s sdk.Status) int {
+		switch s {
+		case sdk.StatusRetry:
+			return 3
+		case sdk.StatusDrop:
+			return 2
+		case sdk.StatusOK:
+			return 1
+		}
+		return 0
+	}
+	w := sdk.OK()
+	for _, r := range results {
+		if rank(r.Status) > rank(w.Status) || r.Status == sdk.StatusRetry && r.RetryAfter > w.RetryAfter {
+			w = r
+		}
+	}
+	return w
+}

@@ -104,3 +104,20 @@ func TestDoResponseGzipAndNoResponse(t *testing.T) {
 		t.Errorf("closed server: %+v, %v; want retry and no response", r, resp)
 	}
 }
+
+func TestWorst(t *testing.T) {
+	tests := []struct {
+		in   []sdk.Result
+		want sdk.Result
+	}{
+		{nil, sdk.OK()},
+		{[]sdk.Result{{}, sdk.OK()}, sdk.OK()},
+		{[]sdk.Result{sdk.OK(), sdk.Drop("bad"), {}}, sdk.Drop("bad")},
+		{[]sdk.Result{sdk.Drop("bad"), sdk.Retry(time.Second, "a"), sdk.Retry(3*time.Second, "b"), sdk.Retry(2*time.Second, "c")}, sdk.Retry(3*time.Second, "b")},
+	}
+	for _, tt := range tests {
+		if got := Worst(tt.in...); got != tt.want {
+			t.Errorf("Worst(%v) = %v, want %v", tt.in, got, tt.want)
+		}
+	}
+}
