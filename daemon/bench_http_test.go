@@ -41,12 +41,16 @@ const (
 func BenchmarkHTTPDestinations(b *testing.B) {
 	for range b.N {
 		straight := benchStraight(b)
-		t := benchJob(b)
+		t := benchJob(b, false)
+		batched := benchJob(b, true)
 		b.ReportMetric(t.rate, "calls/s")
 		b.ReportMetric(straight, "straight-calls/s")
 		b.ReportMetric(t.rate/straight, "ratio")
+		b.ReportMetric(batched.rate/straight, "batch-ratio")
 		fmt.Printf("bench: http job (%d calls in /v1/batch of %d from %d clients → file + 2 webhooks): trackd %.0f calls/s, straight %.0f calls/s, ratio %.2f; cpu per 1000 calls: daemon %.3f s, plugins %.3f s\n",
 			benchJobCalls, benchJobBatch, benchJobClients, t.rate, straight, t.rate/straight, t.daemonCPU, t.pluginCPU)
+		fmt.Printf("bench: http job, webhooks with batch = true (a JSON array per request): trackd %.0f calls/s, ratio %.2f; cpu per 1000 calls: daemon %.3f s, plugins %.3f s\n",
+			batched.rate, batched.rate/straight, batched.daemonCPU, batched.pluginCPU)
 	}
 }
 
@@ -82,19 +86,21 @@ func (r *receiver) serve(w http.ResponseWriter, req *http.Request) {
 		http.Error(w, err.Error(), http.StatusBadRequest)
 		return
 	}
-	i := bytes.Index(body, jobIDPrefix)
-	if i < 0 {
-		http.Error(w, "no job messageId", http.StatusBadRequest)
-		return
-	}
-	rest := body[i+len(jobIDPrefix):]
-	n, err := strconv.Atoi(string(rest[:bytes.IndexByte(rest, '"')]))
-	if err != nil || n < 0 || n >= len(r.seen) {
-		http.Error(w, "bad job messageId", http.StatusBadRequest)
-		return
-	}
-	if !r.seen[n].Swap(true) {
-		r.got.Add(1)
+	// One call, or with the webhook's batch setting an array of them.
+	for rest := body; ; {
+		i := bytes.Index(rest, jobIDPrefix)
+		if i < 0 {
+			return
+		}
+		rest = rest[i+len(jobIDPrefix):]
+		n, err := strconv.Atoi(string(rest[:max(bytes.IndexByte(rest, '"'), 0)]))
+		if err != nil || n < 0 || n >= len(r.seen) {
+			http.Error(w, "bad job messageId", http.StatusBadRequest)
+			return
+		}
+		if !r.seen[n].Swap(true) {
+			r.got.Add(1)
+		}
 	}
 }
 
@@ -158,31 +164,34 @@ type jobRun struct {
 	daemonCPU, pluginCPU float64 // seconds per 1,000 calls
 }
 
-// benchJob does the job through trackd with the embedded server.
-func benchJob(b *testing.B) jobRun {
+// benchJob does the job through trackd with the embedded server; with batch
+// the webhooks send JSON arrays.
+func benchJob(b *testing.B, batch bool) jobRun {
 	dir := b.TempDir()
 	receivers := []*receiver{newReceiver(b), newReceiver(b)}
 	hook := benchBuild(b, "trackd.dev/trackd/plugins/webhook")
 	api := freePort(b)
 	d := newBenchDaemon(b, dir, "", fmt.Sprintf(`
 [http]
-listen = %q
+listen = %[1]q
 [http.write_keys]
 web = "bench-key"
 [destinations.file]
-plugin = %q
+plugin = %[2]q
 [destinations.file.settings]
-path = %q
+path = %[3]q
 [destinations.hook1]
-plugin = %q
+plugin = %[4]q
 [destinations.hook1.settings]
-url = %q
+url = %[5]q
+batch = %[7]t
 [destinations.hook2]
-plugin = %q
+plugin = %[4]q
 [destinations.hook2.settings]
-url = %q
+url = %[6]q
+batch = %[7]t
 `, api, benchBuild(b, "trackd.dev/trackd/plugins/file"), filepath.Join(dir, "events.jsonl"),
-		hook, receivers[0].url, hook, receivers[1].url))
+		hook, receivers[0].url, receivers[1].url, batch))
 	bodies := make([][]byte, 0, benchJobCalls/benchJobBatch)
 	for i := 0; i < benchJobCalls; i += benchJobBatch {
 		var body bytes.Buffer
@@ -202,7 +211,7 @@ url = %q
 	cpu0, plugins0 := bustest.ProcessCPUSeconds(b, pid), bustest.ChildrenCPUSeconds(b, pid)
 
 	client := &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: benchJobClients}, Timeout: time.Minute}
-	profiled := d.profileDrain(b, "job")
+	profiled := d.profileDrain(b, fmt.Sprintf("job-batch-%t", batch))
 	defer profiled()
 	start := time.Now()
 	var wg sync.WaitGroup

@@ -34,10 +34,14 @@ type settings struct {
 	Concurrency int               `toml:"concurrency"`
 	Secret      string            `toml:"secret"`
 	Headers     map[string]string `toml:"headers"`
+	// Batch sends the calls of a plugin call as one JSON array per request,
+	// up to BatchBytes of body, instead of one request per call.
+	Batch      bool `toml:"batch"`
+	BatchBytes int  `toml:"batch_bytes"`
 }
 
 func defaults() settings {
-	return settings{Method: http.MethodPost, Timeout: 10 * time.Second, Concurrency: 8}
+	return settings{Method: http.MethodPost, Timeout: 10 * time.Second, Concurrency: 8, BatchBytes: 1 << 20}
 }
 
 var (
@@ -79,6 +83,9 @@ func (c *settings) validate() error {
 	if c.Concurrency < 1 {
 		return fmt.Errorf("concurrency is %d; set it to 1 or more", c.Concurrency)
 	}
+	if c.BatchBytes < 1 {
+		return fmt.Errorf("batch_bytes is %d; set it to the largest request body the receiver takes, such as 1048576", c.BatchBytes)
+	}
 	for name, value := range c.Headers {
 		if !isToken(name) {
 			return fmt.Errorf("headers: %q is not a valid header name", name)
@@ -90,24 +97,59 @@ func (c *settings) validate() error {
 	return nil
 }
 
-// Deliver sends one request per event, at most concurrency at a time.
+// Deliver sends one request per call, or with batch one per group of calls
+// that fits in batch_bytes, at most concurrency at a time. A request's answer
+// is the result of each of its calls.
 func (w *Webhook) Deliver(ctx context.Context, batch []sdk.Event) []sdk.Result {
 	results := make([]sdk.Result, len(batch))
+	groups := [][2]int{}
+	if w.cfg.Batch {
+		// Each call's JSON and a comma; a call over batch_bytes goes alone.
+		groups = httpdest.Split(len(batch), len(batch), w.cfg.BatchBytes-1, func(i int) int { return len(batch[i].JSON) + 1 })
+	} else {
+		for i := range batch {
+			groups = append(groups, [2]int{i, i + 1})
+		}
+	}
 	sem := make(chan struct{}, w.cfg.Concurrency)
 	var wg sync.WaitGroup
-	for i, e := range batch {
+	for _, g := range groups {
 		sem <- struct{}{}
 		wg.Go(func() {
 			defer func() { <-sem }()
-			results[i] = w.send(ctx, e)
+			r := w.send(ctx, w.body(batch[g[0]:g[1]]))
+			for i := g[0]; i < g[1]; i++ {
+				results[i] = r
+			}
 		})
 	}
 	wg.Wait()
 	return results
 }
 
-func (w *Webhook) send(ctx context.Context, e sdk.Event) sdk.Result {
-	req, err := http.NewRequestWithContext(ctx, w.cfg.Method, w.cfg.URL, bytes.NewReader(e.JSON))
+// body is the request body of calls: the call itself, or with batch a JSON
+// array of them.
+func (w *Webhook) body(calls []sdk.Event) []byte {
+	if !w.cfg.Batch {
+		return calls[0].JSON
+	}
+	n := 1
+	for _, e := range calls {
+		n += len(e.JSON) + 1
+	}
+	body := make([]byte, 0, n)
+	body = append(body, '[')
+	for i, e := range calls {
+		if i > 0 {
+			body = append(body, ',')
+		}
+		body = append(body, e.JSON...)
+	}
+	return append(body, ']')
+}
+
+func (w *Webhook) send(ctx context.Context, body []byte) sdk.Result {
+	req, err := http.NewRequestWithContext(ctx, w.cfg.Method, w.cfg.URL, bytes.NewReader(body))
 	if err != nil {
 		return sdk.Drop(fmt.Sprintf("build request: %v", err))
 	}
@@ -121,7 +163,7 @@ func (w *Webhook) send(ctx context.Context, e sdk.Event) sdk.Result {
 		req.Header.Set(name, value)
 	}
 	if w.cfg.Secret != "" {
-		req.Header.Set(signatureHeader, sign([]byte(w.cfg.Secret), e.JSON))
+		req.Header.Set(signatureHeader, sign([]byte(w.cfg.Secret), body))
 	}
 	return w.client.Do(req)
 }

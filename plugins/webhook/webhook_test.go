@@ -4,7 +4,10 @@ import (
 	"crypto/hmac"
 	"crypto/sha256"
 	"encoding/hex"
+	"encoding/json"
+	"fmt"
 	"net/http"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -116,6 +119,56 @@ func TestDeliver(t *testing.T) {
 	}
 }
 
+// With batch, the calls go as JSON arrays within batch_bytes, each unchanged,
+// the signature covers the whole body, and a request's answer is each of its
+// calls' result.
+func TestBatch(t *testing.T) {
+	var calls []sdk.Event
+	for i := range 10 {
+		calls = append(calls, destinationtest.Event(t, destinationtest.Call{Type: sdk.AllTypes()[i%6], Name: "n", MessageID: fmt.Sprintf("m%d", i), UserID: "u", GroupID: "g", PreviousID: "p"}))
+	}
+	calls = append(calls, event(t, "bad"))
+	size := len(calls[0].JSON) + 1
+	rc := destinationtest.NewServer(t, func(r destinationtest.Request) destinationtest.Answer {
+		if strings.Contains(string(r.Body), `"event":"bad"`) {
+			return destinationtest.Answer{Status: http.StatusBadRequest, Body: "no"}
+		}
+		return destinationtest.Answer{}
+	})
+	c := destinationtest.Start(t, destinationtest.Build(t, pkg), map[string]any{
+		"url": rc.URL, "batch": true, "batch_bytes": int64(4*size + 2), "secret": "s", "concurrency": int64(1),
+	})
+	results := destinationtest.Deliver(t, c, calls)
+	want := slices.Repeat([]sdk.Result{sdk.OK()}, 8)
+	want = append(want, slices.Repeat([]sdk.Result{sdk.Drop("400 Bad Request: no")}, 3)...)
+	destinationtest.CheckResults(t, results, want)
+
+	var got []json.RawMessage
+	for _, r := range rc.Requests() {
+		var array []json.RawMessage
+		if err := json.Unmarshal(r.Body, &array); err != nil {
+			t.Fatalf("a request's body is not a JSON array: %v\n%s", err, r.Body)
+		}
+		if len(r.Body) > 4*size+2 {
+			t.Errorf("a request of %d bytes, over batch_bytes", len(r.Body))
+		}
+		mac := hmac.New(sha256.New, []byte("s"))
+		mac.Write(r.Body)
+		if sig := r.Header.Get("X-Signature"); sig != "sha256="+hex.EncodeToString(mac.Sum(nil)) {
+			t.Errorf("X-Signature %q does not sign the array", sig)
+		}
+		got = append(got, array...)
+	}
+	if len(rc.Requests()) != 3 || len(got) != len(calls) {
+		t.Fatalf("%d requests carrying %d calls, want 3 carrying %d", len(rc.Requests()), len(got), len(calls))
+	}
+	for i, e := range calls {
+		if string(got[i]) != string(e.JSON) {
+			t.Errorf("call %d sent as %s, want it unchanged: %s", i, got[i], e.JSON)
+		}
+	}
+}
+
 func TestMethodAndNoSignature(t *testing.T) {
 	rc := newReceiver(t)
 	c := destinationtest.Start(t, destinationtest.Build(t, pkg), map[string]any{"url": rc.URL, "method": "put"})
@@ -173,6 +226,7 @@ func TestConfigureErrors(t *testing.T) {
 		{"bad timeout", map[string]any{"url": "http://example.com", "timeout": "soon"}, `setting "timeout"`},
 		{"zero timeout", map[string]any{"url": "http://example.com", "timeout": "0s"}, "timeout"},
 		{"bad concurrency", map[string]any{"url": "http://example.com", "concurrency": int64(0)}, "concurrency"},
+		{"bad batch_bytes", map[string]any{"url": "http://example.com", "batch": true, "batch_bytes": int64(0)}, "batch_bytes is 0"},
 		{"bad method", map[string]any{"url": "http://example.com", "method": "GET IT"}, "method"},
 		{"bad header name", map[string]any{"url": "http://example.com", "headers": map[string]any{"X Team": "a"}}, `headers: "X Team"`},
 		{"unknown setting", map[string]any{"url": "http://example.com", "secrett": "x"}, `unknown setting "secrett"`},
