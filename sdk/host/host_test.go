@@ -301,8 +301,6 @@ func (l *lines) all() []string {
 
 func (l *lines) String() string { return strings.Join(l.all(), "") }
 
-func (l *lines) contains(s string) bool { return strings.Contains(l.String(), s) }
-
 // waitFor waits until a line containing s has been written.
 func (l *lines) waitFor(t *testing.T, s string) {
 	t.Helper()
