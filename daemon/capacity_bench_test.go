@@ -76,7 +76,7 @@ func benchDedupeCapacity(b *testing.B, bin string, n int) {
 	cfg := config.Defaults()
 	cfg.NATS.URL = srv.url
 	bucket := cfg.Dedupe.Bucket // with one shard the bucket is named as configured
-	bs, err := bus.Open(&cfg)
+	bs, err := bus.Open(&cfg, bus.Watch{})
 	if err != nil {
 		b.Fatal(err)
 	}

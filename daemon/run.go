@@ -76,7 +76,7 @@ func runCommand(args []string, _, stderr io.Writer) error {
 
 func run(ctx context.Context, cfg *config.Config, log *slog.Logger, level *slog.LevelVar, reload <-chan os.Signal) error {
 	m := metrics.New()
-	b, err := bus.Open(cfg)
+	b, err := bus.Open(cfg, bus.Watch{Log: log, Connected: m.NATSConnected, Reconnects: m.NATSReconnects})
 	if err != nil {
 		return err
 	}

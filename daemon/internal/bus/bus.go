@@ -6,6 +6,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
 	"net"
 	"strconv"
 	"time"
@@ -13,6 +14,7 @@ import (
 	"github.com/nats-io/nats-server/v2/server"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
+	"github.com/prometheus/client_golang/prometheus"
 
 	"trackd.dev/trackd/daemon/internal/config"
 )
@@ -52,14 +54,54 @@ type Bus struct {
 	server *server.Server
 }
 
-// Open starts the embedded server when cfg.NATS.URL is empty, then connects.
-func Open(cfg *config.Config) (*Bus, error) {
+// Watch is told when the connection to NATS drops, comes back or closes: it
+// logs each change and keeps the instruments, which may be nil.
+type Watch struct {
+	Log        *slog.Logger
+	Connected  prometheus.Gauge   // 1 while connected, else 0
+	Reconnects prometheus.Counter // reconnections after a drop
+}
+
+func (w Watch) options() []nats.Option {
+	set := func(v float64) {
+		if w.Connected != nil {
+			w.Connected.Set(v)
+		}
+	}
+	return []nats.Option{
+		nats.DisconnectErrHandler(func(_ *nats.Conn, err error) {
+			set(0)
+			if w.Log != nil {
+				w.Log.Warn("lost the connection to NATS; reconnecting", "err", err)
+			}
+		}),
+		nats.ReconnectHandler(func(nc *nats.Conn) {
+			set(1)
+			if w.Reconnects != nil {
+				w.Reconnects.Inc()
+			}
+			if w.Log != nil {
+				w.Log.Info("reconnected to NATS", "server", nc.ConnectedUrlRedacted())
+			}
+		}),
+		nats.ClosedHandler(func(nc *nats.Conn) {
+			set(0)
+			if w.Log != nil {
+				w.Log.Info("connection to NATS closed")
+			}
+		}),
+	}
+}
+
+// Open starts the embedded server when cfg.NATS.URL is empty, then connects,
+// telling watch about the connection from then on.
+func Open(cfg *config.Config, watch Watch) (*Bus, error) {
 	b := &Bus{}
-	opts := []nats.Option{
+	opts := append([]nats.Option{
 		nats.Name("trackd"),
 		nats.MaxReconnects(-1),
 		nats.ReconnectWait(time.Second),
-	}
+	}, watch.options()...)
 	url := cfg.NATS.URL
 	if url == "" {
 		srv, err := startEmbedded(cfg)
@@ -81,6 +123,9 @@ func Open(cfg *config.Config) (*Bus, error) {
 		return nil, fmt.Errorf("cannot connect to NATS at %q (nats.url): %w", url, err)
 	}
 	b.Conn = nc
+	if watch.Connected != nil {
+		watch.Connected.Set(1)
+	}
 	js, err := jetstream.New(nc)
 	if err != nil {
 		b.Close()

@@ -32,6 +32,9 @@ type Metrics struct {
 	DedupeWindow  *prometheus.GaugeVec
 	DedupeEvicted *prometheus.CounterVec
 
+	NATSConnected  prometheus.Gauge
+	NATSReconnects prometheus.Counter
+
 	HTTPRequests          *prometheus.CounterVec
 	HTTPCalls             *prometheus.CounterVec
 	HTTPCallsDeadLettered *prometheus.CounterVec
@@ -90,6 +93,12 @@ func New() *Metrics {
 		DedupeEvicted: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "trackd_dedupe_evicted_total", Help: "Claims a full dedupe bucket dropped before their window ended (dedupe.max_keys), estimated; every daemon counts the whole bucket, so take the max across daemons, not the sum.",
 		}, []string{"bucket"}),
+		NATSConnected: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "trackd_nats_connected", Help: "1 while the daemon is connected to NATS, 0 while it reconnects.",
+		}),
+		NATSReconnects: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "trackd_nats_reconnects_total", Help: "Times the daemon reconnected to NATS after losing its connection.",
+		}),
 		HTTPRequests: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "trackd_http_requests_total", Help: "Requests to the tracking API, by the source of their write key and the status answered.",
 		}, []string{"source", "code"}),
@@ -106,6 +115,7 @@ func New() *Metrics {
 		m.Received, m.Invalid, m.Deduplicated, m.Unrouted,
 		m.Routed, m.Queued, m.Delivered, m.Retried, m.DeadLettered, m.PluginRestarts, m.BatchSeconds, m.DelaySeconds,
 		m.DedupeKeys, m.DedupeWindow, m.DedupeEvicted,
+		m.NATSConnected, m.NATSReconnects,
 		m.HTTPRequests, m.HTTPCalls, m.HTTPCallsDeadLettered,
 	)
 	return m

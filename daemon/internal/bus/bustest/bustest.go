@@ -31,7 +31,7 @@ func OpenWith(t testing.TB, set func(*config.Config)) (*bus.Bus, *bus.Topology) 
 	cfg.Path = t.TempDir() + "/config.toml"
 	cfg.NATS.Embedded.Listen = "127.0.0.1:-1"
 	set(&cfg)
-	b, err := bus.Open(&cfg)
+	b, err := bus.Open(&cfg, bus.Watch{})
 	if err != nil {
 		t.Fatal(err)
 	}
