@@ -39,9 +39,10 @@ const fetchRetry = 100 * time.Millisecond
 // returns false when ctx is done.
 //
 // It returns once ctx is done and the batch in hand is handled, or when the
-// consumer is gone; messages fetched but not yet handed out are nak'ed so
-// another daemon takes them now rather than after the ack wait. Other failed
-// pulls (no server for a while, a new leader) are tried again.
+// consumer is gone; messages fetched but not yet handed out are handed back
+// (HandBack) so another daemon, or this one restarted, takes them now rather
+// than after the ack wait. Other failed pulls (no server for a while, a new
+// leader) are tried again.
 func ConsumeBatches(ctx context.Context, cons jetstream.Consumer, max int, linger time.Duration, ready func(context.Context) bool, handle func([]jetstream.Msg)) error {
 	ctx, cancel := context.WithCancel(ctx)
 	msgs := make(chan jetstream.Msg, max)
@@ -53,7 +54,7 @@ func ConsumeBatches(ctx context.Context, cons jetstream.Consumer, max int, linge
 		for {
 			select {
 			case m := <-msgs:
-				_ = m.Nak()
+				HandBack(m)
 			default:
 				return
 			}
@@ -79,7 +80,7 @@ func ConsumeBatches(ctx context.Context, cons jetstream.Consumer, max int, linge
 			batch = append(batch[:0], m)
 		}
 		if ready != nil && !ready(ctx) {
-			_ = batch[0].Nak()
+			HandBack(batch[0])
 			return nil
 		}
 		batch = gather(ctx, batch, max, linger, msgs, lingering)
@@ -128,7 +129,7 @@ func fetchLoop(ctx context.Context, cons jetstream.Consumer, max int, msgs chan<
 				select {
 				case msgs <- m:
 				case <-ctx.Done():
-					_ = m.Nak()
+					HandBack(m)
 				}
 			}
 			err = batch.Error()
@@ -146,6 +147,18 @@ func fetchLoop(ctx context.Context, cons jetstream.Consumer, max int, msgs chan<
 		}
 	}
 	return nil
+}
+
+// HandBack returns messages this process will not handle to their stream, to
+// be delivered again at once. A plain Nak is kept in the server's memory only:
+// with the embedded server, which stops with the daemon, the restarted daemon
+// would wait out the ack wait for them. A nak with a delay is written to the
+// consumer's stored state, so it holds across the restart (measured with
+// nats-server 2.15); a millisecond is as good as none.
+func HandBack(msgs ...jetstream.Msg) {
+	for _, m := range msgs {
+		_ = m.NakWithDelay(time.Millisecond)
+	}
 }
 
 // KeepInProgress tells NATS, every so often, that the messages are still

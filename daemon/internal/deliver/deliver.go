@@ -5,6 +5,7 @@ package deliver
 
 import (
 	"context"
+	"errors"
 	"log/slog"
 	"math/rand/v2"
 	"sync"
@@ -78,12 +79,33 @@ func (d *Deliverer) Run(ctx context.Context) error {
 		b := d.prepare(msgs)
 		handling.Go(func() {
 			defer func() { <-d.calls }()
-			// A batch in hand is finished even when the daemon is stopping.
-			bctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), deliverTimeout)
+			// A batch in hand is finished even when the daemon is stopping,
+			// unless its plugin call outlasts stopGrace.
+			bctx, cancel := callContext(ctx)
 			defer cancel()
 			d.handle(bctx, b)
 		})
 	})
+}
+
+// callContext is the context of a plugin call begun while ctx runs: the call
+// gets deliverTimeout from when it begins, even when ctx ends meanwhile, but
+// no more than stopGrace after that.
+func callContext(ctx context.Context) (context.Context, context.CancelFunc) {
+	cctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), deliverTimeout)
+	stop := context.AfterFunc(ctx, func() {
+		t := time.NewTimer(stopGrace)
+		defer t.Stop()
+		select {
+		case <-t.C:
+			cancel()
+		case <-cctx.Done():
+		}
+	})
+	return cctx, func() {
+		stop()
+		cancel()
+	}
 }
 
 // takeCall waits for one of the destination's MaxInFlight plugin call slots; it
@@ -160,6 +182,13 @@ func (d *Deliverer) deliver(ctx context.Context, b *batch, letters []pendingLett
 	results, err := d.Host.Deliver(ctx, b.events)
 	d.Metrics.BatchSeconds.WithLabelValues(d.ID).Observe(time.Since(start).Seconds())
 	stop()
+	if err != nil && errors.Is(ctx.Err(), context.Canceled) {
+		// Stopping, and the call outlasted stopGrace: not the destination's
+		// failure, so no attempt is counted.
+		d.Log.Warn("stopping: handing back the events of a plugin call still under way", "destination", d.ID, "events", len(b.mine))
+		bus.HandBack(b.mine...)
+		return letters
+	}
 	if err != nil {
 		d.Log.Error("batch not delivered", "destination", d.ID, "events", len(b.mine), "err", err)
 		results = make([]sdk.Result, len(b.mine))

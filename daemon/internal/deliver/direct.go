@@ -167,7 +167,7 @@ func (d *Deliverer) serveOffers(ctx context.Context) {
 			wg.Go(func() {
 				defer func() { <-d.calls }()
 				// Each call gets the whole timeout from when it begins.
-				cctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), deliverTimeout)
+				cctx, cancel := callContext(ctx)
 				defer cancel()
 				d.offerCall(cctx, events[start:end], received[start:end], out[start:end])
 			})

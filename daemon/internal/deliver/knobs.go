@@ -28,6 +28,12 @@ const (
 	// a destination whose calls take no longer than that: a fast destination
 	// then skips the routed stream, and a slow one is never waited for.
 	directPatience = 20 * time.Millisecond
+	// stopGrace is how long, once the daemon is stopping, a plugin call under
+	// way may go on: a healthy call ends well within it, and a hung one is
+	// then cancelled and its events handed back to the routed stream, so that
+	// the restarted daemon, or another, delivers them at once rather than
+	// after the ack wait. It must stay below shutdown.timeout's default (30s).
+	stopGrace = 5 * time.Second
 	// directPoll is how often a destination off the direct path looks whether
 	// its consumer is empty, to take the direct path again: often enough that
 	// a blip costs little, seldom enough that the consumer info costs nothing.
