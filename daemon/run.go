@@ -118,7 +118,7 @@ func run(ctx context.Context, cfg *config.Config, log *slog.Logger, level *slog.
 	}
 	var api *trackapi.API
 	if cfg.HTTP.Listen != "" {
-		api, err = trackapi.New(b.Conn, trackapi.NewSources(cfg.HTTP.SubjectPrefix, cfg.HTTP.WriteKeys), m, log)
+		api, err = trackapi.New(b.Conn, trackapi.NewSources(cfg.HTTP.SubjectPrefix, cfg.HTTP.WriteKeys, cfg.HTTP.PublicURL), m, log)
 		if err != nil {
 			return err
 		}
@@ -195,7 +195,7 @@ func reloadConfig(ctx context.Context, cur *config.Config, dests *fleet.Fleet, r
 		return cur
 	}
 	if api != nil && next.HTTP.Listen != "" {
-		api.SetSources(trackapi.NewSources(next.HTTP.SubjectPrefix, next.HTTP.WriteKeys))
+		api.SetSources(trackapi.NewSources(next.HTTP.SubjectPrefix, next.HTTP.WriteKeys, next.HTTP.PublicURL))
 	}
 	_ = level.UnmarshalText([]byte(next.Log.Level))
 	log.Info("configuration reloaded", "destinations", len(next.Enabled()))

@@ -1,8 +1,11 @@
 package config
 
 import (
+	"crypto/sha256"
+	"encoding/hex"
 	"fmt"
 	"net"
+	"net/url"
 	"os"
 	"path"
 	"path/filepath"
@@ -109,6 +112,16 @@ func (c *Config) checkHTTP(bad func(key, format string, args ...any) error, look
 	if !server.IsValidLiteralSubject(h.SubjectPrefix) {
 		return bad("http.subject_prefix", "%q is not a subject of tokens without wildcards, such as \"track\"", h.SubjectPrefix)
 	}
+	if h.PublicURL != "" {
+		u, err := url.Parse(h.PublicURL)
+		if err != nil || u.Scheme != "http" && u.Scheme != "https" || u.Host == "" || u.Opaque != "" {
+			return bad("http.public_url", "%q is not an http or https URL such as \"https://trackd.example.com\"", h.PublicURL)
+		}
+		if u.User != nil || u.RawQuery != "" || u.ForceQuery || u.Fragment != "" {
+			return bad("http.public_url", "%q has a user, query or fragment; give only the scheme, host and any path prefix, such as \"https://trackd.example.com\"", h.PublicURL)
+		}
+		h.PublicURL = u.Scheme + "://" + u.Host + strings.TrimRight(u.EscapedPath(), "/")
+	}
 	sources := map[string]string{} // write key → the source that has it
 	for _, source := range sortedKeys(h.WriteKeys) {
 		key := "http.write_keys." + source
@@ -198,6 +211,13 @@ func (c *Config) checkDestinations(bad func(key, format string, args ...any) err
 		}
 		if d.DirectTimeout.Duration == 0 {
 			d.DirectTimeout.Duration = 2 * time.Second
+		}
+		if d.SHA256 != "" {
+			sum, err := hex.DecodeString(d.SHA256)
+			if err != nil || len(sum) != sha256.Size {
+				return bad(key+".sha256", "is not a SHA-256 in hex (64 characters); `sha256sum %s` or `trackd validate` prints it", d.Plugin)
+			}
+			d.PluginSHA256 = sum
 		}
 		for i, t := range d.Types {
 			if !slices.Contains(sdk.AllTypes(), t) {

@@ -92,6 +92,10 @@ func (d Dedupe) Buckets() []string {
 type HTTP struct {
 	Listen        string `toml:"listen"`
 	SubjectPrefix string `toml:"subject_prefix"`
+	// PublicURL is the base URL browsers reach trackd at (a proxy's, when one
+	// terminates TLS in front of it), which the browser SDKs' settings send
+	// them to; "" means the settings request's own host and scheme.
+	PublicURL string `toml:"public_url"`
 	// WriteKeys maps a source name to its write key; a call made with a
 	// source's key is published to <SubjectPrefix>.<source>.
 	WriteKeys map[string]string `toml:"write_keys"`
@@ -136,7 +140,8 @@ type Destination struct {
 	Name          string         `toml:"name"`
 	Aliases       []string       `toml:"aliases"`
 	Enabled       *bool          `toml:"enabled"`
-	Types         []string       `toml:"types"` // the call types to take; empty means all its plugin takes
+	Types         []string       `toml:"types"`  // the call types to take; empty means all its plugin takes
+	SHA256        string         `toml:"sha256"` // the plugin binary's pinned checksum, hex; "" pins none
 	Events        []string       `toml:"events"`
 	ExcludeEvents []string       `toml:"exclude_events"`
 	BatchSize     int            `toml:"batch_size"`
@@ -147,6 +152,8 @@ type Destination struct {
 
 	// PluginPath is Plugin resolved to an absolute path of a file that exists.
 	PluginPath string `toml:"-"`
+	// PluginSHA256 is SHA256 decoded; nil when none is pinned.
+	PluginSHA256 []byte `toml:"-"`
 }
 
 // IsEnabled reports whether the destination receives events; absent means yes.
@@ -292,7 +299,7 @@ func (c *Config) RetryFor(d *Destination) Retry {
 
 // RestartOnly lists the sections whose changes a reload cannot apply: the
 // NATS connection, the streams and bucket, and the admin and HTTP listeners.
-// (The HTTP write keys and subject prefix are reloaded.)
+// (The HTTP write keys, subject prefix and public URL are reloaded.)
 func RestartOnly(cur, next *Config) []string {
 	var out []string
 	if !reflect.DeepEqual(cur.NATS, next.NATS) {

@@ -54,6 +54,7 @@ func TestDefaults(t *testing.T) {
 		{"dedupe buckets", strings.Join(cfg.Dedupe.Buckets(), ","), "TRACK_DEDUPE"},
 		{"http.listen", cfg.HTTP.Listen, ""},
 		{"http.subject_prefix", cfg.HTTP.SubjectPrefix, "track"},
+		{"http.public_url", cfg.HTTP.PublicURL, ""},
 		{"retry.initial", cfg.Retry.Initial.Duration, time.Second},
 		{"retry.max", cfg.Retry.Max.Duration, 5 * time.Minute},
 		{"retry.max_attempts", cfg.Retry.MaxAttempts, 10},
@@ -156,6 +157,11 @@ func TestErrorsNameTheKey(t *testing.T) {
 		{"http prefix not ingested", "[http]\nlisten = \":8088\"\nsubject_prefix = \"events\"\n[http.write_keys]\nweb = \"k\"\n", "http.subject_prefix \"events\": calls of source web would go to events.web"},
 		{"http prefix with a wildcard", "[http]\nlisten = \":8088\"\nsubject_prefix = \"track.*\"\n[http.write_keys]\nweb = \"k\"\n", "http.subject_prefix"},
 		{"unknown http key", "[http]\nlisten = \":8088\"\nport = 1\n", "http.port"},
+		{"http public_url without a scheme", "[http]\nlisten = \":8088\"\npublic_url = \"trackd.example.com\"\n[http.write_keys]\nweb = \"k\"\n", `http.public_url "trackd.example.com" is not an http or https URL`},
+		{"http public_url of another scheme", "[http]\nlisten = \":8088\"\npublic_url = \"ftp://trackd.example.com\"\n[http.write_keys]\nweb = \"k\"\n", "http.public_url"},
+		{"http public_url without a host", "[http]\nlisten = \":8088\"\npublic_url = \"https:///v1\"\n[http.write_keys]\nweb = \"k\"\n", "http.public_url"},
+		{"http public_url with a query", "[http]\nlisten = \":8088\"\npublic_url = \"https://trackd.example.com/?a=b\"\n[http.write_keys]\nweb = \"k\"\n", "http.public_url \"https://trackd.example.com/?a=b\" has a user, query or fragment"},
+		{"http public_url with a user", "[http]\nlisten = \":8088\"\npublic_url = \"https://me@trackd.example.com\"\n[http.write_keys]\nweb = \"k\"\n", "http.public_url"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -205,6 +211,7 @@ subjects = ["track", "web.*"]
 [http]
 listen = "127.0.0.1:8088"
 subject_prefix = "web"
+public_url = "HTTPS://Trackd.example.com/collect/"
 [http.write_keys]
 site = "${SITE_KEY}"
 app = "$${literal}"
@@ -214,6 +221,11 @@ app = "$${literal}"
 	}
 	if got, want := cfg.HTTP.WriteKeys, map[string]string{"site": "s3cret", "app": "${literal}"}; !reflect.DeepEqual(got, want) {
 		t.Errorf("write keys = %v, want %v", got, want)
+	}
+	// The browser SDKs' settings are built from it: the scheme lower-cased,
+	// no trailing slash.
+	if got, want := cfg.HTTP.PublicURL, "https://Trackd.example.com/collect"; got != want {
+		t.Errorf("public_url = %q, want %q", got, want)
 	}
 	// Off, the table is not checked: an unset variable is no error.
 	if _, err := parse(t, fixture(t), "[http.write_keys]\nweb = \"${UNSET}\"\n", nil); err != nil {

@@ -71,7 +71,7 @@ func benchRawPublish(b *testing.B) float64 {
 // the calls answered 200 per second and the CPU time per 1000 calls.
 func benchHTTP(b *testing.B) (rate float64, cpuPer1000 float64) {
 	bs, _ := bustest.Open(b, time.Hour)
-	api, err := New(bs.Conn, NewSources("track", map[string]string{"web": webKey}), metrics.New(), slog.New(slog.DiscardHandler))
+	api, err := New(bs.Conn, NewSources("track", map[string]string{"web": webKey}, ""), metrics.New(), slog.New(slog.DiscardHandler))
 	if err != nil {
 		b.Fatal(err)
 	}

@@ -10,25 +10,38 @@ import (
 )
 
 // Sources maps write keys to the sources that own them. Only digests of the
-// keys are kept, so every comparison is of two 32-byte values: its time says
-// nothing about the key's length or its prefix.
+// keys are kept for comparison, so every comparison is of two 32-byte values:
+// its time says nothing about the key's length or its prefix.
 type Sources struct {
 	prefix  string
 	sources []source
+	// Where the browser SDKs' settings send calls, from http.public_url;
+	// "" when each settings request's own host and scheme say.
+	apiHost, protocol string
 }
 
 type source struct {
 	name    string
 	subject string
 	digest  [sha256.Size]byte
+	// Each browser SDK's settings for this source's key.
+	settings [len(browserSDKs)]settingsDoc
 }
 
 // NewSources is the table for [http.write_keys] (source name → write key);
-// a call of source S is published to prefix.S.
-func NewSources(prefix string, writeKeys map[string]string) *Sources {
+// a call of source S is published to prefix.S. publicURL is http.public_url,
+// checked by the config: the base URL browsers reach trackd at, or "".
+func NewSources(prefix string, writeKeys map[string]string, publicURL string) *Sources {
 	s := &Sources{prefix: prefix}
+	if scheme, rest, ok := strings.Cut(publicURL, "://"); ok {
+		s.apiHost, s.protocol = strings.TrimRight(rest, "/")+"/v1", scheme
+	}
 	for name, key := range writeKeys {
-		s.sources = append(s.sources, source{name: name, subject: prefix + "." + name, digest: sha256.Sum256([]byte(key))})
+		src := source{name: name, subject: prefix + "." + name, digest: sha256.Sum256([]byte(key))}
+		for i, sdk := range browserSDKs {
+			src.settings[i] = newSettingsDoc(sdk, key)
+		}
+		s.sources = append(s.sources, src)
 	}
 	sort.Slice(s.sources, func(i, j int) bool { return s.sources[i].name < s.sources[j].name })
 	return s

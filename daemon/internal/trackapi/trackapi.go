@@ -1,8 +1,10 @@
 // Package trackapi serves the Segment HTTP tracking API (/v1/track, /v1/batch
 // and the other calls), so that the analytics SDKs teams already use can send
-// to trackd with only their host changed. Calls are published to the ingest
-// stream, and a request is answered 200 only once JetStream has acknowledged
-// every call in it.
+// to trackd with only their host changed, and the settings the browser SDKs
+// load before they send (settings.go), so that a web page needs only its
+// SDK's CDN URL changed. Calls are published to the ingest stream, and a
+// request is answered 200 only once JetStream has acknowledged every call in
+// it.
 package trackapi
 
 import (
@@ -66,10 +68,12 @@ func New(nc *nats.Conn, sources *Sources, m *metrics.Metrics, log *slog.Logger) 
 // SetSources replaces the write keys, as a reload does.
 func (a *API) SetSources(s *Sources) { a.sources.Store(s) }
 
-// endpoint is what a path does: the type it gives calls that have none, or a batch.
+// endpoint is what a path does: the type it gives calls that have none, or a
+// batch, or nothing.
 type endpoint struct {
 	typ   string
 	batch bool
+	drop  bool // answered 200, its body unread and nothing published
 }
 
 var endpoints = map[string]endpoint{
@@ -79,6 +83,8 @@ var endpoints = map[string]endpoint{
 	// analytics.js and analytics-next post to these short forms.
 	"t": {typ: "track"}, "i": {typ: "identify"}, "p": {typ: "page"},
 	"s": {typ: "screen"}, "g": {typ: "group"}, "a": {typ: "alias"}, "b": {batch: true},
+	// The browser SDKs' usage counters, meant for their vendor.
+	"m": {drop: true},
 }
 
 // answer is the outcome of one request.
@@ -87,24 +93,37 @@ type answer struct {
 	message string // for the body of a failure
 	source  string // the source of the request's first call, "" before it is known
 	calls   int
+	body    []byte // the body of a 200 that is not {"success":true}
+	allow   string // the methods a 405 names, when not POST
 }
+
+// The headers a browser's preflight is told it may send: the SDKs' own
+// (analytics-next sends Basic auth from 1.84 and X-Retry-Count on retries).
+const allowHeaders = "Authorization, Content-Type, Content-Encoding, X-Retry-Count"
 
 func (a *API) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	h := w.Header()
 	if origin := r.Header.Get("Origin"); origin != "" {
-		// Browser SDKs send credentials-free requests from any origin.
+		// The origin echoed with credentials allowed, so that an SDK told to
+		// send cookies (fetch's credentials: "include") is not refused.
 		h.Set("Access-Control-Allow-Origin", origin)
+		h.Set("Access-Control-Allow-Credentials", "true")
 		h.Add("Vary", "Origin")
 	} else {
 		h.Set("Access-Control-Allow-Origin", "*")
 	}
+	// Without it a browser hides Retry-After from the SDK, which then backs
+	// off on its own schedule instead of trackd's.
+	h.Set("Access-Control-Expose-Headers", "Retry-After")
 	if r.Method == http.MethodOptions {
-		h.Set("Access-Control-Allow-Methods", "POST, OPTIONS")
-		allow := r.Header.Get("Access-Control-Request-Headers")
-		if allow == "" {
-			allow = "Authorization, Content-Type, Content-Encoding"
+		h.Set("Access-Control-Allow-Methods", "GET, POST, OPTIONS")
+		allow := allowHeaders
+		if asked := r.Header.Get("Access-Control-Request-Headers"); asked != "" {
+			// Headers an SDK was configured to add are allowed too.
+			allow += ", " + asked
 		}
 		h.Set("Access-Control-Allow-Headers", allow)
+		h.Add("Vary", "Access-Control-Request-Headers")
 		h.Set("Access-Control-Max-Age", "86400")
 		w.WriteHeader(http.StatusNoContent)
 		return
@@ -115,6 +134,10 @@ func (a *API) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	h.Set("Content-Type", "application/json")
 	switch ans.status {
 	case http.StatusOK:
+		if ans.body != nil {
+			_, _ = w.Write(ans.body)
+			return
+		}
 		_, _ = w.Write([]byte(`{"success":true}`))
 		return
 	case http.StatusTooManyRequests, http.StatusServiceUnavailable:
@@ -122,7 +145,7 @@ func (a *API) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	case http.StatusUnauthorized:
 		h.Set("WWW-Authenticate", `Basic realm="trackd"`)
 	case http.StatusMethodNotAllowed:
-		h.Set("Allow", "POST, OPTIONS")
+		h.Set("Allow", cmp.Or(ans.allow, "POST, OPTIONS"))
 	}
 	w.WriteHeader(ans.status)
 	body, _ := json.Marshal(struct {
@@ -133,8 +156,15 @@ func (a *API) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 }
 
 func (a *API) serve(r *http.Request) answer {
-	// A host configured with a trailing slash makes some SDKs post to //v1/batch.
+	// A host or CDN URL configured with a trailing slash makes SDKs ask for
+	// //v1/batch or /customerio//v1/projects/….
 	path := "/" + strings.Trim(r.URL.Path, "/")
+	for strings.Contains(path, "//") {
+		path = strings.ReplaceAll(path, "//", "/")
+	}
+	if sdk, key, ok := settingsRequest(path); ok {
+		return a.settings(r, sdk, key)
+	}
 	name, ok := strings.CutPrefix(path, "/v1/")
 	ep, known := endpoints[name]
 	if !ok || !known {
@@ -142,6 +172,9 @@ func (a *API) serve(r *http.Request) answer {
 	}
 	if r.Method != http.MethodPost {
 		return answer{status: http.StatusMethodNotAllowed, message: r.Method + " is not allowed; send calls with POST"}
+	}
+	if ep.drop {
+		return answer{status: http.StatusOK}
 	}
 	limit, what := MaxCallBytes, "a call"
 	if ep.batch {

@@ -2,6 +2,7 @@ package trackapi
 
 import (
 	"bytes"
+	"cmp"
 	"compress/gzip"
 	"context"
 	"encoding/base64"
@@ -39,7 +40,7 @@ func newAPIServer(t *testing.T) *apiServer {
 	t.Helper()
 	b, topo := bustest.Open(t, time.Hour)
 	m := metrics.New()
-	api, err := New(b.Conn, NewSources("track", map[string]string{"web": webKey, "ios": iosKey}), m, slog.New(slog.DiscardHandler))
+	api, err := New(b.Conn, NewSources("track", map[string]string{"web": webKey, "ios": iosKey}, ""), m, slog.New(slog.DiscardHandler))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -128,6 +129,9 @@ func (s *apiServer) do(t *testing.T, r req) (*http.Response, map[string]any) {
 	for k, v := range r.header {
 		hr.Header.Set(k, v)
 	}
+	if host := r.header["Host"]; host != "" {
+		hr.Host = host
+	}
 	resp, err := http.DefaultClient.Do(hr)
 	if err != nil {
 		t.Fatal(err)
@@ -213,7 +217,7 @@ func TestAuthAndSources(t *testing.T) {
 	}
 
 	// A reload's keys take effect for the next request.
-	s.api.SetSources(NewSources("track", map[string]string{"web": "rotated"}))
+	s.api.SetSources(NewSources("track", map[string]string{"web": "rotated"}, ""))
 	if resp, _ := s.do(t, req{path: "/v1/track", body: orderCompleted, basic: webKey}); resp.StatusCode != 401 {
 		t.Errorf("the old key after rotation: status %d, want 401", resp.StatusCode)
 	}
@@ -425,26 +429,69 @@ func TestBodiesAndLimits(t *testing.T) {
 
 func TestCORS(t *testing.T) {
 	s := newAPIServer(t)
-	resp, _ := s.do(t, req{method: http.MethodOptions, path: "/v1/batch", header: map[string]string{
-		"Origin": "https://shop.example.com", "Access-Control-Request-Method": "POST",
-		"Access-Control-Request-Headers": "authorization,content-type",
-	}})
-	if resp.StatusCode != http.StatusNoContent {
-		t.Errorf("preflight status %d", resp.StatusCode)
-	}
-	h := resp.Header
-	if h.Get("Access-Control-Allow-Origin") != "https://shop.example.com" || !strings.Contains(h.Get("Access-Control-Allow-Methods"), "POST") ||
-		!strings.Contains(strings.ToLower(h.Get("Access-Control-Allow-Headers")), "authorization") {
-		t.Errorf("preflight headers %v", h)
-	}
-	for _, r := range []req{
-		{path: "/v1/t", body: `{"event":"E","userId":"u","writeKey":"` + webKey + `"}`, header: map[string]string{"Origin": "https://a.example"}},
-		{path: "/v1/t", body: `{}`, header: map[string]string{"Origin": "https://a.example"}},
-	} {
-		resp, _ := s.do(t, r)
-		if resp.Header.Get("Access-Control-Allow-Origin") != "https://a.example" {
-			t.Errorf("status %d answered without Access-Control-Allow-Origin: %v", resp.StatusCode, resp.Header)
+	for _, path := range []string{"/v1/batch", "/v1/t", "/v1/projects/" + webKey + "/settings", "/customerio/v1/projects/" + webKey + "/settings"} {
+		resp, _ := s.do(t, req{method: http.MethodOptions, path: path, header: map[string]string{
+			"Origin": "https://shop.example.com", "Access-Control-Request-Method": "POST",
+			"Access-Control-Request-Headers": "authorization",
+		}})
+		if resp.StatusCode != http.StatusNoContent {
+			t.Errorf("preflight of %s: status %d", path, resp.StatusCode)
 		}
+		h := resp.Header
+		allowed := strings.ToLower(h.Get("Access-Control-Allow-Headers"))
+		for _, want := range []string{"authorization", "content-type", "x-retry-count"} {
+			if !strings.Contains(allowed, want) {
+				t.Errorf("preflight of %s does not allow %s: %v", path, want, h)
+			}
+		}
+		if h.Get("Access-Control-Allow-Origin") != "https://shop.example.com" || h.Get("Access-Control-Allow-Credentials") != "true" ||
+			!strings.Contains(h.Get("Access-Control-Allow-Methods"), "POST") || !strings.Contains(h.Get("Access-Control-Allow-Methods"), "GET") {
+			t.Errorf("preflight of %s: headers %v", path, h)
+		}
+	}
+	// A header an SDK was configured to add is allowed too.
+	resp, _ := s.do(t, req{method: http.MethodOptions, path: "/v1/b", header: map[string]string{
+		"Origin": "https://shop.example.com", "Access-Control-Request-Method": "POST", "Access-Control-Request-Headers": "x-tenant",
+	}})
+	if !strings.Contains(strings.ToLower(resp.Header.Get("Access-Control-Allow-Headers")), "x-tenant") {
+		t.Errorf("preflight asking for x-tenant: %v", resp.Header)
+	}
+
+	// Every answer, whatever its status, lets the page read it and its Retry-After.
+	for _, r := range []req{
+		{path: "/v1/t", body: `{"event":"E","userId":"u","writeKey":"` + webKey + `"}`},
+		{path: "/v1/b", body: `{"writeKey":"` + webKey + `","batch":[{"type":"page","userId":"u"}]}`, basic: webKey},
+		{path: "/v1/t", body: `{}`},
+		{path: "/v1/t", body: `[`, basic: webKey},
+		{path: "/v1/nope", body: `{}`},
+		{path: "/v1/m", body: `{"series":[]}`},
+		{method: http.MethodGet, path: "/v1/projects/" + webKey + "/settings"},
+		{method: http.MethodGet, path: "/customerio/v1/projects/nope/settings"},
+	} {
+		for _, origin := range []string{"https://a.example", ""} {
+			r.header = map[string]string{"Content-Type": "text/plain"}
+			if origin != "" {
+				r.header["Origin"] = origin
+			}
+			resp, _ := s.do(t, r)
+			h := resp.Header
+			what := fmt.Sprintf("%s %s (status %d) with Origin %q", cmp.Or(r.method, "POST"), r.path, resp.StatusCode, origin)
+			if h.Get("Access-Control-Expose-Headers") != "Retry-After" {
+				t.Errorf("%s: Access-Control-Expose-Headers %q, want Retry-After", what, h.Get("Access-Control-Expose-Headers"))
+			}
+			switch {
+			case origin != "" && (h.Get("Access-Control-Allow-Origin") != origin || h.Get("Access-Control-Allow-Credentials") != "true"):
+				t.Errorf("%s: the origin is not echoed with credentials allowed: %v", what, h)
+			case origin == "" && h.Get("Access-Control-Allow-Origin") != "*":
+				t.Errorf("%s: Access-Control-Allow-Origin %q, want *", what, h.Get("Access-Control-Allow-Origin"))
+			}
+		}
+	}
+	// And so does a 503 telling the SDK to retry.
+	s.api.SetSources(NewSources("elsewhere", map[string]string{"web": webKey}, ""))
+	resp, _ = s.do(t, req{path: "/v1/t", body: `{"event":"E","userId":"u"}`, basic: webKey, header: map[string]string{"Origin": "https://a.example"}})
+	if resp.StatusCode != http.StatusServiceUnavailable || resp.Header.Get("Retry-After") == "" || resp.Header.Get("Access-Control-Expose-Headers") != "Retry-After" {
+		t.Errorf("status %d, headers %v; want 503 with Retry-After exposed", resp.StatusCode, resp.Header)
 	}
 }
 
@@ -452,7 +499,7 @@ func TestCORS(t *testing.T) {
 func TestNotStored(t *testing.T) {
 	s := newAPIServer(t)
 	// No stream is bound to these subjects.
-	s.api.SetSources(NewSources("elsewhere", map[string]string{"web": webKey}))
+	s.api.SetSources(NewSources("elsewhere", map[string]string{"web": webKey}, ""))
 	resp, answer := s.do(t, req{path: "/v1/batch", body: `{"batch":[{"event":"E","userId":"u"},{"event":"F","userId":"u"}]}`, basic: webKey})
 	if resp.StatusCode != http.StatusServiceUnavailable || resp.Header.Get("Retry-After") == "" || answer["success"] != false {
 		t.Errorf("status %d, Retry-After %q, answer %v; want 503 with Retry-After", resp.StatusCode, resp.Header.Get("Retry-After"), answer)
@@ -468,13 +515,13 @@ func TestNotStored(t *testing.T) {
 	}
 	defer func() { _ = sub.Unsubscribe() }()
 	s.api.ackTimeout = 200 * time.Millisecond
-	s.api.SetSources(NewSources("silent", map[string]string{"web": webKey}))
+	s.api.SetSources(NewSources("silent", map[string]string{"web": webKey}, ""))
 	resp, answer = s.do(t, req{path: "/v1/track", body: `{"event":"E","userId":"u"}`, basic: webKey})
 	if msg, _ := answer["message"].(string); resp.StatusCode != http.StatusServiceUnavailable || !strings.Contains(msg, "within 200ms") {
 		t.Errorf("status %d %v; want 503 saying the acknowledgement did not come", resp.StatusCode, answer)
 	}
 	// Nothing is left holding the window: the next request goes through.
-	s.api.SetSources(NewSources("track", map[string]string{"web": webKey}))
+	s.api.SetSources(NewSources("track", map[string]string{"web": webKey}, ""))
 	if resp, answer := s.do(t, req{path: "/v1/track", body: `{"event":"E","userId":"u"}`, basic: webKey}); resp.StatusCode != http.StatusOK {
 		t.Errorf("after a timeout: status %d %v", resp.StatusCode, answer)
 	}
