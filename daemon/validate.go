@@ -55,7 +55,11 @@ func validateCommand(args []string, stdout, stderr io.Writer) error {
 			fmt.Fprintf(stdout, "%s: %s: %v\n", d.ID, name, err)
 			continue
 		}
-		fmt.Fprintf(stdout, "%s: ok\n", d.ID)
+		pinned := "pin it with sha256"
+		if d.SHA256 != "" {
+			pinned = "pinned"
+		}
+		fmt.Fprintf(stdout, "%s: ok, plugin %s sha256 %s (%s)\n", d.ID, d.PluginPath, pluginhost.FileSHA256(d.PluginPath), pinned)
 	}
 	if cfg.HTTP.Listen != "" {
 		fmt.Fprintf(stdout, "http: ok, the tracking API on %s for sources %s\n", cfg.HTTP.Listen, strings.Join(slices.Sorted(maps.Keys(cfg.HTTP.WriteKeys)), ", "))
@@ -119,7 +123,7 @@ func humanBytes(b float64) string {
 
 // checkPlugin starts the destination's plugin, configures it and stops it.
 func checkPlugin(cfg *config.Config, d *config.Destination, log *slog.Logger) error {
-	host := pluginhost.New(d.ID, d.PluginPath, cfg.Dir(), d.Settings, d.Types, log, nil)
+	host := pluginhost.New(pluginhost.Spec{ID: d.ID, Path: d.PluginPath, Dir: cfg.Dir(), Settings: d.Settings, Types: d.Types, SHA256: d.PluginSHA256}, log, nil)
 	defer host.Close()
 	ctx, cancel := context.WithTimeout(context.Background(), pluginhost.StartTimeout)
 	defer cancel()

@@ -8,6 +8,7 @@ import (
 	"strings"
 	"testing"
 
+	"trackd.dev/trackd/daemon/internal/pluginhost"
 	"trackd.dev/trackd/sdk/destinationtest"
 )
 
@@ -44,7 +45,7 @@ plugin = "not-built"
 enabled = false
 `, fileBin),
 			code:   0,
-			stdout: []string{"file: ok\n"},
+			stdout: []string{"file: ok, plugin " + fileBin + " sha256 " + pluginhost.FileSHA256(fileBin) + " (pin it with sha256)\n"},
 		},
 		{
 			name: "a plugin refuses its settings",
@@ -60,7 +61,7 @@ url = "ftp://example.com"
 secret = "hunter2"
 `, fileBin, hookBin),
 			code:     1,
-			stdout:   []string{"file: ok\n", "hook: config.toml: destinations.hook.settings: ", "url"},
+			stdout:   []string{"file: ok, plugin ", "hook: config.toml: destinations.hook.settings: ", "url"},
 			notInOut: "hunter2",
 		},
 		{
@@ -119,7 +120,30 @@ types = ["track", "identify"]
 out = "out.txt"
 `, fileBin, destinationtest.Build(t, "trackd.dev/trackd/daemon/internal/testplugins/faulty")),
 			code:   1,
-			stdout: []string{"file: ok\n", "faulty: config.toml: destinations.faulty.types: the plugin", `does not take "identify" calls; it takes track`},
+			stdout: []string{"file: ok, plugin ", "faulty: config.toml: destinations.faulty.types: the plugin", `does not take "identify" calls; it takes track`},
+		},
+		{
+			name: "pinned checksums, right and wrong",
+			config: fmt.Sprintf(`
+[destinations.file]
+plugin = %[1]q
+sha256 = %[2]q
+[destinations.file.settings]
+path = "events.jsonl"
+[destinations.other]
+plugin = %[1]q
+sha256 = %[3]q
+[destinations.other.settings]
+path = "other.jsonl"
+`, fileBin, pluginhost.FileSHA256(fileBin), strings.Repeat("0", 64)),
+			code:   1,
+			stdout: []string{"file: ok, plugin " + fileBin + " sha256 " + pluginhost.FileSHA256(fileBin) + " (pinned)\n", "other: config.toml: destinations.other.sha256: the plugin " + fileBin + " has SHA-256 " + pluginhost.FileSHA256(fileBin) + ", not the one pinned"},
+		},
+		{
+			name:   "a checksum that is not one",
+			config: fmt.Sprintf("[destinations.file]\nplugin = %q\nsha256 = \"abc\"\n", fileBin),
+			code:   1,
+			stderr: "destinations.file.sha256 is not a SHA-256 in hex",
 		},
 		{
 			name:   "an unset variable",

@@ -6,6 +6,7 @@ package host
 import (
 	"bytes"
 	"context"
+	"crypto/sha256"
 	"errors"
 	"fmt"
 	"io"
@@ -56,6 +57,18 @@ func (hostPlugin) GRPCClient(_ context.Context, _ *plugin.GRPCBroker, c *grpc.Cl
 // describeTimeout bounds the Describe call Start makes.
 const describeTimeout = 10 * time.Second
 
+// An Option changes how Start runs a plugin.
+type Option func(*plugin.ClientConfig)
+
+// WithChecksum makes Start refuse to run the binary unless its SHA-256 is
+// sum (go-plugin's SecureConfig): a binary replaced since it was pinned does
+// not run.
+func WithChecksum(sum []byte) Option {
+	return func(c *plugin.ClientConfig) {
+		c.SecureConfig = &plugin.SecureConfig{Checksum: sum, Hash: sha256.New()}
+	}
+}
+
 // Start launches the plugin binary cmd (whose Stdout and Stderr must be nil),
 // performs the handshake, asks the plugin which settings are secret, and
 // returns a client for it. The caller must Kill it.
@@ -65,12 +78,12 @@ const describeTimeout = 10 * time.Second
 // Write as a line. go-plugin's own warnings and errors are written there too,
 // prefixed "go-plugin:"; its debug chatter is not. A nil stderr discards it
 // all.
-func Start(cmd *exec.Cmd, stderr io.Writer) (*Client, error) {
+func Start(cmd *exec.Cmd, stderr io.Writer, opts ...Option) (*Client, error) {
 	if stderr == nil {
 		stderr = io.Discard
 	}
 	out := &lockedWriter{w: stderr}
-	pc := plugin.NewClient(&plugin.ClientConfig{
+	cfg := &plugin.ClientConfig{
 		HandshakeConfig:  protocol.Handshake,
 		VersionedPlugins: map[int]plugin.PluginSet{protocol.Version: {protocol.PluginName: hostPlugin{}}},
 		Cmd:              cmd,
@@ -83,7 +96,11 @@ func Start(cmd *exec.Cmd, stderr io.Writer) (*Client, error) {
 		SyncStdout:      &lineWriter{out: out},
 		Logger:          hostLogger{protocol.QuietLogger(&lineWriter{out: out})},
 		GRPCDialOptions: protocol.DialOptions(),
-	})
+	}
+	for _, o := range opts {
+		o(cfg)
+	}
+	pc := plugin.NewClient(cfg)
 	rpc, err := pc.Client()
 	if err == nil {
 		var raw any
@@ -101,8 +118,15 @@ func Start(cmd *exec.Cmd, stderr io.Writer) (*Client, error) {
 		}
 	}
 	pc.Kill()
+	if errors.Is(err, plugin.ErrChecksumsDoNotMatch) {
+		return nil, fmt.Errorf("start plugin %s: %w", cmd.Path, ErrChecksum)
+	}
 	return nil, fmt.Errorf("start plugin %s: %s", cmd.Path, handshakeError(err))
 }
+
+// ErrChecksum is what Start says of a binary whose SHA-256 is not the one
+// WithChecksum gave; it did not run.
+var ErrChecksum = errors.New("its SHA-256 is not the pinned checksum, so it was not run")
 
 // handshakeError shortens go-plugin's diagnosis of a program that did not
 // answer the handshake, a dozen lines mostly about file modes, to one line.

@@ -80,7 +80,7 @@ func BenchmarkPluginDeliver(b *testing.B) {
 // of the calls; ns/op is per call.
 func BenchmarkPluginCPU(b *testing.B) {
 	log := slog.New(slog.DiscardHandler)
-	host := pluginhost.New("noop", noopPlugin(b), b.TempDir(), nil, nil, log, nil)
+	host := pluginhost.New(pluginhost.Spec{ID: "noop", Path: noopPlugin(b), Dir: b.TempDir()}, log, nil)
 	defer host.Close()
 	if err := host.Start(b.Context()); err != nil {
 		b.Fatal(err)
@@ -135,7 +135,7 @@ func BenchmarkDeliverer(b *testing.B) {
 	}
 	m := metrics.New()
 	log := slog.New(slog.NewTextHandler(io.Discard, nil))
-	host := pluginhost.New("noop", noopPlugin(b), b.TempDir(), nil, nil, log, nil)
+	host := pluginhost.New(pluginhost.Spec{ID: "noop", Path: noopPlugin(b), Dir: b.TempDir()}, log, nil)
 	defer host.Close()
 	if err := host.Start(ctx); err != nil {
 		b.Fatal(err)

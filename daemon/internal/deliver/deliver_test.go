@@ -166,9 +166,9 @@ func hookDeliverer(t *testing.T, js jetstream.JetStream, cons jetstream.Consumer
 	t.Helper()
 	m := metrics.New()
 	log := slog.New(slog.NewTextHandler(io.Discard, nil))
-	host := pluginhost.New("hook", destinationtest.Build(t, "trackd.dev/trackd/plugins/webhook"), t.TempDir(),
+	host := pluginhost.New(pluginhost.Spec{ID: "hook", Path: destinationtest.Build(t, "trackd.dev/trackd/plugins/webhook"), Dir: t.TempDir(),
 		// A long timeout: the tests' endpoints that hold requests decide when they end.
-		map[string]any{"url": url, "timeout": "2m"}, nil, log, m.PluginRestarts.WithLabelValues("hook"))
+		Settings: map[string]any{"url": url, "timeout": "2m"}}, log, m.PluginRestarts.WithLabelValues("hook"))
 	t.Cleanup(host.Close)
 	return &Deliverer{
 		ID: "hook", JS: js, Consumer: cons, Host: host, BatchSize: batch, Metrics: m, Log: log, Retry: retry,

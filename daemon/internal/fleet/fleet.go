@@ -154,7 +154,8 @@ func (f *Fleet) prepare(ctx context.Context, cfg *config.Config, d *config.Desti
 	if err != nil {
 		return nil, err
 	}
-	host := pluginhost.New(d.ID, d.PluginPath, cfg.Dir(), d.Settings, d.Types, f.log, f.metrics.PluginRestarts.WithLabelValues(d.ID))
+	host := pluginhost.New(pluginhost.Spec{ID: d.ID, Path: d.PluginPath, Dir: cfg.Dir(), Settings: d.Settings, Types: d.Types, SHA256: d.PluginSHA256},
+		f.log, f.metrics.PluginRestarts.WithLabelValues(d.ID))
 	if startPlugin {
 		sctx, cancel := context.WithTimeout(ctx, pluginhost.StartTimeout)
 		defer cancel()
@@ -261,7 +262,8 @@ func (f *Fleet) Ready() error {
 // types are checked against what the plugin takes, so they restart it.
 func samePlugin(m *member, d *config.Destination, retry config.Retry) bool {
 	return m.dest.PluginPath == d.PluginPath && m.dest.BatchSize == d.BatchSize &&
-		m.retry == retry && reflect.DeepEqual(m.dest.Settings, d.Settings) && slices.Equal(m.dest.Types, d.Types)
+		m.retry == retry && reflect.DeepEqual(m.dest.Settings, d.Settings) && slices.Equal(m.dest.Types, d.Types) &&
+		m.dest.SHA256 == d.SHA256
 }
 
 func sortedIDs[V any](m map[string]V) []string {

@@ -6,8 +6,13 @@ package pluginhost
 import (
 	"bytes"
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"errors"
 	"fmt"
+	"io"
 	"log/slog"
+	"os"
 	"os/exec"
 	"slices"
 	"strings"
@@ -21,13 +26,25 @@ import (
 	"trackd.dev/trackd/sdk/host"
 )
 
+// Spec is what runs a destination's plugin.
+type Spec struct {
+	ID   string
+	Path string // the plugin binary
+	// Dir is where the plugin runs, so that relative paths in its settings
+	// mean the same as in the config.
+	Dir      string
+	Settings map[string]any
+	// Types, when not empty, are the call types the destination is to take
+	// (its types key), which its plugin must take.
+	Types []string
+	// SHA256, when not nil, is the checksum the binary must have to run.
+	SHA256 []byte
+}
+
 // Host owns one destination's plugin process.
 type Host struct {
+	Spec
 	id       string
-	path     string
-	dir      string
-	settings map[string]any
-	types    []string // the destination's types key; nil for whatever the plugin takes
 	log      *slog.Logger
 	restarts prometheus.Counter
 	// redact masks secret settings; it holds nil when there are none. It
@@ -44,17 +61,11 @@ type Host struct {
 // Ready reports whether the plugin is running and configured.
 func (h *Host) Ready() bool { return h.ready.Load() }
 
-// New prepares a host; nothing runs until Start or Deliver. types, when not
-// empty, are the call types the destination is to take (its types key),
-// which its plugin must take. restarts, when not nil, counts the times a
-// failed plugin is replaced. The plugin runs in dir, so relative paths in its
-// settings mean the same as in the config.
-func New(id, path, dir string, settings map[string]any, types []string, log *slog.Logger, restarts prometheus.Counter) *Host {
-	h := &Host{
-		id: id, path: path, dir: dir, settings: settings, types: types, log: log.With("destination", id),
-		restarts: restarts,
-	}
-	h.redact.Store(secretsReplacer(settings, nil))
+// New prepares a host; nothing runs until Start or Deliver. restarts, when
+// not nil, counts the times a failed plugin is replaced.
+func New(spec Spec, log *slog.Logger, restarts prometheus.Counter) *Host {
+	h := &Host{Spec: spec, id: spec.ID, log: log.With("destination", spec.ID), restarts: restarts}
+	h.redact.Store(secretsReplacer(spec.Settings, nil))
 	return h
 }
 
@@ -74,7 +85,7 @@ func (h *Host) Takes(typ string) bool {
 	if bits := h.takes.Load(); bits != 0 {
 		return bits&typeBit(typ) != 0
 	}
-	return len(h.types) == 0 || slices.Contains(h.types, typ)
+	return len(h.Types) == 0 || slices.Contains(h.Types, typ)
 }
 
 // callTypes are the call types in the order of their bits in Host.takes.
@@ -195,8 +206,8 @@ func (h *Host) running(ctx context.Context) (*host.Client, error) {
 		h.stop()
 		h.countRestart()
 	}
-	cmd := exec.Command(h.path)
-	cmd.Dir = h.dir
+	cmd := exec.Command(h.Path)
+	cmd.Dir = h.Dir
 	// A plugin spends its time waiting for its API, and concurrent calls need
 	// goroutines, not cores; a Go process with a scheduler thread per core
 	// spends CPU waking and parking them on every call: with one, the plugins
@@ -212,34 +223,56 @@ func (h *Host) running(ctx context.Context) (*host.Client, error) {
 	// event (batches of 100 and 512) for 5-6 MB more peak RSS (BENCHMARKS.md).
 	cmd.Env = []string{"GOMAXPROCS=1", "GOGC=200"}
 	dieWithParent(cmd)
-	c, err := host.Start(cmd, &lineLogger{log: h.log, mask: h.mask})
+	var opts []host.Option
+	if h.SHA256 != nil {
+		opts = append(opts, host.WithChecksum(h.SHA256))
+	}
+	c, err := host.Start(cmd, &lineLogger{log: h.log, mask: h.mask}, opts...)
+	if errors.Is(err, host.ErrChecksum) {
+		return nil, fmt.Errorf("destinations.%s.sha256: the plugin %s has SHA-256 %s, not the one pinned; check where the binary came from, then pin its checksum (trackd validate prints it)",
+			h.id, h.Path, FileSHA256(h.Path))
+	}
 	if err != nil {
 		return nil, fmt.Errorf("destinations.%s.plugin: %s", h.id, h.mask(err.Error()))
 	}
-	h.redact.Store(secretsReplacer(h.settings, c.Secrets()))
-	types, err := c.Configure(ctx, h.settings)
+	h.redact.Store(secretsReplacer(h.Settings, c.Secrets()))
+	types, err := c.Configure(ctx, h.Settings)
 	if err != nil {
 		c.Kill()
 		return nil, fmt.Errorf("destinations.%s.settings: %s", h.id, h.mask(err.Error()))
 	}
 	var bits uint32
 	for _, t := range types {
-		if len(h.types) == 0 || slices.Contains(h.types, t) {
+		if len(h.Types) == 0 || slices.Contains(h.Types, t) {
 			bits |= typeBit(t)
 		}
 	}
-	for _, t := range h.types {
+	for _, t := range h.Types {
 		if !slices.Contains(types, t) {
 			c.Kill()
 			return nil, fmt.Errorf("destinations.%s.types: the plugin %s does not take %q calls; it takes %s",
-				h.id, h.path, t, strings.Join(types, ", "))
+				h.id, h.Path, t, strings.Join(types, ", "))
 		}
 	}
 	h.takes.Store(bits)
-	h.log.Info("plugin started", "plugin", h.path, "types", strings.Join(types, ","))
+	h.log.Info("plugin started", "plugin", h.Path, "types", strings.Join(types, ","))
 	h.client = c
 	h.ready.Store(true)
 	return c, nil
+}
+
+// FileSHA256 is the hex SHA-256 of the file at path, or why it has none.
+func FileSHA256(path string) string {
+	f, err := os.Open(path)
+	if err != nil {
+		return "(unreadable: " + err.Error() + ")"
+	}
+	defer f.Close()
+	sum := sha256.New()
+	if _, err := io.Copy(sum, f); err != nil {
+		return "(unreadable: " + err.Error() + ")"
+	}
+	return hex.EncodeToString(sum.Sum(nil))
 }
 
 func (h *Host) countRestart() {

@@ -3,8 +3,10 @@ package pluginhost
 import (
 	"bytes"
 	"context"
+	"encoding/hex"
 	"log/slog"
 	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 
@@ -19,11 +21,11 @@ func TestSecretsAreMasked(t *testing.T) {
 	var logs bytes.Buffer
 	log := slog.New(slog.NewTextHandler(&logs, nil))
 	bin := destinationtest.Build(t, "trackd.dev/trackd/daemon/internal/testplugins/faulty")
-	h := New("x", bin, t.TempDir(), map[string]any{
+	h := New(Spec{ID: "x", Path: bin, Dir: t.TempDir(), Settings: map[string]any{
 		"out":            "out.txt",
 		"fail_configure": "the api token s3cr3t-t0ken is wrong",
 		"auth":           map[string]any{"api_token": "s3cr3t-t0ken"},
-	}, nil, log, nil)
+	}}, log, nil)
 	defer h.Close()
 	err := h.Start(context.Background())
 	if err == nil {
@@ -59,7 +61,7 @@ func TestSecretsReplacer(t *testing.T) {
 func TestPluginRuntime(t *testing.T) {
 	bin := destinationtest.Build(t, "trackd.dev/trackd/daemon/internal/testplugins/faulty")
 	settings := func() string {
-		h := New("x", bin, t.TempDir(), map[string]any{"fail_configure": "runtime: procs={procs} gogc={gogc}"}, nil, slog.New(slog.DiscardHandler), nil)
+		h := New(Spec{ID: "x", Path: bin, Dir: t.TempDir(), Settings: map[string]any{"fail_configure": "runtime: procs={procs} gogc={gogc}"}}, slog.New(slog.DiscardHandler), nil)
 		defer h.Close()
 		err := h.Start(context.Background())
 		if err == nil {
@@ -81,5 +83,29 @@ func TestPluginRuntime(t *testing.T) {
 	t.Setenv("GOGC", "50")
 	if got := settings(); got != "procs=2 gogc=50" {
 		t.Errorf("with GOMAXPROCS=2 and GOGC=50 set the plugin ran with %s, want procs=2 gogc=50", got)
+	}
+}
+
+// A pinned checksum runs the binary that has it, and refuses any other,
+// naming the key.
+func TestPinnedChecksum(t *testing.T) {
+	bin := destinationtest.Build(t, "trackd.dev/trackd/daemon/internal/testplugins/faulty")
+	sum, err := hex.DecodeString(FileSHA256(bin))
+	if err != nil {
+		t.Fatal(err)
+	}
+	settings := map[string]any{"out": filepath.Join(t.TempDir(), "out.txt")}
+	right := New(Spec{ID: "x", Path: bin, Dir: t.TempDir(), Settings: settings, SHA256: sum}, slog.New(slog.DiscardHandler), nil)
+	defer right.Close()
+	if err := right.Start(context.Background()); err != nil {
+		t.Fatalf("the binary with the pinned checksum did not start: %v", err)
+	}
+	wrongSum := bytes.Clone(sum)
+	wrongSum[0] ^= 0xff
+	wrong := New(Spec{ID: "x", Path: bin, Dir: t.TempDir(), Settings: settings, SHA256: wrongSum}, slog.New(slog.DiscardHandler), nil)
+	defer wrong.Close()
+	err = wrong.Start(context.Background())
+	if err == nil || !strings.Contains(err.Error(), "destinations.x.sha256") || !strings.Contains(err.Error(), FileSHA256(bin)) {
+		t.Errorf("a binary whose checksum is not the pinned one: %v; want an error naming destinations.x.sha256 and the binary's checksum", err)
 	}
 }
