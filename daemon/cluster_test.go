@@ -60,6 +60,10 @@ replicas = 3
 [dedupe]
 shards = 3
 %s
+[ingest]
+max_bytes = "512MiB"
+[dlq]
+max_bytes = "64MiB"
 [admin]
 listen = %q
 [log]

@@ -99,10 +99,16 @@ func newDaemon(t *testing.T, bin, destinations string) *daemon {
 	t.Helper()
 	dir := t.TempDir()
 	natsAddr, adminAddr := freePort(t), freePort(t)
+	// The streams' limits are below the defaults, which the server reserves
+	// storage for: a test machine's disk may not have 9 GiB free.
 	header := fmt.Sprintf(`
 [nats.embedded]
 listen = %q
 store_dir = "nats"
+[ingest]
+max_bytes = "512MiB"
+[dlq]
+max_bytes = "64MiB"
 [admin]
 listen = %q
 [log]

@@ -44,7 +44,7 @@ func TestNATSConnectionVisible(t *testing.T) {
 		"[destinations.hook]\nplugin = %q\n[destinations.hook.settings]\nurl = %q\n",
 		destinationtest.Build(t, "trackd.dev/trackd/plugins/webhook"), h.URL))
 	d.natsURL = "nats://" + net.JoinHostPort(host, portStr)
-	d.header = fmt.Sprintf("[nats]\nurl = %q\n[admin]\nlisten = %q\n[log]\nlevel = \"debug\"\n",
+	d.header = fmt.Sprintf("[nats]\nurl = %q\n[ingest]\nmax_bytes = \"512MiB\"\n[dlq]\nmax_bytes = \"64MiB\"\n[admin]\nlisten = %q\n[log]\nlevel = \"debug\"\n",
 		d.natsURL, strings.TrimPrefix(d.adminURL, "http://"))
 	d.writeConfig(t, d.dests)
 	d.start(t, "/readyz")

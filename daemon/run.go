@@ -91,6 +91,15 @@ func run(ctx context.Context, cfg *config.Config, log *slog.Logger, level *slog.
 		defer cancel()
 		return topo.Backlog(bctx)
 	}))
+	m.Registry.MustRegister(metrics.Streams(func() []metrics.StreamState {
+		sctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+		defer cancel()
+		var out []metrics.StreamState
+		for _, info := range topo.Streams(sctx) {
+			out = append(out, metrics.StreamState{Name: info.Config.Name, Bytes: info.State.Bytes, Messages: info.State.Msgs, MaxBytes: info.Config.MaxBytes})
+		}
+		return out
+	}))
 	go dedupe.Watch(ctx, b.JS, cfg.Dedupe.Buckets(), cfg.Dedupe.MaxKeys, dedupeWatchEvery, m, log)
 	routerCons, err := topo.Router(ctx, 8*routerBatch)
 	if err != nil {

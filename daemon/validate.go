@@ -13,6 +13,7 @@ import (
 	"strings"
 	"time"
 
+	"trackd.dev/trackd/daemon/internal/bus"
 	"trackd.dev/trackd/daemon/internal/config"
 	"trackd.dev/trackd/daemon/internal/pluginhost"
 )
@@ -64,6 +65,8 @@ func validateCommand(args []string, stdout, stderr io.Writer) error {
 	if cfg.HTTP.Listen != "" {
 		fmt.Fprintf(stdout, "http: ok, the tracking API on %s for sources %s\n", cfg.HTTP.Listen, strings.Join(slices.Sorted(maps.Keys(cfg.HTTP.WriteKeys)), ", "))
 	}
+	fmt.Fprintf(stdout, "streams: %s holds at most %s (ingest.max_bytes; full, it refuses new events); %s at most %s and %s (dlq.max_bytes, dlq.max_age; the oldest letters go first)\n",
+		cfg.Ingest.Stream, cfg.Ingest.MaxBytes, bus.DLQStream, cfg.DLQ.MaxBytes, cfg.DLQ.MaxAge)
 	if *rate > 0 {
 		fmt.Fprintln(stdout, dedupeCapacity(cfg.Dedupe, cfg.NATS.Replicas, *rate))
 	}

@@ -229,9 +229,13 @@ func (b *Bus) Setup(ctx context.Context, cfg *config.Config) (*Topology, error) 
 		// Every daemon shares one consumer, so a message is done once it is routed.
 		Retention: jetstream.WorkQueuePolicy,
 		Replicas:  replicas,
+		// Full, the stream refuses new events (producers see a failed
+		// publish, the tracking API answers 503) rather than dropping any.
+		MaxBytes: int64(cfg.Ingest.MaxBytes),
+		Discard:  jetstream.DiscardNew,
 	})
 	if err != nil {
-		return nil, fmt.Errorf("cannot create stream %s (ingest.stream): %w", cfg.Ingest.Stream, err)
+		return nil, streamError(cfg.Ingest.Stream, "ingest.stream", "ingest.max_bytes", cfg.Ingest.MaxBytes, err)
 	}
 	// The routed stream's duplicate window absorbs a router step that published
 	// and then crashed before acking, which is redelivered after RouterAckWait.
@@ -257,9 +261,14 @@ func (b *Bus) Setup(ctx context.Context, cfg *config.Config) (*Topology, error) 
 		Subjects:    []string{DLQPrefix + ">"},
 		Storage:     jetstream.FileStorage,
 		Replicas:    replicas,
+		// A flood of invalid events must not fill the disk: the oldest
+		// letters go first.
+		MaxAge:   cfg.DLQ.MaxAge.Duration,
+		MaxBytes: int64(cfg.DLQ.MaxBytes),
+		Discard:  jetstream.DiscardOld,
 	})
 	if err != nil {
-		return nil, fmt.Errorf("cannot create stream %s: %w", DLQStream, err)
+		return nil, streamError(DLQStream, "", "dlq.max_bytes", cfg.DLQ.MaxBytes, err)
 	}
 	for _, name := range cfg.Dedupe.Buckets() {
 		kv, err := b.dedupeBucket(ctx, name, cfg)
@@ -269,6 +278,27 @@ func (b *Bus) Setup(ctx context.Context, cfg *config.Config) (*Topology, error) 
 		t.Dedupe = append(t.Dedupe, kv)
 	}
 	return &t, nil
+}
+
+// The server's error codes for a stream it has no room for (nats-server's
+// JSInsufficientResourcesErr and JSStorageResourcesExceededErr).
+const (
+	errCodeInsufficientResources jetstream.ErrorCode = 10023
+	errCodeStorageExceeded       jetstream.ErrorCode = 10047
+)
+
+// streamError says why a stream could not be made: when the server cannot
+// hold its limit, which key to lower.
+func streamError(name, nameKey, limitKey string, limit config.Bytes, err error) error {
+	if nameKey != "" {
+		name += " (" + nameKey + ")"
+	}
+	var apiErr *jetstream.APIError
+	if errors.As(err, &apiErr) && (apiErr.ErrorCode == errCodeInsufficientResources || apiErr.ErrorCode == errCodeStorageExceeded) {
+		return fmt.Errorf("cannot create stream %s: the NATS server cannot store %s (%s): %w; lower %s or give the server more storage (max_file_store)",
+			name, limit, limitKey, err, limitKey)
+	}
+	return fmt.Errorf("cannot create stream %s: %w", name, err)
 }
 
 // dedupeBucket creates or updates the stream of a dedupe bucket and binds to
@@ -365,6 +395,18 @@ func (t *Topology) Destination(ctx context.Context, id string, maxAckPending int
 
 // Backlog returns, per consumer of the ingest and routed streams, how many
 // messages wait: not yet delivered plus delivered and unacked.
+// Streams reports the state and byte limit of each stream trackd keeps
+// events in; a stream whose info cannot be read now is left out.
+func (t *Topology) Streams(ctx context.Context) []*jetstream.StreamInfo {
+	var out []*jetstream.StreamInfo
+	for _, s := range []jetstream.Stream{t.Ingest, t.Routed, t.DLQ} {
+		if info, err := s.Info(ctx); err == nil {
+			out = append(out, info)
+		}
+	}
+	return out
+}
+
 func (t *Topology) Backlog(ctx context.Context) map[string]float64 {
 	out := map[string]float64{}
 	for _, s := range []jetstream.Stream{t.Ingest, t.Routed} {

@@ -69,6 +69,17 @@ func (c *Config) check(name string, lookupEnv func(string) (string, bool)) error
 	if c.Ingest.MaxEventBytes <= 0 || c.Ingest.MaxEventBytes > 1<<20 {
 		return bad("ingest.max_event_bytes", "is %d; it must be between 1 and 1048576", c.Ingest.MaxEventBytes)
 	}
+	for _, b := range [...]struct {
+		key  string
+		size Bytes
+	}{{"ingest.max_bytes", c.Ingest.MaxBytes}, {"dlq.max_bytes", c.DLQ.MaxBytes}} {
+		if b.size < 1<<20 {
+			return bad(b.key, "is %s; a stream needs at least 1 MiB, such as \"8GiB\"", b.size)
+		}
+	}
+	if c.DLQ.MaxAge.Duration <= 0 {
+		return bad("dlq.max_age", "is %s; dead letters must be kept for some time, such as \"336h\"", c.DLQ.MaxAge)
+	}
 	if !streamName.MatchString(c.Dedupe.Bucket) {
 		return bad("dedupe.bucket", "%q is not a valid bucket name; use letters, digits, - and _", c.Dedupe.Bucket)
 	}

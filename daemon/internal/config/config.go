@@ -5,6 +5,7 @@ package config
 import (
 	"errors"
 	"fmt"
+	"math"
 	"os"
 	"path/filepath"
 	"reflect"
@@ -13,12 +14,14 @@ import (
 	"time"
 
 	"github.com/BurntSushi/toml"
+	"github.com/dustin/go-humanize"
 )
 
 // Config is the whole configuration file.
 type Config struct {
 	NATS         NATS                    `toml:"nats"`
 	Ingest       Ingest                  `toml:"ingest"`
+	DLQ          DLQ                     `toml:"dlq"`
 	Dedupe       Dedupe                  `toml:"dedupe"`
 	HTTP         HTTP                    `toml:"http"`
 	Retry        Retry                   `toml:"retry"`
@@ -65,6 +68,13 @@ type Ingest struct {
 	Stream        string   `toml:"stream"`
 	Subjects      []string `toml:"subjects"`
 	MaxEventBytes int      `toml:"max_event_bytes"`
+	MaxBytes      Bytes    `toml:"max_bytes"` // the stream's bound; full, it refuses new events
+}
+
+// DLQ bounds the dead-letter stream; past either bound its oldest letters go.
+type DLQ struct {
+	MaxAge   Duration `toml:"max_age"`
+	MaxBytes Bytes    `toml:"max_bytes"`
 }
 
 // Dedupe is the messageId repeat window.
@@ -178,6 +188,30 @@ func (d *Duration) UnmarshalText(b []byte) error {
 // MarshalText writes the duration back as a string.
 func (d Duration) MarshalText() ([]byte, error) { return []byte(d.String()), nil }
 
+// Bytes is a size, written as a number of bytes or a string such as "8GiB"
+// or "500MB".
+type Bytes int64
+
+// UnmarshalTOML reads an integer or a size string.
+func (b *Bytes) UnmarshalTOML(v any) error {
+	switch v := v.(type) {
+	case int64:
+		*b = Bytes(v)
+	case string:
+		n, err := humanize.ParseBytes(v)
+		if err != nil || n > math.MaxInt64 {
+			return fmt.Errorf("%q is not a size such as \"8GiB\" or \"500MB\"", v)
+		}
+		*b = Bytes(n)
+	default:
+		return fmt.Errorf("%v is not a size such as \"8GiB\"", v)
+	}
+	return nil
+}
+
+// String writes the size for people: "8.0 GiB".
+func (b Bytes) String() string { return humanize.IBytes(uint64(max(b, 0))) }
+
 // Defaults returns the configuration an empty file means.
 func Defaults() Config {
 	return Config{
@@ -186,7 +220,9 @@ func Defaults() Config {
 			Stream:        "TRACK",
 			Subjects:      []string{"track", "track.>"},
 			MaxEventBytes: 32768,
+			MaxBytes:      8 << 30,
 		},
+		DLQ:    DLQ{MaxAge: Duration{14 * 24 * time.Hour}, MaxBytes: 1 << 30},
 		Dedupe: Dedupe{Bucket: "TRACK_DEDUPE", Window: Duration{12 * time.Hour}, Shards: 1},
 		HTTP:   HTTP{SubjectPrefix: "track"},
 		Retry: Retry{

@@ -163,3 +163,40 @@ func (b Backlog) Collect(ch chan<- prometheus.Metric) {
 		ch <- prometheus.MustNewConstMetric(backlogDesc, prometheus.GaugeValue, v, name)
 	}
 }
+
+// StreamState is what /metrics shows of a stream.
+type StreamState struct {
+	Name     string
+	Bytes    uint64
+	Messages uint64
+	MaxBytes int64 // -1: no limit
+}
+
+// Streams reports, at each scrape, each stream's size against its limit, as
+// trackd_stream_bytes, trackd_stream_messages and trackd_stream_max_bytes.
+type Streams func() []StreamState
+
+var (
+	streamBytesDesc = prometheus.NewDesc("trackd_stream_bytes",
+		"Bytes a stream holds.", []string{"stream"}, nil)
+	streamMessagesDesc = prometheus.NewDesc("trackd_stream_messages",
+		"Messages a stream holds.", []string{"stream"}, nil)
+	streamMaxBytesDesc = prometheus.NewDesc("trackd_stream_max_bytes",
+		"A stream's byte limit (ingest.max_bytes, dlq.max_bytes); -1 for none.", []string{"stream"}, nil)
+)
+
+// Describe implements prometheus.Collector.
+func (s Streams) Describe(ch chan<- *prometheus.Desc) {
+	ch <- streamBytesDesc
+	ch <- streamMessagesDesc
+	ch <- streamMaxBytesDesc
+}
+
+// Collect implements prometheus.Collector.
+func (s Streams) Collect(ch chan<- prometheus.Metric) {
+	for _, st := range s() {
+		ch <- prometheus.MustNewConstMetric(streamBytesDesc, prometheus.GaugeValue, float64(st.Bytes), st.Name)
+		ch <- prometheus.MustNewConstMetric(streamMessagesDesc, prometheus.GaugeValue, float64(st.Messages), st.Name)
+		ch <- prometheus.MustNewConstMetric(streamMaxBytesDesc, prometheus.GaugeValue, float64(st.MaxBytes), st.Name)
+	}
+}

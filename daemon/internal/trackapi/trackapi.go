@@ -337,10 +337,18 @@ func (a *API) publish(calls []call) (int, string) {
 }
 
 // refusal is the answer when JetStream did not take a call: 429 when the
-// window of acknowledgements is full (trackd is behind), 503 otherwise.
+// window of acknowledgements is full (trackd is behind), 503 otherwise, with
+// what to look at when the ingest stream is full.
 func refusal(err error) (int, string) {
-	if errors.Is(err, jetstream.ErrTooManyStalledMsgs) {
+	switch {
+	case errors.Is(err, jetstream.ErrTooManyStalledMsgs):
 		return http.StatusTooManyRequests, "trackd is taking calls slower than they arrive; retry later"
+	case strings.Contains(err.Error(), streamFull):
+		return http.StatusServiceUnavailable, "the ingest stream is full (ingest.max_bytes): trackd is not routing calls as fast as they come; retry later"
 	}
 	return http.StatusServiceUnavailable, "JetStream did not store the calls (" + err.Error() + "); retry later"
 }
+
+// streamFull is how JetStream refuses a message to a stream at its
+// MaxBytes with DiscardNew (nats-server's ErrMaxBytes).
+const streamFull = "maximum bytes exceeded"

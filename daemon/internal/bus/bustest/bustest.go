@@ -30,6 +30,9 @@ func OpenWith(t testing.TB, set func(*config.Config)) (*bus.Bus, *bus.Topology) 
 	cfg := config.Defaults()
 	cfg.Path = t.TempDir() + "/config.toml"
 	cfg.NATS.Embedded.Listen = "127.0.0.1:-1"
+	// Below the defaults, which the server reserves storage for: a test
+	// machine's disk may not have 9 GiB free.
+	cfg.Ingest.MaxBytes, cfg.DLQ.MaxBytes = 512<<20, 64<<20
 	set(&cfg)
 	b, err := bus.Open(&cfg, bus.Watch{})
 	if err != nil {
