@@ -139,7 +139,7 @@ func run(ctx context.Context, cfg *config.Config, log *slog.Logger, level *slog.
 	}
 	var front *trackapi.Listener
 	if api != nil {
-		if front, err = trackapi.Listen(cfg.HTTP.Listen, api); err != nil {
+		if front, err = trackapi.Listen(cfg.HTTP.Listen, api, tlsFiles(cfg.HTTP.TLS)); err != nil {
 			return err
 		}
 		log.Info("tracking API listening", "addr", front.Addr(), "sources", len(cfg.HTTP.WriteKeys))
@@ -160,7 +160,7 @@ func run(ctx context.Context, cfg *config.Config, log *slog.Logger, level *slog.
 		case <-ctx.Done():
 			running = false
 		case <-reload:
-			cfg = reloadConfig(ctx, cfg, dests, rt, api, level, log)
+			cfg = reloadConfig(ctx, cfg, dests, rt, api, front, level, log)
 		}
 	}
 
@@ -190,7 +190,7 @@ func run(ctx context.Context, cfg *config.Config, log *slog.Logger, level *slog.
 }
 
 // reloadConfig applies the file's configuration, or keeps cur when it does not validate.
-func reloadConfig(ctx context.Context, cur *config.Config, dests *fleet.Fleet, rt *router.Router, api *trackapi.API, level *slog.LevelVar, log *slog.Logger) *config.Config {
+func reloadConfig(ctx context.Context, cur *config.Config, dests *fleet.Fleet, rt *router.Router, api *trackapi.API, front *trackapi.Listener, level *slog.LevelVar, log *slog.Logger) *config.Config {
 	next, err := config.Load(cur.Path)
 	if err != nil {
 		log.Error("configuration reload refused; the running configuration stays", "err", err)
@@ -205,6 +205,13 @@ func reloadConfig(ctx context.Context, cur *config.Config, dests *fleet.Fleet, r
 	}
 	if api != nil && next.HTTP.Listen != "" {
 		api.SetSources(trackapi.NewSources(next.HTTP.SubjectPrefix, next.HTTP.WriteKeys, next.HTTP.PublicURL))
+	}
+	if certs := tlsFiles(next.HTTP.TLS); front != nil && certs != nil && tlsFiles(cur.HTTP.TLS) != nil {
+		if err := front.ReloadTLS(*certs); err != nil {
+			log.Error("the tracking API keeps its certificate; the new files do not load", "err", err)
+		} else {
+			log.Info("the tracking API's certificate was read again", "cert_file", certs.CertFile)
+		}
 	}
 	_ = level.UnmarshalText([]byte(next.Log.Level))
 	log.Info("configuration reloaded", "destinations", len(next.Enabled()))
@@ -238,6 +245,14 @@ func modTime(path string) time.Time {
 		return time.Time{}
 	}
 	return st.ModTime()
+}
+
+// tlsFiles is what [http.tls] says: nil for plain http.
+func tlsFiles(t config.HTTPTLS) *trackapi.TLS {
+	if t.CertFile == "" {
+		return nil
+	}
+	return &trackapi.TLS{CertFile: t.CertFile, KeyFile: t.KeyFile}
 }
 
 func readiness(b *bus.Bus, dests *fleet.Fleet) error {

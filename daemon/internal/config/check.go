@@ -2,6 +2,7 @@ package config
 
 import (
 	"crypto/sha256"
+	"crypto/tls"
 	"encoding/hex"
 	"fmt"
 	"net"
@@ -132,6 +133,15 @@ func (c *Config) checkHTTP(bad func(key, format string, args ...any) error, look
 			return bad("http.public_url", "%q has a user, query or fragment; give only the scheme, host and any path prefix, such as \"https://trackd.example.com\"", h.PublicURL)
 		}
 		h.PublicURL = u.Scheme + "://" + u.Host + strings.TrimRight(u.EscapedPath(), "/")
+	}
+	if t := &h.TLS; t.CertFile != "" || t.KeyFile != "" {
+		if t.CertFile == "" || t.KeyFile == "" {
+			return bad("http.tls", "needs both cert_file and key_file to serve https")
+		}
+		t.CertFile, t.KeyFile = c.Resolve(t.CertFile), c.Resolve(t.KeyFile)
+		if _, err := tls.LoadX509KeyPair(t.CertFile, t.KeyFile); err != nil {
+			return bad("http.tls.cert_file", "%s with key_file %s: %v", t.CertFile, t.KeyFile, err)
+		}
 	}
 	sources := map[string]string{} // write key → the source that has it
 	for _, source := range sortedKeys(h.WriteKeys) {

@@ -109,6 +109,16 @@ type HTTP struct {
 	// WriteKeys maps a source name to its write key; a call made with a
 	// source's key is published to <SubjectPrefix>.<source>.
 	WriteKeys map[string]string `toml:"write_keys"`
+	// TLS, when its files are set, serves the API over https; the files are
+	// read again on reload.
+	TLS HTTPTLS `toml:"tls"`
+}
+
+// HTTPTLS is the tracking API's certificate and private key, PEM files;
+// relative paths are from the config's directory.
+type HTTPTLS struct {
+	CertFile string `toml:"cert_file"`
+	KeyFile  string `toml:"key_file"`
 }
 
 // Retry is the backoff policy for events a destination asks to retry.
@@ -352,6 +362,12 @@ func RestartOnly(cur, next *Config) []string {
 	}
 	if cur.HTTP.Listen != next.HTTP.Listen {
 		out = append(out, "http.listen")
+	}
+	if (cur.HTTP.TLS.CertFile == "") != (next.HTTP.TLS.CertFile == "") {
+		out = append(out, "http.tls (turning https on or off; new files are read on reload)")
+	}
+	if cur.DLQ != next.DLQ {
+		out = append(out, "dlq")
 	}
 	return out
 }

@@ -75,7 +75,7 @@ func benchHTTP(b *testing.B) (rate float64, cpuPer1000 float64) {
 	if err != nil {
 		b.Fatal(err)
 	}
-	l, err := Listen("127.0.0.1:0", api)
+	l, err := Listen("127.0.0.1:0", api, nil)
 	if err != nil {
 		b.Fatal(err)
 	}
