@@ -18,7 +18,7 @@ run: build
 
 ## test: the whole suite, race detector on (tests build the binaries they need)
 test:
-	$(GO) test -race -count=1 ./...
+	$(GO) test -race -count=1 -timeout 20m ./...
 
 ## test-cluster: the tests on an in-process 3-node NATS cluster (about 90 s; build tag cluster)
 test-cluster:
@@ -32,10 +32,12 @@ bench:
 	$(GO) test -run '^$$' -bench . -benchtime 1x -timeout 30m ./daemon 2>&1 | tee -a $$out; \
 	echo; grep '^bench:' $$out; ! grep -q '^FAIL' $$out; status=$$?; rm -f $$out; exit $$status
 
-## fuzz: fuzz validate+normalize for FUZZTIME (default 2m); make test runs its seeds
+## fuzz: fuzz validate+normalize, then the tracking API's request handling (body, gzip, batch
+## split and merge), each for FUZZTIME (default 2m); make test runs their seeds
 FUZZTIME ?= 2m
 fuzz:
 	$(GO) test -run '^$$' -fuzz FuzzNormalize -fuzztime $(FUZZTIME) ./daemon/internal/normalize
+	$(GO) test -run '^$$' -fuzz FuzzRequest -fuzztime $(FUZZTIME) ./daemon/internal/trackapi
 
 ## lint: gofmt, go vet and staticcheck
 lint:
