@@ -75,3 +75,24 @@ func FuzzEachElement(f *testing.F) {
 		}
 	})
 }
+
+func TestKeyAndKind(t *testing.T) {
+	for _, tt := range []struct {
+		key   string
+		plain bool
+		want  string
+	}{
+		{"userId", true, "userId"},
+		{`user\u0049d`, false, "userId"},
+		{"\xff", false, "\uFFFD"},
+	} {
+		if got := string(Key([]byte(tt.key), tt.plain)); got != tt.want {
+			t.Errorf("Key(%q, %v) = %q, want %q", tt.key, tt.plain, got, tt.want)
+		}
+	}
+	for v, want := range map[string]string{`{}`: "an object", `[1]`: "an array", `"x"`: "a string", `true`: "a boolean", `null`: "null", `-1`: "a number", ``: "empty"} {
+		if got := Kind([]byte(v)); got != want {
+			t.Errorf("Kind(%q) = %q, want %q", v, got, want)
+		}
+	}
+}

@@ -303,12 +303,12 @@ func Normalize(body []byte, receivedAt time.Time, opts Options) (Event, error) {
 			continue
 		}
 		if raw := o.get(k); raw != nil && raw[0] != '{' && raw[0] != 'n' {
-			return Event{}, invalid(keyNames[k], "%s is %s; use an object or null", keyNames[k], kindOf(raw))
+			return Event{}, invalid(keyNames[k], "%s is %s; use an object or null", keyNames[k], jsonscan.Kind(raw))
 		}
 	}
 	for _, k := range rule.strings {
 		if raw := o.get(k); raw != nil && raw[0] != '"' && raw[0] != 'n' {
-			return Event{}, invalid(keyNames[k], "%s is %s; use a string or null", keyNames[k], kindOf(raw))
+			return Event{}, invalid(keyNames[k], "%s is %s; use a string or null", keyNames[k], jsonscan.Kind(raw))
 		}
 	}
 	integrations, err := integrationsOf(o, o.get(keyIntegrations))
@@ -402,13 +402,10 @@ func parseObject(body []byte, o *object) error {
 		if err := json.Unmarshal(body, &raw); err != nil {
 			return syntaxError(err)
 		}
-		return invalid("", "event is %s, not a JSON object", kindOf(raw))
+		return invalid("", "event is %s, not a JSON object", jsonscan.Kind(raw))
 	}
 	ok := jsonscan.EachMember(body[i:], func(key []byte, plain bool, value []byte) {
-		f := field{key: key, plain: plain, value: value}
-		if !plain {
-			f.key = decodeKey(key)
-		}
+		f := field{key: jsonscan.Key(key, plain), plain: plain, value: value}
 		if k := keyIndex(f.key); k >= 0 {
 			o.last[k] = len(o.fields)
 		}
@@ -426,41 +423,11 @@ func parseObject(body []byte, o *object) error {
 	return nil
 }
 
-// decodeKey decodes a key that has escapes or bytes that are not UTF-8, as encoding/json
-// would (invalid bytes become U+FFFD). key is the raw text between the quotes.
-func decodeKey(key []byte) []byte {
-	quoted := make([]byte, 0, len(key)+2)
-	quoted = append(append(append(quoted, '"'), key...), '"')
-	var s string
-	if err := json.Unmarshal(quoted, &s); err != nil {
-		panic("normalize: a key the scanner accepted does not decode: " + err.Error())
-	}
-	return []byte(s)
-}
-
 func syntaxError(err error) error {
 	if se, ok := errors.AsType[*json.SyntaxError](err); ok {
 		return invalid("", "event is not valid JSON: %v (at byte %d)", se, se.Offset)
 	}
 	return invalid("", "event is not valid JSON: %v", err)
-}
-
-// kindOf names the JSON type of a valid, trimmed value for error messages.
-func kindOf(raw []byte) string {
-	switch raw[0] {
-	case '{':
-		return "an object"
-	case '[':
-		return "an array"
-	case '"':
-		return "a string"
-	case 't', 'f':
-		return "a boolean"
-	case 'n':
-		return "null"
-	default:
-		return "a number"
-	}
 }
 
 // unquote decodes a valid JSON string. Most strings hold no escapes and are plain UTF-8,
@@ -496,7 +463,7 @@ func ruleOf(raw json.RawMessage) (*callRule, error) {
 	case raw == nil || raw[0] == 'n':
 		return &callRules[0], nil
 	case raw[0] != '"':
-		return nil, invalid("type", "type is %s; use one of %s", kindOf(raw), typeList)
+		return nil, invalid("type", "type is %s; use one of %s", jsonscan.Kind(raw), typeList)
 	}
 	t := unquote(raw)
 	for i := range callRules {
@@ -523,9 +490,9 @@ func callName(o *object, rule *callRule) (string, error) {
 	case raw == nil || raw[0] == 'n' && !rule.nameRequired:
 		return "", nil
 	case raw[0] != '"' && rule.nameRequired:
-		return "", invalid(key, "%s is %s; use the event's name as a string", key, kindOf(raw))
+		return "", invalid(key, "%s is %s; use the event's name as a string", key, jsonscan.Kind(raw))
 	case raw[0] != '"':
-		return "", invalid(key, "%s is %s; use a string or null", key, kindOf(raw))
+		return "", invalid(key, "%s is %s; use a string or null", key, jsonscan.Kind(raw))
 	}
 	name := unquote(raw)
 	if name == "" && rule.nameRequired {
@@ -553,7 +520,7 @@ func identity(o *object, k int) (string, error) {
 		o.setGenerated(k, appendString(o.gen, id))
 		return id, nil
 	default:
-		return "", invalid(key, "%s is %s; use a string or a number", key, kindOf(raw))
+		return "", invalid(key, "%s is %s; use a string or a number", key, jsonscan.Kind(raw))
 	}
 }
 
@@ -620,7 +587,7 @@ func messageIDOf(raw json.RawMessage) (string, error) {
 	case raw == nil || raw[0] == 'n':
 		return "", nil
 	case raw[0] != '"':
-		return "", invalid("messageId", "messageId is %s; use a string of at most %d characters", kindOf(raw), sdk.MaxMessageIDRunes)
+		return "", invalid("messageId", "messageId is %s; use a string of at most %d characters", jsonscan.Kind(raw), sdk.MaxMessageIDRunes)
 	}
 	id := unquote(raw)
 	if n := utf8.RuneCountInString(id); n > sdk.MaxMessageIDRunes {
@@ -636,10 +603,7 @@ func integrationsOf(o *object, raw json.RawMessage) (map[string]bool, error) {
 	}
 	members := o.members[:0]
 	jsonscan.EachMember(raw, func(key []byte, plain bool, value []byte) {
-		if !plain {
-			key = decodeKey(key)
-		}
-		members = append(members, field{key: key, value: value})
+		members = append(members, field{key: jsonscan.Key(key, plain), value: value})
 	})
 	o.members = members
 	// As in a map decoded by encoding/json, the last of two identical keys wins.
@@ -663,7 +627,7 @@ func integrationsOf(o *object, raw json.RawMessage) (map[string]bool, error) {
 	o.lower = lower
 	if bad >= 0 {
 		field := "integrations." + string(members[bad].key)
-		return nil, invalid(field, "%s is %s; use true, false, null or an object", field, kindOf(members[bad].value))
+		return nil, invalid(field, "%s is %s; use true, false, null or an object", field, jsonscan.Kind(members[bad].value))
 	}
 	if len(lower) == 0 {
 		return nil, nil
@@ -721,7 +685,7 @@ func timeField(o *object, k int) (t time.Time, ok bool, err error) {
 	case raw == nil || raw[0] == 'n':
 		return time.Time{}, false, nil
 	case raw[0] != '"':
-		return time.Time{}, false, invalid(key, "%s is %s; use an RFC 3339 string such as %s", key, kindOf(raw), timeExample)
+		return time.Time{}, false, invalid(key, "%s is %s; use an RFC 3339 string such as %s", key, jsonscan.Kind(raw), timeExample)
 	}
 	if t, ok := parseUTC(raw[1 : len(raw)-1]); ok {
 		return t, true, nil
@@ -878,7 +842,7 @@ func Summarize(event []byte) (s sdk.Event, receivedAt time.Time, err error) {
 		case 'n':
 		default:
 			if fault == "" {
-				fault = string(key) + " is " + kindOf(value) + ", not a string"
+				fault = string(key) + " is " + jsonscan.Kind(value) + ", not a string"
 			}
 		}
 	})

@@ -47,7 +47,7 @@ func parseBatch(body []byte) (envelope, [][]byte, error) {
 	var batch []byte
 	var fault error
 	ok := jsonscan.EachMember(body, func(key []byte, plain bool, value []byte) {
-		switch string(decodedKey(key, plain)) {
+		switch string(jsonscan.Key(key, plain)) {
 		case "batch":
 			batch = value
 		case "context":
@@ -72,7 +72,7 @@ func parseBatch(body []byte) (envelope, [][]byte, error) {
 		want  byte
 	}{{"context", env.context, '{'}, {"integrations", env.integrations, '{'}, {"sentAt", env.sentAt, '"'}} {
 		if f.value != nil && f.value[0] != f.want {
-			return env, nil, badf("the batch's %s is %s; send %s or leave it out", f.name, kindOf(f.value), kindOf([]byte{f.want}))
+			return env, nil, badf("the batch's %s is %s; send %s or leave it out", f.name, jsonscan.Kind(f.value), jsonscan.Kind([]byte{f.want}))
 		}
 	}
 	if batch == nil {
@@ -80,14 +80,14 @@ func parseBatch(body []byte) (envelope, [][]byte, error) {
 	}
 	var calls [][]byte
 	if !jsonscan.EachElement(batch, func(v []byte) { calls = append(calls, v) }) {
-		return env, nil, badf(`"batch" is %s, not an array of calls`, kindOf(batch))
+		return env, nil, badf(`"batch" is %s, not an array of calls`, jsonscan.Kind(batch))
 	}
 	if len(calls) > MaxBatchCalls {
 		return env, nil, badf("batch has %d calls, over the limit of %d; send them in several requests", len(calls), MaxBatchCalls)
 	}
 	for i, c := range calls {
 		if c[0] != '{' {
-			return env, nil, badf("batch[%d] is %s, not a call object", i, kindOf(c))
+			return env, nil, badf("batch[%d] is %s, not a call object", i, jsonscan.Kind(c))
 		}
 	}
 	return env, calls, nil
@@ -102,7 +102,7 @@ func parseCall(raw []byte, env *envelope, typ string, arena *[]byte) (call, erro
 	var own struct{ context, integrations []byte }
 	var fault error
 	ok := jsonscan.EachMember(raw, func(key []byte, plain bool, value []byte) {
-		switch string(decodedKey(key, plain)) {
+		switch string(jsonscan.Key(key, plain)) {
 		case "writeKey":
 			hasKey = true
 			c.key, fault = stringMember("writeKey", value)
@@ -132,7 +132,7 @@ func parseCall(raw []byte, env *envelope, typ string, arena *[]byte) (call, erro
 	start := len(out)
 	out = append(out, '{')
 	jsonscan.EachMember(raw, func(key []byte, plain bool, value []byte) {
-		switch string(decodedKey(key, plain)) {
+		switch string(jsonscan.Key(key, plain)) {
 		case "writeKey":
 			return
 		case "context":
@@ -205,27 +205,16 @@ func appendMerged(out, own, shared []byte) []byte {
 	names := map[string]struct{}{}
 	out = append(out, '{')
 	jsonscan.EachMember(own, func(key []byte, plain bool, value []byte) {
-		names[string(decodedKey(key, plain))] = struct{}{}
+		names[string(jsonscan.Key(key, plain))] = struct{}{}
 		out = appendMember(out, key, value)
 	})
 	jsonscan.EachMember(shared, func(key []byte, plain bool, value []byte) {
-		if _, ok := names[string(decodedKey(key, plain))]; ok {
+		if _, ok := names[string(jsonscan.Key(key, plain))]; ok {
 			return
 		}
 		out = appendMember(out, key, value)
 	})
 	return append(out, '}')
-}
-
-// decodedKey is a member's name as JSON means it; plain says the key as
-// written is already that (no escapes), which is nearly always so.
-func decodedKey(key []byte, plain bool) []byte {
-	if plain {
-		return key
-	}
-	var s string
-	_ = json.Unmarshal(append(append([]byte{'"'}, key...), '"'), &s)
-	return []byte(s)
 }
 
 // nonNull returns value, or nil when it is JSON null.
@@ -239,7 +228,7 @@ func nonNull(value []byte) []byte {
 func stringMember(name string, value []byte) (string, error) {
 	var s string
 	if err := json.Unmarshal(value, &s); err != nil {
-		return "", badf("%s is %s, not a string", name, kindOf(value))
+		return "", badf("%s is %s, not a string", name, jsonscan.Kind(value))
 	}
 	return s, nil
 }
@@ -251,24 +240,5 @@ func notAnObject(what string, b []byte) error {
 	if err := json.Unmarshal(b, &v); err != nil {
 		return badf("%s is not JSON: %v", what, err)
 	}
-	return badf("%s is %s, not a JSON object", what, kindOf(v))
-}
-
-// kindOf names the JSON type of a valid value by its first byte.
-func kindOf(v []byte) string {
-	switch {
-	case len(v) == 0:
-		return "empty"
-	case v[0] == '{':
-		return "an object"
-	case v[0] == '[':
-		return "an array"
-	case v[0] == '"':
-		return "a string"
-	case v[0] == 't' || v[0] == 'f':
-		return "a boolean"
-	case v[0] == 'n':
-		return "null"
-	}
-	return "a number"
+	return badf("%s is %s, not a JSON object", what, jsonscan.Kind(v))
 }
