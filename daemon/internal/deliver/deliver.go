@@ -108,6 +108,17 @@ func callContext(ctx context.Context) (context.Context, context.CancelFunc) {
 	}
 }
 
+// cutByStop reports, and logs, whether a plugin call failed because
+// callContext cut it short at a stop: not the destination's failure, so its
+// events are handed back with no attempt counted.
+func (d *Deliverer) cutByStop(ctx context.Context, err error, events int) bool {
+	if err == nil || !errors.Is(ctx.Err(), context.Canceled) {
+		return false
+	}
+	d.Log.Warn("stopping: handing back the events of a plugin call still under way", "destination", d.ID, "events", events)
+	return true
+}
+
 // takeCall waits for one of the destination's MaxInFlight plugin call slots; it
 // returns false, with none taken, once ctx is done. The call gives it back
 // with <-d.calls.
@@ -182,10 +193,7 @@ func (d *Deliverer) deliver(ctx context.Context, b *batch, letters []pendingLett
 	results, err := d.Host.Deliver(ctx, b.events)
 	d.Metrics.BatchSeconds.WithLabelValues(d.ID).Observe(time.Since(start).Seconds())
 	stop()
-	if err != nil && errors.Is(ctx.Err(), context.Canceled) {
-		// Stopping, and the call outlasted stopGrace: not the destination's
-		// failure, so no attempt is counted.
-		d.Log.Warn("stopping: handing back the events of a plugin call still under way", "destination", d.ID, "events", len(b.mine))
+	if d.cutByStop(ctx, err, len(b.mine)) {
 		bus.HandBack(b.mine...)
 		return letters
 	}

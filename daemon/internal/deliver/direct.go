@@ -210,6 +210,9 @@ func (d *Deliverer) offerCall(ctx context.Context, events []sdk.Event, received 
 	d.Metrics.BatchSeconds.WithLabelValues(d.ID).Observe(took.Seconds())
 	// A moving average of the call time, weighing the last call by 1/8.
 	d.callTime.Store(d.callTime.Load() + (int64(took)-d.callTime.Load())/8)
+	if d.cutByStop(ctx, err, len(events)) {
+		return // out stays zero: not tried, so the events take the routed stream
+	}
 	if err != nil {
 		d.Log.Error("batch not delivered", "destination", d.ID, "events", len(events), "err", err)
 		d.leaveDirect("the plugin failed")
