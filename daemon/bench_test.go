@@ -439,7 +439,7 @@ func benchRawJetStream(b *testing.B, n int) float64 {
 		b.Fatal(err)
 	}
 	// Read with bus.ConsumeBatches, as everything else here is: nats.go's
-	// Consume stalls under load (see bus.pullers), once for 30 s in this run.
+	// Consume stalls under load (see bus.ConsumeBatches), once for 30 s in this run.
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	done := make(chan error, 2)

@@ -10,21 +10,22 @@ import (
 )
 
 // pullExpiry is how long one pull request waits on the server; an idle
-// consumer sends one a second from each of its pullers.
+// consumer sends one a second.
 const pullExpiry = time.Second
 
-// pullers is how many fetch loops feed one ConsumeBatches: while one waits
-// for its next pull request to be answered, the other's messages arrive.
+// One fetch loop feeds ConsumeBatches, one pull request at a time, so that
+// messages come in the order the server sends them: with two requests
+// waiting, the server deals their messages out in turn, and two loops would
+// pass them on in any order (the router's dedupe would then let a repeat
+// through ahead of the message it repeats). While the next request is sent,
+// the router works through the last one's messages, which the channel holds.
 //
-// They use Fetch, one request per batch, rather than Consume, which stalls
+// It uses Fetch, one request per batch, rather than Consume, which stalls
 // under load in nats.go 1.55.0: it asks for more messages as one arrives, but
 // not while its previous request is still being sent, so when sending takes
 // longer than the messages already asked for last (a busy connection, a
 // descheduled goroutine), they all arrive meanwhile, nothing asks again, and
-// the consumer waits for two missed heartbeats (a second at least). The floor
-// benchmark under perf stalled so in one run of three, the server holding no
-// pull request and thousands of messages waiting, with one Consume or two.
-const pullers = 2
+// the consumer waits for two missed heartbeats (a second at least).
 
 // fetchRetry is how long a fetch loop waits after a failed pull request.
 const fetchRetry = 100 * time.Millisecond
@@ -46,7 +47,7 @@ const fetchRetry = 100 * time.Millisecond
 func ConsumeBatches(ctx context.Context, cons jetstream.Consumer, max int, linger time.Duration, ready func(context.Context) bool, handle func([]jetstream.Msg)) error {
 	ctx, cancel := context.WithCancel(ctx)
 	msgs := make(chan jetstream.Msg, max)
-	gone := make(chan error, pullers)
+	gone := make(chan error, 1)
 	var fetching sync.WaitGroup
 	defer func() {
 		cancel()
@@ -60,13 +61,11 @@ func ConsumeBatches(ctx context.Context, cons jetstream.Consumer, max int, linge
 			}
 		}
 	}()
-	for range pullers {
-		fetching.Go(func() {
-			if err := fetchLoop(ctx, cons, max, msgs); err != nil {
-				gone <- err
-			}
-		})
-	}
+	fetching.Go(func() {
+		if err := fetchLoop(ctx, cons, max, msgs); err != nil {
+			gone <- err
+		}
+	})
 	batch := make([]jetstream.Msg, 0, max)
 	lingering := time.NewTimer(linger)
 	lingering.Stop()

@@ -13,8 +13,9 @@ import (
 	"trackd.dev/trackd/daemon/internal/bus/bustest"
 )
 
-// Every message comes once, in batches of at most max, and ConsumeBatches
-// returns the consumer's error once it is deleted rather than waiting for
+// Every message comes once, in stream order (the router's dedupe lets the
+// first of two messages with one messageId through), in batches of at most
+// max, and ConsumeBatches returns the consumer's error once it is deleted rather than waiting for
 // messages that cannot come.
 func TestConsumeBatches(t *testing.T) {
 	b, topo := bustest.Open(t, time.Hour)
@@ -31,6 +32,7 @@ func TestConsumeBatches(t *testing.T) {
 		t.Fatal(err)
 	}
 	var got atomic.Int64
+	var last uint64 // handle is called on one goroutine
 	done := make(chan error, 1)
 	go func() {
 		done <- bus.ConsumeBatches(ctx, cons, max, 0, nil, func(msgs []jetstream.Msg) {
@@ -38,6 +40,16 @@ func TestConsumeBatches(t *testing.T) {
 				t.Errorf("a batch of %d messages, want at most %d", len(msgs), max)
 			}
 			for _, m := range msgs {
+				md, err := m.Metadata()
+				if err != nil {
+					t.Error(err)
+					continue
+				}
+				if seq := md.Sequence.Stream; seq <= last {
+					t.Errorf("message %d came after message %d", seq, last)
+				} else {
+					last = seq
+				}
 				if err := m.DoubleAck(ctx); err != nil {
 					t.Error(err)
 				}
