@@ -227,7 +227,7 @@ func (h *Host) running(ctx context.Context) (*host.Client, error) {
 	if h.SHA256 != nil {
 		opts = append(opts, host.WithChecksum(h.SHA256))
 	}
-	c, err := host.Start(cmd, &lineLogger{log: h.log, mask: h.mask}, opts...)
+	c, err := host.Start(cmd, lineLogger{log: h.log, mask: h.mask}, opts...)
 	if errors.Is(err, host.ErrChecksum) {
 		return nil, fmt.Errorf("destinations.%s.sha256: the plugin %s has SHA-256 %s, not the one pinned; check where the binary came from, then pin its checksum (trackd validate prints it)",
 			h.id, h.Path, FileSHA256(h.Path))
@@ -309,27 +309,17 @@ func (h *Host) Close() {
 	h.stop()
 }
 
-// lineLogger logs each line a plugin writes to stderr, tagged with its destination.
+// lineLogger logs each line a plugin writes to stderr, tagged with its
+// destination. host.Start splits the output into lines and hands over one
+// complete line per Write, never two at once, so nothing is buffered here.
 type lineLogger struct {
 	log  *slog.Logger
 	mask func(string) string
-	mu   sync.Mutex
-	buf  []byte
 }
 
-func (w *lineLogger) Write(p []byte) (int, error) {
-	w.mu.Lock()
-	defer w.mu.Unlock()
-	w.buf = append(w.buf, p...)
-	for {
-		i := bytes.IndexByte(w.buf, '\n')
-		if i < 0 {
-			break
-		}
-		if line := bytes.TrimSpace(w.buf[:i]); len(line) > 0 {
-			w.log.Info("plugin: " + w.mask(string(line)))
-		}
-		w.buf = w.buf[i+1:]
+func (w lineLogger) Write(p []byte) (int, error) {
+	if line := bytes.TrimSpace(p); len(line) > 0 {
+		w.log.Info("plugin: " + w.mask(string(line)))
 	}
 	return len(p), nil
 }
