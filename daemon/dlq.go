@@ -2,13 +2,11 @@ package main
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"flag"
 	"fmt"
 	"io"
 	"os/signal"
-	"strconv"
 	"syscall"
 	"text/tabwriter"
 	"time"
@@ -19,6 +17,7 @@ import (
 	"trackd.dev/trackd/daemon/internal/bus"
 	"trackd.dev/trackd/daemon/internal/config"
 	"trackd.dev/trackd/daemon/internal/deliver"
+	"trackd.dev/trackd/daemon/internal/dlq"
 )
 
 var dlqCmd = command{
@@ -85,12 +84,10 @@ type dlqSession struct {
 	target *natsTarget
 	nc     *nats.Conn
 	js     jetstream.JetStream
-	stream jetstream.Stream
-	cons   jetstream.Consumer // ordered, on the chosen subjects
-	count  int                // how many letters to walk: those there now, up to --limit
+	walk   *dlq.Walk
 }
 
-// open connects and positions a session at the oldest matching dead letter.
+// open connects and starts a walk over the chosen dead letters.
 func (f *dlqFlags) open(ctx context.Context, name string) (*dlqSession, error) {
 	t, err := f.target.resolve()
 	if err != nil {
@@ -101,90 +98,17 @@ func (f *dlqFlags) open(ctx context.Context, name string) (*dlqSession, error) {
 		return nil, err
 	}
 	s := &dlqSession{target: t, nc: nc}
-	if err := s.position(ctx, *f.destination, *f.limit); err != nil {
+	if s.js, err = jetstream.New(nc); err == nil {
+		s.walk, err = dlq.Open(ctx, s.js, *f.destination, *f.limit)
+	}
+	if err != nil {
 		nc.Close()
+		if errors.Is(err, dlq.ErrNoStream) {
+			return nil, fmt.Errorf("there is no stream %s on NATS at %s; has trackd run there?", dlq.Stream, redactURL(t.url))
+		}
 		return nil, err
 	}
 	return s, nil
-}
-
-func (s *dlqSession) position(ctx context.Context, destination string, limit int) error {
-	var err error
-	if s.js, err = jetstream.New(s.nc); err != nil {
-		return err
-	}
-	s.stream, err = s.js.Stream(ctx, bus.DLQStream)
-	if errors.Is(err, jetstream.ErrStreamNotFound) {
-		return fmt.Errorf("there is no stream %s on NATS at %s; has trackd run there?", bus.DLQStream, redactURL(s.target.url))
-	}
-	if err != nil {
-		return err
-	}
-	subject := bus.DLQPrefix + ">"
-	if destination != "" {
-		subject = bus.DLQPrefix + destination
-	}
-	if s.cons, err = s.stream.OrderedConsumer(ctx, jetstream.OrderedConsumerConfig{FilterSubjects: []string{subject}}); err != nil {
-		return err
-	}
-	info, err := s.cons.Info(ctx)
-	if err != nil {
-		return err
-	}
-	s.count = int(info.NumPending)
-	if limit > 0 {
-		s.count = min(s.count, limit)
-	}
-	return nil
-}
-
-// letter is a dead letter as list shows it.
-type letter struct {
-	at          time.Time
-	seq         uint64
-	destination string
-	callType    string
-	messageID   string
-	event       string
-	reason      string
-}
-
-func readLetter(m jetstream.Msg) (letter, error) {
-	md, err := m.Metadata()
-	if err != nil {
-		return letter{}, err
-	}
-	l := letter{at: md.Timestamp, seq: md.Sequence.Stream, destination: m.Headers().Get(bus.HeaderDestination), reason: m.Headers().Get(bus.HeaderError)}
-	if l.destination == "" {
-		l.destination = "invalid"
-	}
-	var ev struct {
-		Type      any `json:"type"`
-		MessageID any `json:"messageId"`
-		Event     any `json:"event"`
-		Name      any `json:"name"`
-	}
-	// An invalid event may not be JSON at all; its line shows "-".
-	if json.Unmarshal(m.Data(), &ev) == nil && ev.Type == nil {
-		ev.Type = "track" // as the router reads a call without one
-	}
-	if ev.Event == nil {
-		ev.Event = ev.Name
-	}
-	l.callType, l.messageID, l.event = orDash(ev.Type), orDash(ev.MessageID), orDash(ev.Event)
-	return l, nil
-}
-
-// orDash shows a JSON value read from an event, "-" when it is missing or empty.
-func orDash(v any) string {
-	s, ok := v.(string)
-	if !ok && v != nil {
-		s = fmt.Sprint(v)
-	}
-	if s == "" {
-		return "-"
-	}
-	return s
 }
 
 func dlqList(args []string, stdout, stderr io.Writer) error {
@@ -202,21 +126,21 @@ func dlqList(args []string, stdout, stderr io.Writer) error {
 	defer s.nc.Close()
 	w := tabwriter.NewWriter(stdout, 0, 4, 2, ' ', 0)
 	fmt.Fprintln(w, "TIME\tDESTINATION\tTYPE\tMESSAGE ID\tEVENT\tERROR")
-	for range s.count {
-		m, err := s.cons.Next(jetstream.FetchContext(ctx))
+	for range s.walk.Count {
+		l, err := s.walk.Next(ctx)
 		if err != nil {
 			return err
 		}
-		l, err := readLetter(m)
-		if err != nil {
-			return err
+		dest := l.Destination
+		if dest == "" {
+			dest = dlq.Invalid
 		}
-		fmt.Fprintf(w, "%s\t%s\t%s\t%s\t%s\t%s\n", l.at.UTC().Format(time.RFC3339), l.destination, l.callType, l.messageID, l.event, l.reason)
+		fmt.Fprintf(w, "%s\t%s\t%s\t%s\t%s\t%s\n", l.At.UTC().Format(time.RFC3339), dest, l.Type, l.MessageID, l.Name, l.Reason)
 	}
 	if err := w.Flush(); err != nil {
 		return err
 	}
-	fmt.Fprintf(stderr, "%d dead letters\n", s.count)
+	fmt.Fprintf(stderr, "%d dead letters\n", s.walk.Count)
 	return nil
 }
 
@@ -245,34 +169,16 @@ func dlqReplay(args []string, stdout, stderr io.Writer) error {
 	if s.target.cfg != nil {
 		subject = s.target.cfg.Ingest.Subjects[0]
 	}
-	if dest != "invalid" {
+	queue := dlq.ToSubject(subject)
+	if dest != dlq.Invalid {
 		if _, err := s.js.Consumer(ctx, bus.RoutedStream, bus.ConsumerName(dest)); err != nil {
 			return fmt.Errorf("destination %q has no consumer %s on %s (%v); is it enabled in the running trackd?", dest, bus.ConsumerName(dest), bus.RoutedStream, err)
 		}
+		queue = func(body []byte, msgID string) *nats.Msg { return deliver.RoutedMsg(dest, body, msgID) }
 	}
-	replayed := 0
-	for range s.count {
-		m, err := s.cons.Next(jetstream.FetchContext(ctx))
-		if err != nil {
-			return fmt.Errorf("after %d replayed: %w", replayed, err)
-		}
-		l, err := readLetter(m)
-		if err != nil {
-			return err
-		}
-		// Running replay again after an interruption does not queue a letter twice.
-		msgID := "dlq-" + strconv.FormatUint(l.seq, 10)
-		out := &nats.Msg{Subject: subject, Data: m.Data(), Header: nats.Header{jetstream.MsgIDHeader: {msgID}}}
-		if dest != "invalid" {
-			out = deliver.RoutedMsg(dest, m.Data(), msgID)
-		}
-		if _, err := s.js.PublishMsg(ctx, out); err != nil {
-			return fmt.Errorf("after %d replayed, cannot queue messageId %s again: %w", replayed, l.messageID, err)
-		}
-		if err := s.stream.DeleteMsg(ctx, l.seq); err != nil {
-			return fmt.Errorf("after %d replayed, messageId %s is queued again but still in %s: %w", replayed, l.messageID, bus.DLQStream, err)
-		}
-		replayed++
+	replayed, err := s.walk.Replay(ctx, queue)
+	if err != nil {
+		return err
 	}
 	fmt.Fprintf(stdout, "replayed %d dead letters of %s\n", replayed, dest)
 	return nil

@@ -147,3 +147,11 @@ func formatDecision(d tap.Decision) string {
 	}
 	return b.String()
 }
+
+// orDash shows an empty field as "-".
+func orDash(s string) string {
+	if s == "" {
+		return "-"
+	}
+	return s
+}

@@ -13,8 +13,8 @@ import (
 	"strings"
 	"time"
 
-	"trackd.dev/trackd/daemon/internal/bus"
 	"trackd.dev/trackd/daemon/internal/config"
+	"trackd.dev/trackd/daemon/internal/dlq"
 	"trackd.dev/trackd/daemon/internal/pluginhost"
 )
 
@@ -66,7 +66,7 @@ func validateCommand(args []string, stdout, stderr io.Writer) error {
 		fmt.Fprintf(stdout, "http: ok, the tracking API on %s for sources %s\n", cfg.HTTP.Listen, strings.Join(slices.Sorted(maps.Keys(cfg.HTTP.WriteKeys)), ", "))
 	}
 	fmt.Fprintf(stdout, "streams: %s holds at most %s (ingest.max_bytes; full, it refuses new events); %s at most %s and %s (dlq.max_bytes, dlq.max_age; the oldest letters go first)\n",
-		cfg.Ingest.Stream, cfg.Ingest.MaxBytes, bus.DLQStream, cfg.DLQ.MaxBytes, cfg.DLQ.MaxAge)
+		cfg.Ingest.Stream, cfg.Ingest.MaxBytes, dlq.Stream, cfg.DLQ.MaxBytes, cfg.DLQ.MaxAge)
 	if *rate > 0 {
 		fmt.Fprintln(stdout, dedupeCapacity(cfg.Dedupe, cfg.NATS.Replicas, *rate))
 	}

@@ -17,26 +17,15 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"trackd.dev/trackd/daemon/internal/config"
+	"trackd.dev/trackd/daemon/internal/dlq"
 )
 
 // Names of the daemon's own streams and subjects.
 const (
 	RoutedStream  = "TRACK_ROUTED"
 	RoutedSubject = "trackd.routed"
-	DLQStream     = "TRACK_DLQ"
-	DLQPrefix     = "trackd.dlq."
-	// DLQInvalid is the dead-letter subject of events that failed validation.
-	DLQInvalid = DLQPrefix + "invalid"
 	// RouterConsumer is the durable consumer every daemon shares on the ingest stream.
 	RouterConsumer = "router"
-)
-
-// Header names of dead letters.
-const (
-	HeaderError       = "Trackd-Error"
-	HeaderDestination = "Trackd-Destination"
-	HeaderAttempts    = "Trackd-Attempts"
-	HeaderStage       = "Trackd-Stage"
 )
 
 // ConsumerName is the durable consumer of a destination on the routed stream.
@@ -256,9 +245,9 @@ func (b *Bus) Setup(ctx context.Context, cfg *config.Config) (*Topology, error) 
 		return nil, fmt.Errorf("cannot create stream %s: %w", RoutedStream, err)
 	}
 	t.DLQ, err = b.JS.CreateOrUpdateStream(ctx, jetstream.StreamConfig{
-		Name:        DLQStream,
+		Name:        dlq.Stream,
 		Description: "invalid events and events a destination finally failed",
-		Subjects:    []string{DLQPrefix + ">"},
+		Subjects:    []string{dlq.Subjects},
 		Storage:     jetstream.FileStorage,
 		Replicas:    replicas,
 		// A flood of invalid events must not fill the disk: the oldest
@@ -268,7 +257,7 @@ func (b *Bus) Setup(ctx context.Context, cfg *config.Config) (*Topology, error) 
 		Discard:  jetstream.DiscardOld,
 	})
 	if err != nil {
-		return nil, streamError(DLQStream, "", "dlq.max_bytes", cfg.DLQ.MaxBytes, err)
+		return nil, streamError(dlq.Stream, "", "dlq.max_bytes", cfg.DLQ.MaxBytes, err)
 	}
 	for _, name := range cfg.Dedupe.Buckets() {
 		kv, err := b.dedupeBucket(ctx, name, cfg)

@@ -23,6 +23,7 @@ import (
 	"trackd.dev/trackd/daemon/internal/bus"
 	"trackd.dev/trackd/daemon/internal/bus/bustest"
 	"trackd.dev/trackd/daemon/internal/config"
+	"trackd.dev/trackd/daemon/internal/dlq"
 	"trackd.dev/trackd/daemon/internal/metrics"
 	"trackd.dev/trackd/daemon/internal/pluginhost"
 	"trackd.dev/trackd/sdk"
@@ -131,20 +132,20 @@ func TestRetriesAndDeadLetters(t *testing.T) {
 		t.Fatalf("dead letters %v, want bad-1 and down-1", letters)
 	}
 	for _, h := range []nats.Header{bad, down} {
-		if h.Get(bus.HeaderDestination) != "hook" || h.Get(bus.HeaderStage) != "deliver" {
+		if h.Get(dlq.HeaderDestination) != "hook" || h.Get(dlq.HeaderStage) != "deliver" {
 			t.Errorf("dead letter headers %v", h)
 		}
 	}
-	if got := bad.Get(bus.HeaderError); !strings.Contains(got, "400") || !strings.Contains(got, "unknown project") {
+	if got := bad.Get(dlq.HeaderError); !strings.Contains(got, "400") || !strings.Contains(got, "unknown project") {
 		t.Errorf("drop reason %q does not give the status and body", got)
 	}
-	if got := bad.Get(bus.HeaderAttempts); got != "1" {
+	if got := bad.Get(dlq.HeaderAttempts); got != "1" {
 		t.Errorf("dropped event attempts = %s, want 1", got)
 	}
-	if got := down.Get(bus.HeaderError); !strings.Contains(got, "gave up after 3 attempts") || !strings.Contains(got, "503") {
+	if got := down.Get(dlq.HeaderError); !strings.Contains(got, "gave up after 3 attempts") || !strings.Contains(got, "503") {
 		t.Errorf("exhausted reason %q", got)
 	}
-	if got := down.Get(bus.HeaderAttempts); got != "3" {
+	if got := down.Get(dlq.HeaderAttempts); got != "3" {
 		t.Errorf("exhausted event attempts = %s, want 3", got)
 	}
 	bustest.WaitFor(t, func() bool { return slices.Equal(ep.got(), []string{"flaky-1", "ok-1"}) })
@@ -179,13 +180,13 @@ func hookDeliverer(t *testing.T, js jetstream.JetStream, cons jetstream.Consumer
 // deadLetters reads n dead letters of a destination, by messageId.
 func deadLetters(t *testing.T, js jetstream.JetStream, dest string, n int) map[string]nats.Header {
 	t.Helper()
-	dlq, err := js.OrderedConsumer(t.Context(), bus.DLQStream, jetstream.OrderedConsumerConfig{FilterSubjects: []string{bus.DLQPrefix + dest}})
+	cons, err := js.OrderedConsumer(t.Context(), dlq.Stream, jetstream.OrderedConsumerConfig{FilterSubjects: []string{dlq.Subject(dest)}})
 	if err != nil {
 		t.Fatal(err)
 	}
 	letters := map[string]nats.Header{}
 	for len(letters) < n {
-		msg, err := dlq.Next(jetstream.FetchMaxWait(30 * time.Second))
+		msg, err := cons.Next(jetstream.FetchMaxWait(30 * time.Second))
 		if err != nil {
 			t.Fatalf("dead letters so far %v: %v", letters, err)
 		}
@@ -233,16 +234,16 @@ func TestDirectPath(t *testing.T) {
 		t.Fatal(err)
 	}
 	letters := deadLetters(t, b.JS, "hook", 2)
-	if got := letters["bad-1"].Get(bus.HeaderAttempts); got != "1" {
+	if got := letters["bad-1"].Get(dlq.HeaderAttempts); got != "1" {
 		t.Errorf("dropped event attempts = %q, want 1", got)
 	}
-	if got := letters["down-1"].Get(bus.HeaderAttempts); got != "2" {
+	if got := letters["down-1"].Get(dlq.HeaderAttempts); got != "2" {
 		t.Errorf("exhausted event attempts = %q, want 2 (the direct one and one from the consumer)", got)
 	}
 	ep.mu.Lock()
 	defer ep.mu.Unlock()
 	if ep.tries["down-1"] != 2 {
-		t.Errorf("down-1 tried %d times, want 2 (dead letter: %s)", ep.tries["down-1"], letters["down-1"].Get(bus.HeaderError))
+		t.Errorf("down-1 tried %d times, want 2 (dead letter: %s)", ep.tries["down-1"], letters["down-1"].Get(dlq.HeaderError))
 	}
 	if ep.last["down-1"].Before(out[2].RetryAt) {
 		t.Errorf("down-1 tried again at %v, before its retry time %v", ep.last["down-1"], out[2].RetryAt)

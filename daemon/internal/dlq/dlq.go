@@ -1,5 +1,8 @@
-// Package dlq writes dead letters: events that failed validation, and events a
-// destination dropped or kept failing, each with the reason in its headers.
+// Package dlq owns dead letters: events that failed validation, and events a
+// destination dropped or kept failing, each kept in the dead-letter stream
+// with the reason in its headers. It names the stream, its subjects and
+// headers, writes letters (the router, the tracking API and the deliverers
+// call PublishAsync), and reads and replays them for `trackd dlq`.
 package dlq
 
 import (
@@ -7,8 +10,35 @@ import (
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
+)
 
-	"trackd.dev/trackd/daemon/internal/bus"
+// Stream is the dead-letter stream; its subjects are Subject's.
+const Stream = "TRACK_DLQ"
+
+// Subjects is the filter of every dead letter.
+const Subjects = subjectPrefix + ">"
+
+const subjectPrefix = "trackd.dlq."
+
+// Subject is the subject of a destination's dead letters, or of invalid
+// events when destination is "" or "invalid".
+func Subject(destination string) string {
+	if destination == "" {
+		destination = Invalid
+	}
+	return subjectPrefix + destination
+}
+
+// Invalid is what stands for the destination of events that failed
+// validation, in subjects and in `trackd dlq --destination`.
+const Invalid = "invalid"
+
+// Header names of dead letters.
+const (
+	HeaderError       = "Trackd-Error"
+	HeaderDestination = "Trackd-Destination"
+	HeaderAttempts    = "Trackd-Attempts"
+	HeaderStage       = "Trackd-Stage"
 )
 
 // Stages name where an event died.
@@ -31,17 +61,13 @@ type Letter struct {
 // PublishAsync publishes a dead letter; the caller must see the future succeed
 // before acking the message the letter replaces.
 func PublishAsync(js jetstream.JetStream, l Letter) (jetstream.PubAckFuture, error) {
-	subject := bus.DLQInvalid
-	if l.Destination != "" {
-		subject = bus.DLQPrefix + l.Destination
-	}
-	m := nats.NewMsg(subject)
+	m := nats.NewMsg(Subject(l.Destination))
 	m.Data = l.Body
-	m.Header.Set(bus.HeaderError, l.Reason)
-	m.Header.Set(bus.HeaderStage, l.Stage)
-	m.Header.Set(bus.HeaderAttempts, strconv.Itoa(l.Attempts))
+	m.Header.Set(HeaderError, l.Reason)
+	m.Header.Set(HeaderStage, l.Stage)
+	m.Header.Set(HeaderAttempts, strconv.Itoa(l.Attempts))
 	if l.Destination != "" {
-		m.Header.Set(bus.HeaderDestination, l.Destination)
+		m.Header.Set(HeaderDestination, l.Destination)
 	}
 	return js.PublishMsgAsync(m)
 }

@@ -23,6 +23,7 @@ import (
 
 	"trackd.dev/trackd/daemon/internal/bus"
 	"trackd.dev/trackd/daemon/internal/bus/bustest"
+	"trackd.dev/trackd/daemon/internal/dlq"
 	"trackd.dev/trackd/daemon/internal/metrics"
 )
 
@@ -400,10 +401,10 @@ func TestBodiesAndLimits(t *testing.T) {
 		t.Errorf("published %d calls, want the 2 small ones", len(got))
 	}
 	letters := since(t, s.topo.DLQ, dlqBefore)
-	if len(letters) != 1 || letters[0].body["messageId"] != "big" || letters[0].subject != bus.DLQInvalid {
-		t.Fatalf("dead letters %v, want the big call on %s", letters, bus.DLQInvalid)
+	if len(letters) != 1 || letters[0].body["messageId"] != "big" || letters[0].subject != dlq.Subject(dlq.Invalid) {
+		t.Fatalf("dead letters %v, want the big call on %s", letters, dlq.Subject(dlq.Invalid))
 	}
-	if h := letters[0].header; h[bus.HeaderStage] != "http" || !strings.Contains(h[bus.HeaderError], "over the tracking API's limit of 32768 bytes") {
+	if h := letters[0].header; h[dlq.HeaderStage] != "http" || !strings.Contains(h[dlq.HeaderError], "over the tracking API's limit of 32768 bytes") {
 		t.Errorf("dead letter headers %v", h)
 	}
 	if _, ok := letters[0].body["writeKey"]; ok {
@@ -422,7 +423,7 @@ func TestBodiesAndLimits(t *testing.T) {
 	if got := since(t, s.topo.Ingest, before); len(got) != 1 {
 		t.Errorf("published %d calls, want the one that fits", len(got))
 	}
-	if letters := since(t, s.topo.DLQ, dlqBefore); len(letters) != 1 || !strings.Contains(letters[0].header[bus.HeaderError], "with the batch's context") {
+	if letters := since(t, s.topo.DLQ, dlqBefore); len(letters) != 1 || !strings.Contains(letters[0].header[dlq.HeaderError], "with the batch's context") {
 		t.Errorf("dead letters %v, want the call the context made too large", letters)
 	}
 }
