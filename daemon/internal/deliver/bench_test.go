@@ -112,7 +112,7 @@ func BenchmarkPluginCPU(b *testing.B) {
 // events waiting in the routed stream of an embedded server are read,
 // handed to the no-op plugin in batches and acked. ns/op is per event.
 func BenchmarkDeliverer(b *testing.B) {
-	bs, topo := bustest.Open(b, time.Hour)
+	bs, topo := bustest.Open(b)
 	ctx := b.Context()
 	cons, err := topo.Destination(ctx, "noop", 1000)
 	if err != nil {

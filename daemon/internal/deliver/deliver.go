@@ -1,6 +1,18 @@
-// Package deliver runs one destination: it reads the destination's own durable
-// consumer on the routed stream, hands batches to the plugin, and acks, retries
-// with backoff, or dead-letters each event by the plugin's answer.
+// Package deliver takes routed events to each destination's plugin.
+//
+// The router gives each batch it routed to a HandOff (handoff.go). Every
+// destination on the direct path is offered its share at once (direct.go): its
+// Deliverer calls the plugin straight away, and an event delivered there never
+// touches the routed stream. The rest (not offered, not tried, or asked to
+// retry) is queued for its destination on the routed stream (routed.go) before
+// the router acks the ingest message.
+//
+// Each destination's Deliverer also reads its own durable consumer on the
+// routed stream: the consumer path (deliver.go). Both paths make and settle a
+// plugin call the same way (call.go): each event is delivered, retried with
+// backoff, or, once the destination drops it or its attempts or age run out,
+// dead-lettered (outcome.go); an event is dead-lettered only once JetStream
+// has stored its letter on the dead-letter stream.
 package deliver
 
 import (
@@ -16,7 +28,6 @@ import (
 
 	"trackd.dev/trackd/daemon/internal/bus"
 	"trackd.dev/trackd/daemon/internal/config"
-	"trackd.dev/trackd/daemon/internal/dlq"
 	"trackd.dev/trackd/daemon/internal/metrics"
 	"trackd.dev/trackd/daemon/internal/normalize"
 	"trackd.dev/trackd/daemon/internal/pluginhost"
@@ -88,60 +99,25 @@ func (d *Deliverer) Run(ctx context.Context) error {
 	})
 }
 
-// callContext is the context of a plugin call begun while ctx runs: the call
-// gets deliverTimeout from when it begins, even when ctx ends meanwhile, but
-// no more than stopGrace after that.
-func callContext(ctx context.Context) (context.Context, context.CancelFunc) {
-	cctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), deliverTimeout)
-	stop := context.AfterFunc(ctx, func() {
-		t := time.NewTimer(stopGrace)
-		defer t.Stop()
-		select {
-		case <-t.C:
-			cancel()
-		case <-cctx.Done():
-		}
-	})
-	return cctx, func() {
-		stop()
-		cancel()
-	}
-}
+// The consumer path: the destination's consumer is read in batches of up to
+// BatchSize, each as soon as a plugin call may start. A message for other
+// destinations only (on the shared subject of earlier versions) is acked, one
+// the direct path tried waits for its Trackd-Retry-At, and an unreadable one
+// is dead-lettered.
 
-// cutByStop reports, and logs, whether a plugin call failed because
-// callContext cut it short at a stop: not the destination's failure, so its
-// events are handed back with no attempt counted.
-func (d *Deliverer) cutByStop(ctx context.Context, err error, events int) bool {
-	if err == nil || !errors.Is(ctx.Err(), context.Canceled) {
-		return false
-	}
-	d.Log.Warn("stopping: handing back the events of a plugin call still under way", "destination", d.ID, "events", events)
-	return true
-}
-
-// takeCall waits for one of the destination's MaxInFlight plugin call slots; it
-// returns false, with none taken, once ctx is done. The call gives it back
-// with <-d.calls.
-func (d *Deliverer) takeCall(ctx context.Context) bool {
-	select {
-	case d.calls <- struct{}{}:
-		return true
-	case <-ctx.Done():
-		return false
-	}
-}
-
-// batch is what prepare read of a batch of routed messages.
+// batch is what prepare read of a batch of routed messages, on its way to
+// the plugin.
 type batch struct {
+	d        *Deliverer
 	mine     []jetstream.Msg // the messages addressed to this destination
 	events   []sdk.Event
 	received []time.Time
-	letters  []pendingLetter // unreadable events on their way to the dead-letter stream
+	letters  []pendingLetter // its dead letters on their way, for handle to await
 }
 
 // prepare acks the messages meant for other destinations and decodes the rest.
 func (d *Deliverer) prepare(msgs []jetstream.Msg) *batch {
-	b := &batch{events: make([]sdk.Event, 0, len(msgs)), received: make([]time.Time, 0, len(msgs))}
+	b := &batch{d: d, events: make([]sdk.Event, 0, len(msgs)), received: make([]time.Time, 0, len(msgs))}
 	for _, m := range msgs {
 		if !addressedTo(m, d.ID) {
 			_ = m.Ack()
@@ -155,7 +131,7 @@ func (d *Deliverer) prepare(msgs []jetstream.Msg) *batch {
 		}
 		ev, at, err := normalize.Summarize(m.Data())
 		if err != nil {
-			b.letters = d.deadLetter(b.letters, m, "", "the routed event is unreadable: "+err.Error())
+			b.sendLetter(m, "", "the routed event is unreadable: "+err.Error())
 			continue
 		}
 		b.mine = append(b.mine, m)
@@ -165,113 +141,66 @@ func (d *Deliverer) prepare(msgs []jetstream.Msg) *batch {
 	return b
 }
 
-// handle delivers a prepared batch and settles each message by its result.
+// handle delivers a prepared batch, settles each message by its result, and
+// awaits its dead letters.
 func (d *Deliverer) handle(ctx context.Context, b *batch) {
-	letters := b.letters
 	if len(b.mine) > 0 {
-		letters = d.deliver(ctx, b, letters)
+		d.deliverBatch(ctx, b)
 	}
-	var dead metrics.ByType
-	for _, l := range letters {
-		select {
-		case <-l.fut.Ok():
-			_ = l.msg.Ack()
-			dead.Add(l.callType)
-		case err := <-l.fut.Err():
-			d.Log.Error("cannot write a dead letter; the event will be retried", "destination", d.ID, "err", err)
-			_ = l.msg.NakWithDelay(d.Retry.Initial.Duration)
-		case <-ctx.Done():
-			_ = l.msg.Nak()
-		}
-	}
-	dead.AddTo(d.Metrics.DeadLettered, d.ID)
+	d.awaitLetters(ctx, b.letters)
 }
 
-func (d *Deliverer) deliver(ctx context.Context, b *batch, letters []pendingLetter) []pendingLetter {
+// deliverBatch makes the plugin call of a batch, keeping its messages in
+// progress meanwhile, and settles each by its result. A batch delivered whole
+// tells watchDirect that the destination works.
+func (d *Deliverer) deliverBatch(ctx context.Context, b *batch) {
 	stop := bus.KeepInProgress(b.mine, progressEvery)
-	start := time.Now()
-	results, err := d.Host.Deliver(ctx, b.events)
-	d.Metrics.BatchSeconds.WithLabelValues(d.ID).Observe(time.Since(start).Seconds())
+	results, _, err := d.call(ctx, b.events)
 	stop()
-	if d.cutByStop(ctx, err, len(b.mine)) {
+	if errors.Is(err, errCut) {
 		bus.HandBack(b.mine...)
-		return letters
+		return
 	}
-	if err != nil {
-		d.Log.Error("batch not delivered", "destination", d.ID, "events", len(b.mine), "err", err)
-		results = make([]sdk.Result, len(b.mine))
-	}
-	delay := d.Metrics.DelaySeconds.WithLabelValues(d.ID)
-	now := time.Now()
-	var delivered metrics.ByType
-	var retried float64
-	healthy := err == nil
-	for i, res := range results {
-		m := b.mine[i]
-		v := d.judge(res, err, func() (int, time.Duration) {
-			md, err := m.Metadata()
-			if err != nil {
-				return 1, 0
-			}
-			return int(md.NumDelivered), now.Sub(md.Timestamp)
-		})
-		switch v.fate {
-		case fateDelivered:
-			_ = m.Ack()
-			delivered.Add(b.events[i].Type)
-			delay.Observe(now.Sub(b.received[i]).Seconds())
-		case fateRetry:
-			healthy = false
-			retried++
-			_ = m.NakWithDelay(v.after)
-		default:
-			healthy = healthy && res.Status != sdk.StatusRetry
-			letters = d.deadLetter(letters, m, b.events[i].Type, v.reason)
-		}
-	}
-	delivered.AddTo(d.Metrics.Delivered, d.ID)
-	d.Metrics.Retried.WithLabelValues(d.ID).Add(retried)
-	d.healthy.Store(healthy)
-	if healthy {
+	whole := d.settle(b, b.events, b.received, results, err)
+	d.healthy.Store(whole)
+	if whole {
 		select {
 		case d.wake <- struct{}{}:
 		default:
 		}
 	}
-	return letters
 }
 
-type pendingLetter struct {
-	msg      jetstream.Msg
-	fut      jetstream.PubAckFuture
-	callType string // "" when the event could not be read
+// A batch settles its messages from the consumer: an event's attempt is
+// counted by JetStream, a retry is a nak with delay.
+
+func (b *batch) attempt(i int, now time.Time) (int, time.Duration) {
+	md, err := b.mine[i].Metadata()
+	if err != nil {
+		return 1, 0
+	}
+	return int(md.NumDelivered), now.Sub(md.Timestamp)
 }
 
-func (d *Deliverer) deadLetter(letters []pendingLetter, m jetstream.Msg, callType, reason string) []pendingLetter {
+func (b *batch) delivered(i int) { _ = b.mine[i].Ack() }
+
+func (b *batch) retry(i int, _ time.Time, after time.Duration) { _ = b.mine[i].NakWithDelay(after) }
+
+func (b *batch) deadLetter(i int, reason string) { b.sendLetter(b.mine[i], b.events[i].Type, reason) }
+
+// sendLetter sends message m to the dead-letter stream, or naks it when the
+// letter cannot be sent.
+func (b *batch) sendLetter(m jetstream.Msg, callType, reason string) {
 	attempts := 0
 	if md, err := m.Metadata(); err == nil {
 		attempts = int(md.NumDelivered)
 	}
-	fut := d.publishLetter(m.Data(), attempts, reason)
+	fut := b.d.publishLetter(m.Data(), attempts, reason)
 	if fut == nil {
-		_ = m.NakWithDelay(d.Retry.Initial.Duration)
-		return letters
+		_ = m.NakWithDelay(b.d.Retry.Initial.Duration)
+		return
 	}
-	return append(letters, pendingLetter{msg: m, fut: fut, callType: callType})
-}
-
-// publishLetter sends an event the destination finally failed to the
-// dead-letter stream; nil when it could not be sent, and the event must be
-// retried.
-func (d *Deliverer) publishLetter(body []byte, attempts int, reason string) jetstream.PubAckFuture {
-	fut, err := dlq.PublishAsync(d.JS, dlq.Letter{
-		Body: body, Destination: d.ID, Stage: dlq.StageDeliver, Attempts: attempts, Reason: reason,
-	})
-	if err != nil {
-		d.Log.Error("cannot write a dead letter; the event will be retried", "destination", d.ID, "err", err)
-		return nil
-	}
-	return fut
+	b.letters = append(b.letters, pendingLetter{fut: fut, callType: callType, msg: m})
 }
 
 // backoff is the wait after attempt: initial doubling up to max, with ±20%

@@ -91,7 +91,7 @@ func (e *endpoint) got() []string {
 }
 
 func TestRetriesAndDeadLetters(t *testing.T) {
-	b, topo := bustest.Open(t, time.Hour)
+	b, topo := bustest.Open(t)
 	ctx := t.Context()
 	ep := &endpoint{tries: map[string]int{}}
 	srv := httptest.NewServer(ep)
@@ -208,7 +208,7 @@ func deadLetters(t *testing.T, js jetstream.JetStream, dest string, n int) map[s
 // router does, it is not tried before then, and the direct attempt counts
 // towards max_attempts.
 func TestDirectPath(t *testing.T) {
-	b, topo := bustest.Open(t, time.Hour)
+	b, topo := bustest.Open(t)
 	ctx := t.Context()
 	ep := &endpoint{tries: map[string]int{}, last: map[string]time.Time{}}
 	srv := httptest.NewServer(ep)
@@ -256,7 +256,7 @@ func TestDirectPath(t *testing.T) {
 // plugin has is waited for, so no event is both delivered and handed to the
 // consumer.
 func TestDirectPathSlowAnswer(t *testing.T) {
-	b, topo := bustest.Open(t, time.Hour)
+	b, topo := bustest.Open(t)
 	release := make(chan struct{})
 	var mu sync.Mutex
 	seen := map[string]bool{}
@@ -316,7 +316,7 @@ func TestDirectPathSlowAnswer(t *testing.T) {
 // plugin in several calls, and they are under way together, so a destination
 // whose API answers slowly is not limited to one batch per answer.
 func TestDirectPathCallsOverlap(t *testing.T) {
-	b, topo := bustest.Open(t, time.Hour)
+	b, topo := bustest.Open(t)
 	url, most := rendezvous(t)
 	d := runHook(t, b, topo, url, 1, defaultRetry)
 	out := d.Await(offerWhenDirect(t, d, directEvents("a-1", "b-1")))
@@ -331,7 +331,7 @@ func TestDirectPathCallsOverlap(t *testing.T) {
 // TestDirectPathOffersJoin: offers that queue while every plugin call is
 // under way go to the plugin together, in one call, when one is free.
 func TestDirectPathOffersJoin(t *testing.T) {
-	b, topo := bustest.Open(t, time.Hour)
+	b, topo := bustest.Open(t)
 	release := make(chan struct{})
 	var held atomic.Int32
 	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
@@ -384,7 +384,7 @@ func TestDirectPathOffersJoin(t *testing.T) {
 // TestConsumerCallsOverlap: batches from a destination's consumer (retries,
 // backlogs) go to the plugin together too.
 func TestConsumerCallsOverlap(t *testing.T) {
-	b, topo := bustest.Open(t, time.Hour)
+	b, topo := bustest.Open(t)
 	url, most := rendezvous(t)
 	d := runHook(t, b, topo, url, 1, defaultRetry)
 	for _, ev := range directEvents("a-1", "b-1") {

@@ -2,13 +2,11 @@ package deliver
 
 import (
 	"context"
+	"errors"
 	"sync"
 	"sync/atomic"
 	"time"
 
-	"github.com/nats-io/nats.go/jetstream"
-
-	"trackd.dev/trackd/daemon/internal/metrics"
 	"trackd.dev/trackd/sdk"
 )
 
@@ -21,7 +19,7 @@ import (
 
 // Outcome is what became of one event offered on the direct path.
 type Outcome struct {
-	// Done: delivered, or dead-lettered because the destination dropped it.
+	// Done: delivered, or dead-lettered (its letter stored).
 	Done bool
 	// RetryAt, when the event is not done and RetryAt is not zero: the
 	// destination had the event and asked for it again at that time. Zero: it
@@ -107,83 +105,126 @@ func (d *Deliverer) Await(o *Offered) []Outcome {
 // BatchSize events: under load a destination gets fewer, larger calls rather
 // than a queue of small ones, each costing a round trip to the plugin.
 func (d *Deliverer) serveOffers(ctx context.Context) {
-	var next *Offered // taken from the queue, but too large to join the last call
+	defer d.closeOffers()
+	var next *Offered // taken from the queue, but too large to join the last group
 	for {
-		o := next
-		next = nil
+		o := d.takeOffer(ctx, next)
+		if o == nil {
+			return
+		}
+		var group []*Offered
+		group, next = d.joinWaiting(o)
+		d.offering.Add(1)
+		out, calls := d.startCalls(ctx, group)
+		go func() {
+			calls.Wait()
+			d.offering.Add(-1)
+			answer(group, out)
+		}()
+	}
+}
+
+// takeOffer takes next, or else the next offer from the queue, and a plugin
+// call slot for it, and marks it started; an offer withdrawn while it waited
+// for the slot is passed over. It returns nil once ctx is done.
+func (d *Deliverer) takeOffer(ctx context.Context, next *Offered) *Offered {
+	o := next
+	for {
 		if o == nil {
 			select {
 			case o = <-d.offers:
 			case <-ctx.Done():
-				d.closeOffers()
-				return
+				return nil
 			}
 		}
 		if !d.takeCall(ctx) {
 			if o.state.CompareAndSwap(offerWaiting, offerWithdrawn) {
 				o.answer <- nil
 			}
-			d.closeOffers()
-			return
+			return nil
 		}
-		if !o.state.CompareAndSwap(offerWaiting, offerStarted) {
-			<-d.calls
-			continue // withdrawn while it waited for a call
+		if o.state.CompareAndSwap(offerWaiting, offerStarted) {
+			return o
 		}
-		group, n := []*Offered{o}, len(o.events)
-	join:
-		for n < d.BatchSize {
-			select {
-			case w := <-d.offers:
-				if n+len(w.events) > d.BatchSize {
-					next = w
-					break join
-				}
-				if w.state.CompareAndSwap(offerWaiting, offerStarted) {
-					group, n = append(group, w), n+len(w.events)
-				}
-			default:
-				break join
-			}
-		}
-		events, received := o.events, o.received
-		if len(group) > 1 {
-			events, received = make([]sdk.Event, 0, n), make([]time.Time, 0, n)
-			for _, g := range group {
-				events, received = append(events, g.events...), append(received, g.received...)
-			}
-		}
+		<-d.calls // withdrawn while it waited for the slot
+		o = nil
+	}
+}
 
-		d.offering.Add(1)
-		out := make([]Outcome, n)
-		var wg sync.WaitGroup
-		held := true // the slot taken above, for the first call
-		for start := 0; start < n; start += d.BatchSize {
-			if !held {
-				d.calls <- struct{}{}
+// joinWaiting joins to o, started, the offers waiting in the queue, while
+// they fit in BatchSize events, and marks them started; withdrawn ones are
+// passed over. It returns the group, and the first offer that did not fit,
+// to start the next group.
+func (d *Deliverer) joinWaiting(o *Offered) (group []*Offered, next *Offered) {
+	group, n := []*Offered{o}, len(o.events)
+	for n < d.BatchSize {
+		select {
+		case w := <-d.offers:
+			if n+len(w.events) > d.BatchSize {
+				return group, w
 			}
-			held = false
-			end := min(start+d.BatchSize, n)
-			wg.Go(func() {
-				defer func() { <-d.calls }()
-				// Each call gets the whole timeout from when it begins.
-				cctx, cancel := callContext(ctx)
-				defer cancel()
-				d.offerCall(cctx, events[start:end], received[start:end], out[start:end])
-			})
-		}
-		if held {
-			<-d.calls // an offer without events
-		}
-		go func() {
-			wg.Wait()
-			d.offering.Add(-1)
-			for _, g := range group {
-				k := len(g.events)
-				g.answer <- out[:k:k]
-				out = out[k:]
+			if w.state.CompareAndSwap(offerWaiting, offerStarted) {
+				group, n = append(group, w), n+len(w.events)
 			}
-		}()
+		default:
+			return group, nil
+		}
+	}
+	return group, nil
+}
+
+// startCalls starts the plugin calls of a group's events, of at most
+// BatchSize events each (an offer alone may hold more), the first in the slot
+// takeOffer took. Each records in its part of out what became of its events;
+// calls is done once all have ended.
+func (d *Deliverer) startCalls(ctx context.Context, group []*Offered) (out []Outcome, calls *sync.WaitGroup) {
+	events, received := joined(group)
+	out = make([]Outcome, len(events))
+	calls = new(sync.WaitGroup)
+	held := true // the slot takeOffer took, for the first call
+	for start := 0; start < len(events); start += d.BatchSize {
+		if !held {
+			d.calls <- struct{}{}
+		}
+		held = false
+		end := min(start+d.BatchSize, len(events))
+		calls.Go(func() {
+			defer func() { <-d.calls }()
+			// Each call gets the whole timeout from when it begins.
+			cctx, cancel := callContext(ctx)
+			defer cancel()
+			d.offerCall(cctx, events[start:end], received[start:end], out[start:end])
+		})
+	}
+	if held {
+		<-d.calls // an offer without events
+	}
+	return out, calls
+}
+
+// joined is the events of a group of offers, in order, and when each was
+// received.
+func joined(group []*Offered) ([]sdk.Event, []time.Time) {
+	if len(group) == 1 {
+		return group[0].events, group[0].received
+	}
+	n := 0
+	for _, g := range group {
+		n += len(g.events)
+	}
+	events, received := make([]sdk.Event, 0, n), make([]time.Time, 0, n)
+	for _, g := range group {
+		events, received = append(events, g.events...), append(received, g.received...)
+	}
+	return events, received
+}
+
+// answer gives each offer of a group its part of out.
+func answer(group []*Offered, out []Outcome) {
+	for _, g := range group {
+		k := len(g.events)
+		g.answer <- out[:k:k]
+		out = out[k:]
 	}
 }
 
@@ -204,61 +245,48 @@ func (d *Deliverer) closeOffers() {
 // offerCall makes one plugin call of an offer, of at most BatchSize events,
 // and records in out what became of each.
 func (d *Deliverer) offerCall(ctx context.Context, events []sdk.Event, received []time.Time, out []Outcome) {
-	t0 := time.Now()
-	results, err := d.Host.Deliver(ctx, events)
-	took := time.Since(t0)
-	d.Metrics.BatchSeconds.WithLabelValues(d.ID).Observe(took.Seconds())
+	results, took, err := d.call(ctx, events)
 	// A moving average of the call time, weighing the last call by 1/8.
 	d.callTime.Store(d.callTime.Load() + (int64(took)-d.callTime.Load())/8)
-	if d.cutByStop(ctx, err, len(events)) {
+	if errors.Is(err, errCut) {
 		return // out stays zero: not tried, so the events take the routed stream
 	}
 	if err != nil {
-		d.Log.Error("batch not delivered", "destination", d.ID, "events", len(events), "err", err)
 		d.leaveDirect("the plugin failed")
-		results = make([]sdk.Result, len(events))
 	}
-	type letter struct {
-		i   int
-		fut jetstream.PubAckFuture
+	c := &directCall{d: d, events: events, received: received, out: out}
+	d.settle(c, events, received, results, err)
+	d.awaitLetters(ctx, c.letters)
+}
+
+// directCall settles the events of one plugin call of the direct path in out,
+// the router's answer: the call is an event's first attempt, and a retry is a
+// RetryAt that the routed stream keeps for the consumer. An event not done
+// (its dead letter was not written) takes the routed stream too, and the
+// consumer tries it again.
+type directCall struct {
+	d        *Deliverer
+	events   []sdk.Event
+	received []time.Time
+	out      []Outcome
+	letters  []pendingLetter
+}
+
+func (c *directCall) attempt(i int, now time.Time) (int, time.Duration) {
+	return 1, now.Sub(c.received[i])
+}
+
+func (c *directCall) delivered(i int) { c.out[i].Done = true }
+
+func (c *directCall) retry(i int, now time.Time, after time.Duration) {
+	c.out[i].RetryAt = now.Add(after)
+	c.d.leaveDirect("the destination asked to retry")
+}
+
+func (c *directCall) deadLetter(i int, reason string) {
+	if fut := c.d.publishLetter(c.events[i].JSON, 1, reason); fut != nil {
+		c.letters = append(c.letters, pendingLetter{fut: fut, callType: c.events[i].Type, out: &c.out[i]})
 	}
-	var letters []letter
-	var delivered, dead metrics.ByType
-	var retried float64
-	delay := d.Metrics.DelaySeconds.WithLabelValues(d.ID)
-	now := time.Now()
-	for i, res := range results {
-		// The direct path's is an event's first attempt.
-		v := d.judge(res, err, func() (int, time.Duration) { return 1, now.Sub(received[i]) })
-		switch v.fate {
-		case fateDelivered:
-			out[i].Done = true
-			delivered.Add(events[i].Type)
-			delay.Observe(now.Sub(received[i]).Seconds())
-		case fateRetry:
-			out[i].RetryAt = now.Add(v.after)
-			retried++
-			d.leaveDirect("the destination asked to retry")
-		default:
-			// One not sent is not done: the consumer will have it and try again.
-			if fut := d.publishLetter(events[i].JSON, 1, v.reason); fut != nil {
-				letters = append(letters, letter{i, fut})
-			}
-		}
-	}
-	for _, l := range letters {
-		select {
-		case <-l.fut.Ok():
-			out[l.i].Done = true
-			dead.Add(events[l.i].Type)
-		case err := <-l.fut.Err():
-			d.Log.Error("cannot write a dead letter; the event will be retried", "destination", d.ID, "err", err)
-		case <-ctx.Done():
-		}
-	}
-	delivered.AddTo(d.Metrics.Delivered, d.ID)
-	d.Metrics.Retried.WithLabelValues(d.ID).Add(retried)
-	dead.AddTo(d.Metrics.DeadLettered, d.ID)
 }
 
 func (d *Deliverer) leaveDirect(reason string) {
@@ -267,19 +295,16 @@ func (d *Deliverer) leaveDirect(reason string) {
 	}
 }
 
-// watchDirect puts the destination on the direct path whenever its plugin is
-// running, no offer is pending, a plugin call may start (a destination whose
-// every call hangs stays off), and either its consumer is empty or its last
-// batch from the consumer was delivered whole; until ctx is done. It looks
-// every directPoll, and as soon as a batch from the consumer is delivered
-// whole: at start-up, while the plugins start, the router's first batches
-// take the routed stream, and under load waiting for the poll would send
-// thousands more there.
+// watchDirect puts the destination on the direct path whenever canGoDirect,
+// until ctx is done. It looks every directPoll, and as soon as a batch from
+// the consumer is delivered whole: at start-up, while the plugins start, the
+// router's first batches take the routed stream, and under load waiting for
+// the poll would send thousands more there.
 func (d *Deliverer) watchDirect(ctx context.Context) {
 	t := time.NewTicker(directPoll)
 	defer t.Stop()
 	for {
-		if !d.direct.Load() && d.offering.Load() == 0 && len(d.calls) < d.MaxInFlight && len(d.offers) == 0 && d.Host.Ready() && (d.healthy.Load() || d.caughtUp(ctx)) && ctx.Err() == nil {
+		if !d.direct.Load() && d.canGoDirect(ctx) {
 			d.direct.Store(true)
 			d.Log.Debug("destination is on the direct path", "destination", d.ID)
 		}
@@ -290,6 +315,27 @@ func (d *Deliverer) watchDirect(ctx context.Context) {
 		case <-d.wake:
 		}
 	}
+}
+
+// canGoDirect reports whether a destination off the direct path may take it:
+//   - the daemon is not stopping;
+//   - no offer from its last time on the path is under way or waiting: it
+//     left because a call failed, asked to retry or answered late, and comes
+//     back only once those calls are over;
+//   - a plugin call may start: a destination whose every call hangs stays
+//     off, or each offer would wait out direct_timeout;
+//   - its plugin is running and configured: an offer would otherwise wait
+//     for it to start, within direct_timeout;
+//   - its last batch from the consumer was delivered whole (it works again),
+//     or its consumer has nothing pending (nothing says it fails, as at
+//     start-up). Asked last: the consumer's info is a round trip to the
+//     server.
+func (d *Deliverer) canGoDirect(ctx context.Context) bool {
+	return ctx.Err() == nil &&
+		d.offering.Load() == 0 && len(d.offers) == 0 &&
+		len(d.calls) < d.MaxInFlight &&
+		d.Host.Ready() &&
+		(d.healthy.Load() || d.caughtUp(ctx))
 }
 
 func (d *Deliverer) caughtUp(ctx context.Context) bool {

@@ -11,6 +11,12 @@ import (
 	"trackd.dev/trackd/sdk"
 )
 
+// The hand-off, the router's way into this package: Start offers each
+// destination on the direct path its share of a routed batch, and Settle
+// queues on the routed stream, for the destinations' consumers, every event a
+// destination did not take, then tells the router which ingest messages it may
+// ack.
+
 // Routed is one event the router routed, on its way to its destinations.
 type Routed struct {
 	Event    sdk.Event
