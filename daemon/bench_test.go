@@ -27,8 +27,10 @@ import (
 
 	"trackd.dev/trackd/daemon/internal/bus"
 	"trackd.dev/trackd/daemon/internal/bus/bustest"
+	"trackd.dev/trackd/daemon/internal/config"
 	"trackd.dev/trackd/daemon/internal/dedupe"
 	"trackd.dev/trackd/daemon/internal/eventtest"
+	"trackd.dev/trackd/daemon/internal/router"
 )
 
 const (
@@ -109,15 +111,18 @@ func benchEndToEnd(b *testing.B) {
 // trackd, and returns how long the events took from stored to claimed: a
 // bound on what trackd's stored → plugin latency can be at that rate.
 func benchFloor(b *testing.B, n int, latencyRate float64) (rate, cpu float64, stored latencies) {
-	bs, topo := bustest.Open(b, 12*time.Hour)
+	bs, topo := bustest.Open(b)
 	benchPublish(b, bs.JS, "track", n, benchMessageID)
 	ctx, cancel := context.WithCancel(b.Context())
 	defer cancel()
-	cons, err := topo.Router(ctx, 8*routerBatch)
+	cons, err := topo.Router(ctx, router.MaxAckPending)
 	if err != nil {
 		b.Fatal(err)
 	}
-	claimer := dedupe.New(bs.JS, topo.Dedupe...)
+	claimer, err := dedupe.Open(ctx, bs.JS, config.Defaults().Dedupe, 1)
+	if err != nil {
+		b.Fatal(err)
+	}
 	type claimed struct {
 		msgs    []jetstream.Msg
 		pending *dedupe.Pending
@@ -160,7 +165,7 @@ func benchFloor(b *testing.B, n int, latencyRate float64) (rate, cpu float64, st
 	}()
 	cpu0, start := bustest.CPUTime(), time.Now()
 	go func() {
-		err := bus.ConsumeBatches(ctx, cons, routerBatch, routerLinger, nil, func(msgs []jetstream.Msg) {
+		err := bus.ConsumeBatches(ctx, cons, router.BatchSize, router.Linger, nil, func(msgs []jetstream.Msg) {
 			claims := make([]dedupe.Claim, len(msgs))
 			for i, m := range msgs {
 				md, err := m.Metadata()
@@ -446,7 +451,7 @@ func benchRawJetStream(b *testing.B, n int) float64 {
 	count := 0
 	start := time.Now()
 	go func() {
-		err := bus.ConsumeBatches(ctx, cons, routerBatch, 0, nil, func(msgs []jetstream.Msg) {
+		err := bus.ConsumeBatches(ctx, cons, router.BatchSize, 0, nil, func(msgs []jetstream.Msg) {
 			for _, m := range msgs {
 				if count++; count < n {
 					_ = m.Ack()

@@ -71,8 +71,8 @@ func benchDedupeCapacity(b *testing.B, bin string, n int) {
 	store := b.TempDir()
 	srv := startCapacityServer(b, bin, store)
 
-	// The bucket is made by the daemon's own Setup, on a connection opened the
-	// daemon's way, so that what is measured is what trackd creates.
+	// The bucket is made by the daemon's own dedupe.Open, on a connection
+	// opened the daemon's way, so that what is measured is what trackd creates.
 	cfg := config.Defaults()
 	cfg.NATS.URL = srv.url
 	bucket := cfg.Dedupe.Bucket // with one shard the bucket is named as configured
@@ -85,17 +85,14 @@ func benchDedupeCapacity(b *testing.B, bin string, n int) {
 	b.Cleanup(bs.Conn.Close)
 	ctx, cancel := context.WithTimeout(b.Context(), time.Minute)
 	defer cancel()
-	if _, err := bs.Setup(ctx, &cfg); err != nil {
-		b.Fatal(err)
-	}
-	kv, err := bs.JS.KeyValue(ctx, bucket)
+	claimer, err := dedupe.Open(ctx, bs.JS, cfg.Dedupe, cfg.NATS.Replicas)
 	if err != nil {
 		b.Fatal(err)
 	}
 	empty := srv.mem(b)
 
 	start := time.Now()
-	capacityClaim(b, bs.JS, kv, n)
+	capacityClaim(b, claimer, n)
 	claimTook := time.Since(start)
 	bs.Close()
 	// The peak while writing, not only the heap the keys hold, is what the
@@ -161,8 +158,7 @@ func benchDedupeCapacity(b *testing.B, bin string, n int) {
 
 // capacityClaim claims n distinct messageIds, keeping capacityInFlight
 // batches unanswered, and fails unless every one is a first sighting.
-func capacityClaim(b *testing.B, js jetstream.JetStream, kv jetstream.KeyValue, n int) {
-	claimer := dedupe.New(js, kv)
+func capacityClaim(b *testing.B, claimer *dedupe.Claimer, n int) {
 	var inFlight []*dedupe.Pending
 	settle := func() {
 		ctx, cancel := context.WithTimeout(b.Context(), time.Minute)

@@ -23,18 +23,6 @@ import (
 	"trackd.dev/trackd/daemon/internal/trackapi"
 )
 
-// The router takes events in batches of this many; the dedupe claims and
-// hand-offs of a batch are pipelined.
-const routerBatch = 512
-
-// routerLinger is how long a router batch waits after its first event for
-// more, up to routerBatch. At moderate load events otherwise come a few at a
-// time, and each batch costs dedupe round trips, a plugin call per
-// destination and goroutines: at half of the benchmark's rate, 2 ms made the
-// batches 50 events rather than 2 and cut the daemon's CPU per event by
-// 8–12%, for at most 2 ms more latency.
-const routerLinger = 2 * time.Millisecond
-
 // How often the dedupe buckets' keys and effective window are read for /metrics.
 const dedupeWatchEvery = 5 * time.Second
 
@@ -100,8 +88,12 @@ func run(ctx context.Context, cfg *config.Config, log *slog.Logger, level *slog.
 		}
 		return out
 	}))
-	go dedupe.Watch(ctx, b.JS, cfg.Dedupe.Buckets(), cfg.Dedupe.MaxKeys, dedupeWatchEvery, m, log)
-	routerCons, err := topo.Router(ctx, 8*routerBatch)
+	claimer, err := dedupe.Open(ctx, b.JS, cfg.Dedupe, cfg.NATS.Replicas)
+	if err != nil {
+		return err
+	}
+	go claimer.Watch(ctx, dedupeWatchEvery, m, log)
+	routerCons, err := topo.Router(ctx, router.MaxAckPending)
 	if err != nil {
 		return err
 	}
@@ -110,13 +102,11 @@ func run(ctx context.Context, cfg *config.Config, log *slog.Logger, level *slog.
 		return err
 	}
 	defer taps.Close()
-	rt := &router.Router{
-		JS: b.JS, Consumer: routerCons, Claimer: dedupe.New(b.JS, topo.Dedupe...),
-		Normalize: normalize.Options{MaxEventBytes: cfg.Ingest.MaxEventBytes},
-		Metrics:   m, Log: log, BatchSize: routerBatch, Linger: routerLinger, Tap: taps,
-	}
 	dests := fleet.New(b, topo, m, log)
-	rt.HandOff = &deliver.HandOff{JS: b.JS, Destination: dests.Deliverer, Metrics: m, Log: log}
+	rt := router.New(b.JS, routerCons, claimer,
+		&deliver.HandOff{JS: b.JS, Destination: dests.Deliverer, Metrics: m, Log: log},
+		router.WithMetrics(m), router.WithLogger(log), router.WithTap(taps),
+		router.WithNormalize(normalize.Options{MaxEventBytes: cfg.Ingest.MaxEventBytes}))
 	if cfg.Admin.Listen != "" {
 		srv, err := admin.Start(cfg.Admin, m.Registry, func() error { return readiness(b, dests) })
 		if err != nil {

@@ -18,7 +18,7 @@ import (
 // max, and ConsumeBatches returns the consumer's error once it is deleted rather than waiting for
 // messages that cannot come.
 func TestConsumeBatches(t *testing.T) {
-	b, topo := bustest.Open(t, time.Hour)
+	b, topo := bustest.Open(t)
 	ctx := t.Context()
 	const n, max = 1000, 64
 	for range n {
@@ -84,7 +84,7 @@ func TestConsumeBatches(t *testing.T) {
 // With a linger, messages that come one after another are gathered into one
 // batch, and a batch that cannot fill is handed on once the linger is over.
 func TestConsumeBatchesLinger(t *testing.T) {
-	b, topo := bustest.Open(t, time.Hour)
+	b, topo := bustest.Open(t)
 	ctx := t.Context()
 	cons, err := topo.Router(ctx, 64)
 	if err != nil {

@@ -3,17 +3,15 @@ package dedupe
 import (
 	"fmt"
 	"testing"
-	"time"
 
-	"trackd.dev/trackd/daemon/internal/bus/bustest"
+	"trackd.dev/trackd/daemon/internal/config"
 )
 
 // BenchmarkClaimAll is the dedupe claim path against an embedded server, in
 // batches of 512 as the router sends them, 1% of them repeats; ns/op is per
 // claim.
 func BenchmarkClaimAll(b *testing.B) {
-	bs, topo := bustest.Open(b, time.Hour)
-	c := New(bs.JS, topo.Dedupe...)
+	c := openClaimer(b, func(*config.Dedupe) {})
 	const batch = 512
 	claims := make([]Claim, 0, batch)
 	b.ReportAllocs()

@@ -19,8 +19,6 @@ import (
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
-
-	"trackd.dev/trackd/daemon/internal/bus"
 )
 
 // Claim asks for messageId on behalf of the ingest message at stream sequence Seq.
@@ -33,20 +31,12 @@ type Claim struct {
 type Claimer struct {
 	js      jetstream.JetStream
 	buckets []bucket
+	maxKeys int64 // dedupe.max_keys, for Watch
 }
 
 type bucket struct {
 	kv     jetstream.KeyValue
 	prefix string // of its keys' subjects
-}
-
-// New returns a Claimer on existing buckets, the shards in order.
-func New(js jetstream.JetStream, shards ...jetstream.KeyValue) *Claimer {
-	c := &Claimer{js: js}
-	for _, kv := range shards {
-		c.buckets = append(c.buckets, bucket{kv: kv, prefix: "$KV." + kv.Bucket() + "."})
-	}
-	return c
 }
 
 // locate returns a messageId's bucket and key there.
@@ -111,7 +101,7 @@ func (p *Pending) Wait(ctx context.Context) ([]bool, error) {
 		case <-f.Ok():
 			first[i] = true
 		case err := <-f.Err():
-			if !bus.IsWrongLastSequence(err) {
+			if !isWrongLastSequence(err) {
 				return nil, fmt.Errorf("dedupe claim: %w", err)
 			}
 			conflicts = append(conflicts, i)
@@ -164,7 +154,7 @@ func (c *Claimer) resolve(ctx context.Context, cl Claim) (bool, error) {
 		if err == nil {
 			return true, nil
 		}
-		if !errors.Is(err, jetstream.ErrKeyExists) && !bus.IsWrongLastSequence(err) {
+		if !errors.Is(err, jetstream.ErrKeyExists) && !isWrongLastSequence(err) {
 			return false, fmt.Errorf("dedupe claim: %w", err)
 		}
 	}

@@ -21,8 +21,7 @@ import (
 )
 
 func TestClaimAll(t *testing.T) {
-	b, topo := bustest.Open(t, time.Hour)
-	c := New(b.JS, topo.Dedupe...)
+	c := openClaimer(t, func(*config.Dedupe) {})
 	ctx := t.Context()
 
 	steps := []struct {
@@ -50,8 +49,7 @@ func TestClaimAll(t *testing.T) {
 
 // With a short window, a messageId is accepted again once its claim expires.
 func TestWindowExpires(t *testing.T) {
-	b, topo := bustest.Open(t, 2*time.Second)
-	c := New(b.JS, topo.Dedupe...)
+	c := openClaimer(t, func(d *config.Dedupe) { d.Window = config.Duration{Duration: 2 * time.Second} })
 	ctx := t.Context()
 
 	first, err := c.ClaimAll(ctx, []Claim{{"x", 1}})
@@ -98,11 +96,10 @@ func TestKey(t *testing.T) {
 // With shards, each messageId lives in the bucket its hash picks, the claims of
 // one batch spread over all of them, and repeats are still caught.
 func TestShards(t *testing.T) {
-	b, topo := bustest.OpenWith(t, func(cfg *config.Config) { cfg.Dedupe.Shards = 3 })
-	if len(topo.Dedupe) != 3 || topo.Dedupe[2].Bucket() != "TRACK_DEDUPE_2" {
-		t.Fatalf("buckets %v, want TRACK_DEDUPE_0 … _2", topo.Dedupe)
+	c := openClaimer(t, func(d *config.Dedupe) { d.Shards = 3 })
+	if len(c.buckets) != 3 || c.buckets[2].kv.Bucket() != "TRACK_DEDUPE_2" {
+		t.Fatalf("buckets %v, want TRACK_DEDUPE_0 … _2", c.buckets)
 	}
-	c := New(b.JS, topo.Dedupe...)
 	ctx := t.Context()
 	var claims []Claim
 	for i := range 300 {
@@ -112,7 +109,8 @@ func TestShards(t *testing.T) {
 	if err != nil || slices.Contains(first, false) {
 		t.Fatalf("first sightings = %v, %v", first, err)
 	}
-	for _, kv := range topo.Dedupe {
+	for _, b := range c.buckets {
+		kv := b.kv
 		st, err := kv.Status(ctx)
 		if err != nil {
 			t.Fatal(err)
@@ -138,8 +136,7 @@ func TestShards(t *testing.T) {
 // A bucket with max_keys drops its oldest claims when full: no claim is ever
 // refused, it holds max_keys at most, and the dropped ids can be claimed again.
 func TestMaxKeys(t *testing.T) {
-	b, topo := bustest.OpenWith(t, func(cfg *config.Config) { cfg.Dedupe.MaxKeys = 10 })
-	c := New(b.JS, topo.Dedupe...)
+	c := openClaimer(t, func(d *config.Dedupe) { d.MaxKeys = 10 })
 	ctx := t.Context()
 	for i := range 30 {
 		got, err := c.ClaimAll(ctx, []Claim{{fmt.Sprintf("id-%d", i), uint64(i + 1)}})
@@ -147,7 +144,7 @@ func TestMaxKeys(t *testing.T) {
 			t.Fatalf("claim %d = %v, %v; want a first sighting", i, got, err)
 		}
 	}
-	st, err := topo.Dedupe[0].Status(ctx)
+	st, err := c.buckets[0].kv.Status(ctx)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -163,14 +160,13 @@ func TestMaxKeys(t *testing.T) {
 // Watch reports each bucket's keys and effective window, and counts what a
 // full bucket drops.
 func TestWatch(t *testing.T) {
-	b, topo := bustest.OpenWith(t, func(cfg *config.Config) { cfg.Dedupe.MaxKeys = 5 })
-	c := New(b.JS, topo.Dedupe...)
+	c := openClaimer(t, func(d *config.Dedupe) { d.MaxKeys = 5 })
 	m := metrics.New()
 	ctx, cancel := context.WithCancel(t.Context())
 	defer cancel()
 	logs := &syncBuffer{}
 	log := slog.New(slog.NewTextHandler(logs, nil))
-	go Watch(ctx, b.JS, []string{"TRACK_DEDUPE"}, 5, 20*time.Millisecond, m, log)
+	go c.Watch(ctx, 20*time.Millisecond, m, log)
 
 	// One pipelined batch, most likely between two looks.
 	claim := func(from, to int) {
@@ -223,4 +219,18 @@ func (b *syncBuffer) String() string {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	return b.buf.String()
+}
+
+// openClaimer starts a server and opens the buckets of the default [dedupe]
+// as set changes it.
+func openClaimer(t testing.TB, set func(*config.Dedupe)) *Claimer {
+	t.Helper()
+	b, _ := bustest.Open(t)
+	cfg := config.Defaults().Dedupe
+	set(&cfg)
+	c, err := Open(t.Context(), b.JS, cfg, 1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return c
 }

@@ -5,8 +5,6 @@ import (
 	"log/slog"
 	"time"
 
-	"github.com/nats-io/nats.go/jetstream"
-
 	"trackd.dev/trackd/daemon/internal/metrics"
 )
 
@@ -17,19 +15,21 @@ import (
 // dropped (estimated from the claims made since its last look and the room
 // the bucket had then). Every daemon watches every bucket, so each reports
 // the same numbers.
-func Watch(ctx context.Context, js jetstream.JetStream, buckets []string, maxKeys int64, interval time.Duration, m *metrics.Metrics, log *slog.Logger) {
+func (c *Claimer) Watch(ctx context.Context, interval time.Duration, m *metrics.Metrics, log *slog.Logger) {
+	maxKeys := c.maxKeys
 	type state struct {
 		seen          bool
 		full          bool
 		lastSeq, msgs uint64
 	}
-	states := make([]state, len(buckets))
+	states := make([]state, len(c.buckets))
 	t := time.NewTicker(interval)
 	defer t.Stop()
 	for {
-		for i, name := range buckets {
+		for i, b := range c.buckets {
+			name := b.kv.Bucket()
 			sctx, cancel := context.WithTimeout(ctx, interval)
-			s, err := js.Stream(sctx, "KV_"+name)
+			s, err := c.js.Stream(sctx, streamName(name))
 			cancel()
 			if err != nil {
 				if ctx.Err() == nil {

@@ -10,6 +10,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"trackd.dev/trackd/daemon/internal/bus/bustest"
+	"trackd.dev/trackd/daemon/internal/config"
 	"trackd.dev/trackd/daemon/internal/dedupe"
 	"trackd.dev/trackd/daemon/internal/deliver"
 	"trackd.dev/trackd/daemon/internal/eventtest"
@@ -23,7 +24,7 @@ import (
 // every destination is off the direct path: the worst case, one store in the
 // routed stream per destination and event. ns/op is per event.
 func BenchmarkRouter(b *testing.B) {
-	bs, topo := bustest.Open(b, time.Hour)
+	bs, topo := bustest.Open(b)
 	ctx := b.Context()
 	for _, id := range []string{"d1", "d2", "d3"} {
 		if _, err := topo.Destination(ctx, id, 1000); err != nil {
@@ -47,11 +48,12 @@ func BenchmarkRouter(b *testing.B) {
 	}
 	m := metrics.New()
 	log := slog.New(slog.NewTextHandler(io.Discard, nil))
-	r := &Router{
-		JS: bs.JS, Consumer: cons, Claimer: dedupe.New(bs.JS, topo.Dedupe...), Metrics: m,
-		Log: log, BatchSize: batch,
-		HandOff: &deliver.HandOff{JS: bs.JS, Metrics: m, Log: log},
+	claimer, err := dedupe.Open(ctx, bs.JS, config.Defaults().Dedupe, 1)
+	if err != nil {
+		b.Fatal(err)
 	}
+	r := New(bs.JS, cons, claimer, &deliver.HandOff{JS: bs.JS, Metrics: m, Log: log},
+		WithMetrics(m), WithLogger(log), WithBatch(batch, 0))
 	r.SetRoutes(route.NewTable([]route.Destination{{ID: "d1", Name: "D1"}, {ID: "d2", Name: "D2"}, {ID: "d3", Name: "D3"}}))
 	b.ReportAllocs()
 	cpu0 := bustest.CPUTime()

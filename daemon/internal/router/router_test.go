@@ -11,6 +11,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"trackd.dev/trackd/daemon/internal/bus/bustest"
+	"trackd.dev/trackd/daemon/internal/config"
 	"trackd.dev/trackd/daemon/internal/dedupe"
 	"trackd.dev/trackd/daemon/internal/deliver"
 	"trackd.dev/trackd/daemon/internal/metrics"
@@ -21,13 +22,16 @@ import (
 // leaves a claim behind. The redelivered message must find its own claim and
 // still be delivered, while another message with that id is a repeat.
 func TestRedeliveryAfterClaimIsDelivered(t *testing.T) {
-	b, topo := bustest.Open(t, time.Hour)
+	b, topo := bustest.Open(t)
 	ctx := t.Context()
 	dest, err := topo.Destination(ctx, "d1", 100)
 	if err != nil {
 		t.Fatal(err)
 	}
-	claimer := dedupe.New(b.JS, topo.Dedupe...)
+	claimer, err := dedupe.Open(ctx, b.JS, config.Defaults().Dedupe, 1)
+	if err != nil {
+		t.Fatal(err)
+	}
 
 	publish := func(body string) uint64 {
 		t.Helper()
@@ -51,11 +55,8 @@ func TestRedeliveryAfterClaimIsDelivered(t *testing.T) {
 	}
 	m := metrics.New()
 	log := slog.New(slog.NewTextHandler(io.Discard, nil))
-	r := &Router{
-		JS: b.JS, Consumer: cons, Claimer: claimer, Metrics: m,
-		Log: log, BatchSize: 10,
-		HandOff: &deliver.HandOff{JS: b.JS, Metrics: m, Log: log},
-	}
+	r := New(b.JS, cons, claimer, &deliver.HandOff{JS: b.JS, Metrics: m, Log: log},
+		WithMetrics(m), WithLogger(log), WithBatch(10, 0))
 	r.SetRoutes(route.NewTable([]route.Destination{{ID: "d1", Name: "D1"}}))
 	runCtx, cancel := context.WithCancel(ctx)
 	done := make(chan struct{})

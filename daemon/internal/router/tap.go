@@ -10,20 +10,20 @@ import (
 
 // tapInvalid tells a listening `trackd tap` about an invalid event.
 func (r *Router) tapInvalid(at time.Time, err error) {
-	if !r.Tap.Active() {
+	if !r.tap.Active() {
 		return
 	}
-	r.Tap.Publish(tap.Decision{Time: at, Outcome: tap.Invalid, Error: err.Error()})
+	r.tap.Publish(tap.Decision{Time: at, Outcome: tap.Invalid, Error: err.Error()})
 }
 
 // tapEvent tells a listening `trackd tap` what became of a valid event.
 func (r *Router) tapEvent(at time.Time, ev *normalize.Event, outcome string, routes *route.Table) {
-	if !r.Tap.Active() {
+	if !r.tap.Active() {
 		return
 	}
 	d := tap.Decision{Time: at, Type: ev.Type, Event: ev.Name, MessageID: ev.MessageID, Outcome: outcome}
 	if outcome != tap.Duplicate {
 		d.Destinations = routes.Explain(ev.Type, ev.Name, ev.Integrations)
 	}
-	r.Tap.Publish(d)
+	r.tap.Publish(d)
 }

@@ -44,7 +44,7 @@ func BenchmarkHTTPIngest(b *testing.B) {
 // benchRawPublish publishes benchCalls events asynchronously with the API's
 // window of acknowledgements, and returns the rate at which they were stored.
 func benchRawPublish(b *testing.B) float64 {
-	bs, _ := bustest.Open(b, time.Hour)
+	bs, _ := bustest.Open(b)
 	js, err := jetstream.New(bs.Conn, jetstream.WithPublishAsyncMaxPending(window))
 	if err != nil {
 		b.Fatal(err)
@@ -70,7 +70,7 @@ func benchRawPublish(b *testing.B) float64 {
 // benchHTTP serves the API and has the clients post every call; it returns
 // the calls answered 200 per second and the CPU time per 1000 calls.
 func benchHTTP(b *testing.B) (rate float64, cpuPer1000 float64) {
-	bs, _ := bustest.Open(b, time.Hour)
+	bs, _ := bustest.Open(b)
 	api, err := New(bs.Conn, NewSources("track", map[string]string{"web": webKey}, ""), metrics.New(), slog.New(slog.DiscardHandler))
 	if err != nil {
 		b.Fatal(err)

@@ -39,7 +39,7 @@ type apiServer struct {
 
 func newAPIServer(t *testing.T) *apiServer {
 	t.Helper()
-	b, topo := bustest.Open(t, time.Hour)
+	b, topo := bustest.Open(t)
 	m := metrics.New()
 	api, err := New(b.Conn, NewSources("track", map[string]string{"web": webKey, "ios": iosKey}, ""), m, slog.New(slog.DiscardHandler))
 	if err != nil {

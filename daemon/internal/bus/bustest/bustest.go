@@ -17,15 +17,9 @@ import (
 )
 
 // Open starts an embedded server on a random port with its store in a
-// temporary directory, sets up the topology with the given dedupe window, and
-// closes everything when the test ends.
-func Open(t testing.TB, window time.Duration) (*bus.Bus, *bus.Topology) {
-	t.Helper()
-	return OpenWith(t, func(cfg *config.Config) { cfg.Dedupe.Window = config.Duration{Duration: window} })
-}
-
-// OpenWith is Open with the defaults changed by set.
-func OpenWith(t testing.TB, set func(*config.Config)) (*bus.Bus, *bus.Topology) {
+// temporary directory, sets up the topology, and closes everything when the
+// test ends.
+func Open(t testing.TB) (*bus.Bus, *bus.Topology) {
 	t.Helper()
 	cfg := config.Defaults()
 	cfg.Path = t.TempDir() + "/config.toml"
@@ -33,7 +27,6 @@ func OpenWith(t testing.TB, set func(*config.Config)) (*bus.Bus, *bus.Topology) 
 	// Below the defaults, which the server reserves storage for: a test
 	// machine's disk may not have 9 GiB free.
 	cfg.Ingest.MaxBytes, cfg.DLQ.MaxBytes = 512<<20, 64<<20
-	set(&cfg)
 	b, err := bus.Open(&cfg, bus.Watch{})
 	if err != nil {
 		t.Fatal(err)
