@@ -24,6 +24,7 @@ import (
 	"golang.org/x/time/rate"
 
 	"trackd.dev/trackd/daemon/internal/config"
+	"trackd.dev/trackd/sdk/clip"
 	"trackd.dev/trackd/sdk/publish"
 )
 
@@ -263,7 +264,7 @@ func notAnObject(body []byte) string {
 	if !json.Valid(body) {
 		var v json.RawMessage
 		err := json.Unmarshal(body, &v)
-		return fmt.Sprintf("%v: %s", err, quoteStart(body))
+		return fmt.Sprintf("%v: %s", err, clip.Quote(string(body), 40))
 	}
 	switch c := bytes.TrimLeft(body, " \t\r")[0]; c {
 	case '{':
@@ -279,16 +280,6 @@ func notAnObject(body []byte) string {
 	default:
 		return "it is a number"
 	}
-}
-
-// quoteStart quotes the first 40 characters of a line.
-func quoteStart(b []byte) string {
-	const n = 40
-	q := fmt.Sprintf("%.*q", n, b)
-	if len([]rune(string(b))) > n {
-		q += "…"
-	}
-	return q
 }
 
 func pluralize(n int, one, many string) string {

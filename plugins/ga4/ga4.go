@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"trackd.dev/trackd/sdk"
+	"trackd.dev/trackd/sdk/clip"
 	"trackd.dev/trackd/sdk/httpdest"
 	"trackd.dev/trackd/sdk/revenue"
 )
@@ -257,12 +258,12 @@ func (g *GA4) translate(e sdk.Event) (identity, event, error) {
 		// sends screen calls as it anyway, as README.md explains.
 		name = "screen_view"
 		if e.Name != "" {
-			fixed = object{{"screen_name", truncate(e.Name, maxValueLen)}}
+			fixed = object{{"screen_name", clip.Runes(e.Name, maxValueLen)}}
 		}
 	case sdk.TypeGroup:
 		// A group call's traits describe the group, not this event: they
 		// are not parameters.
-		name, fixed = "join_group", object{{"group_id", truncate(e.GroupID, maxValueLen)}}
+		name, fixed = "join_group", object{{"group_id", clip.Runes(e.GroupID, maxValueLen)}}
 	default:
 		return id, event{}, fmt.Errorf("GA4 takes track, page, screen and group calls, not %s calls", quote(e.Type))
 	}

@@ -2,10 +2,11 @@ package main
 
 import (
 	"fmt"
-	"strconv"
 	"strings"
 	"unicode"
 	"unicode/utf8"
+
+	"trackd.dev/trackd/sdk/clip"
 )
 
 // segmentEvents maps the Segment e-commerce and B2B spec event names, lower
@@ -121,9 +122,4 @@ func isLetter(c byte) bool { return 'a' <= c && c <= 'z' || 'A' <= c && c <= 'Z'
 
 // quote shows a producer's name in a reason without letting a long one
 // swamp it.
-func quote(s string) string {
-	if utf8.RuneCountInString(s) > 64 {
-		return strconv.Quote(truncate(s, 64)) + "…"
-	}
-	return strconv.Quote(s)
-}
+func quote(s string) string { return clip.Quote(s, 64) }

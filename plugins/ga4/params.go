@@ -6,8 +6,8 @@ import (
 	"fmt"
 	"slices"
 	"strconv"
-	"unicode/utf8"
 
+	"trackd.dev/trackd/sdk/clip"
 	"trackd.dev/trackd/sdk/revenue"
 )
 
@@ -334,7 +334,7 @@ func textUpTo(raw json.RawMessage, n int) (string, bool) {
 	if json.Unmarshal(raw, &s) != nil || s == "" {
 		return "", false
 	}
-	return truncate(s, n), true
+	return clip.Runes(s, n), true
 }
 
 // scalar is a property as a GA4 parameter value, which is a string or a
@@ -350,26 +350,13 @@ func scalar(raw json.RawMessage) (any, bool) {
 		if json.Unmarshal(raw, &s) != nil {
 			return nil, false
 		}
-		return truncate(s, maxValueLen), true
+		return clip.Runes(s, maxValueLen), true
 	case c == 't' || c == 'f':
 		return strconv.FormatBool(c == 't'), true
 	case c == '-' || '0' <= c && c <= '9':
 		return json.Number(raw), true
 	}
 	return nil, false
-}
-
-// truncate cuts s to at most n characters.
-func truncate(s string, n int) string {
-	if utf8.RuneCountInString(s) <= n {
-		return s
-	}
-	i := 0
-	for range n {
-		_, size := utf8.DecodeRuneInString(s[i:])
-		i += size
-	}
-	return s[:i]
 }
 
 // object is a JSON object that keeps its members in the order they were

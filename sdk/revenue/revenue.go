@@ -14,6 +14,8 @@ import (
 	"sort"
 	"strconv"
 	"strings"
+
+	"trackd.dev/trackd/sdk/clip"
 )
 
 // DefaultCurrency is the currency of an event that names none.
@@ -198,10 +200,5 @@ func isDecimal(s string) bool {
 
 // quote shows a raw JSON value in a one-line reason, cut short if long.
 func quote(raw []byte) string {
-	const limit = 40
-	s := string(raw)
-	if len(s) > limit {
-		s = strings.ToValidUTF8(s[:limit], "") + "…"
-	}
-	return strings.Join(strings.Fields(s), " ")
+	return strings.Join(strings.Fields(clip.Text(string(raw), 40)), " ")
 }
