@@ -74,20 +74,7 @@ func run(ctx context.Context, cfg *config.Config, log *slog.Logger, level *slog.
 		return err
 	}
 
-	m.Registry.MustRegister(metrics.Backlog(func() map[string]float64 {
-		bctx, cancel := context.WithTimeout(ctx, 5*time.Second)
-		defer cancel()
-		return topo.Backlog(bctx)
-	}))
-	m.Registry.MustRegister(metrics.Streams(func() []metrics.StreamState {
-		sctx, cancel := context.WithTimeout(ctx, 5*time.Second)
-		defer cancel()
-		var out []metrics.StreamState
-		for _, info := range topo.Streams(sctx) {
-			out = append(out, metrics.StreamState{Name: info.Config.Name, Bytes: info.State.Bytes, Messages: info.State.Msgs, MaxBytes: info.Config.MaxBytes})
-		}
-		return out
-	}))
+	m.Registry.MustRegister(metrics.Backlog(topo.Backlog), metrics.Streams(topo.Streams))
 	claimer, err := dedupe.Open(ctx, b.JS, cfg.Dedupe, cfg.NATS.Replicas)
 	if err != nil {
 		return err

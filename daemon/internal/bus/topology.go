@@ -10,6 +10,7 @@ import (
 
 	"trackd.dev/trackd/daemon/internal/config"
 	"trackd.dev/trackd/daemon/internal/dlq"
+	"trackd.dev/trackd/daemon/internal/metrics"
 )
 
 // Topology is what Setup created.
@@ -135,11 +136,11 @@ func (t *Topology) Destination(ctx context.Context, id string, maxAckPending int
 
 // Streams reports the state and byte limit of each stream trackd keeps
 // events in; a stream whose info cannot be read now is left out.
-func (t *Topology) Streams(ctx context.Context) []*jetstream.StreamInfo {
-	var out []*jetstream.StreamInfo
+func (t *Topology) Streams(ctx context.Context) []metrics.StreamState {
+	var out []metrics.StreamState
 	for _, s := range []jetstream.Stream{t.Ingest, t.Routed, t.DLQ} {
 		if info, err := s.Info(ctx); err == nil {
-			out = append(out, info)
+			out = append(out, metrics.StreamState{Name: info.Config.Name, Bytes: info.State.Bytes, Messages: info.State.Msgs, MaxBytes: info.Config.MaxBytes})
 		}
 	}
 	return out

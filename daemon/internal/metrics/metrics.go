@@ -2,7 +2,9 @@
 package metrics
 
 import (
+	"context"
 	"slices"
+	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
@@ -149,7 +151,16 @@ func (c *ByType) AddTo(v *prometheus.CounterVec, labels ...string) {
 
 // Backlog reports, at each scrape, how many messages wait in each consumer
 // (pending plus delivered but not yet acked), as trackd_consumer_backlog.
-type Backlog func() map[string]float64
+type Backlog func(context.Context) map[string]float64
+
+// scrapeTimeout bounds what Backlog and Streams ask NATS at a scrape.
+const scrapeTimeout = 5 * time.Second
+
+func scrape[T any](read func(context.Context) T) T {
+	ctx, cancel := context.WithTimeout(context.Background(), scrapeTimeout)
+	defer cancel()
+	return read(ctx)
+}
 
 var backlogDesc = prometheus.NewDesc("trackd_consumer_backlog",
 	"Messages waiting in a consumer: not yet delivered plus delivered and unacked.", []string{"consumer"}, nil)
@@ -159,7 +170,7 @@ func (b Backlog) Describe(ch chan<- *prometheus.Desc) { ch <- backlogDesc }
 
 // Collect implements prometheus.Collector.
 func (b Backlog) Collect(ch chan<- prometheus.Metric) {
-	for name, v := range b() {
+	for name, v := range scrape(b) {
 		ch <- prometheus.MustNewConstMetric(backlogDesc, prometheus.GaugeValue, v, name)
 	}
 }
@@ -174,7 +185,7 @@ type StreamState struct {
 
 // Streams reports, at each scrape, each stream's size against its limit, as
 // trackd_stream_bytes, trackd_stream_messages and trackd_stream_max_bytes.
-type Streams func() []StreamState
+type Streams func(context.Context) []StreamState
 
 var (
 	streamBytesDesc = prometheus.NewDesc("trackd_stream_bytes",
@@ -194,7 +205,7 @@ func (s Streams) Describe(ch chan<- *prometheus.Desc) {
 
 // Collect implements prometheus.Collector.
 func (s Streams) Collect(ch chan<- prometheus.Metric) {
-	for _, st := range s() {
+	for _, st := range scrape(s) {
 		ch <- prometheus.MustNewConstMetric(streamBytesDesc, prometheus.GaugeValue, float64(st.Bytes), st.Name)
 		ch <- prometheus.MustNewConstMetric(streamMessagesDesc, prometheus.GaugeValue, float64(st.Messages), st.Name)
 		ch <- prometheus.MustNewConstMetric(streamMaxBytesDesc, prometheus.GaugeValue, float64(st.MaxBytes), st.Name)
