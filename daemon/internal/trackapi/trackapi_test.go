@@ -374,22 +374,11 @@ func TestBodiesAndLimits(t *testing.T) {
 		{"gzip in name only", req{path: "/v1/track", body: call(1), header: map[string]string{"Content-Encoding": "gzip"}}, 400, 0, "not gzip"},
 		{"another encoding", req{path: "/v1/track", body: call(1), header: map[string]string{"Content-Encoding": "br"}}, 400, 0, `"br" is not supported`},
 	}
-	for _, tt := range tests {
-		t.Run(tt.name, func(t *testing.T) {
-			tt.req.basic = webKey
-			before := lastSeq(t, s.topo.Ingest)
-			resp, answer := s.do(t, tt.req)
-			if resp.StatusCode != tt.status {
-				t.Fatalf("status %d, want %d: %v", resp.StatusCode, tt.status, answer)
-			}
-			if msg, _ := answer["message"].(string); !strings.Contains(msg, tt.message) {
-				t.Errorf("message %q does not say %q", msg, tt.message)
-			}
-			if got := since(t, s.topo.Ingest, before); len(got) != tt.published {
-				t.Errorf("published %d calls, want %d", len(got), tt.published)
-			}
-		})
+	cases := make([]hostileCase, len(tests))
+	for i, tt := range tests {
+		cases[i] = hostileCase{name: tt.name, req: tt.req, status: tt.status, published: tt.published, message: tt.message}
 	}
+	runHostile(t, s, cases)
 
 	// One call over 32 KB in a batch is dead-lettered with its reason; the rest go on.
 	before, dlqBefore := lastSeq(t, s.topo.Ingest), lastSeq(t, s.topo.DLQ)
