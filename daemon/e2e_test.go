@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"maps"
 	"net"
 	"net/http"
 	"net/http/httptest"
@@ -55,12 +56,7 @@ func newHook(t *testing.T) *hook {
 func (h *hook) ids() []string {
 	h.mu.Lock()
 	defer h.mu.Unlock()
-	var ids []string
-	for id := range h.events {
-		ids = append(ids, id)
-	}
-	slices.Sort(ids)
-	return ids
+	return slices.Sorted(maps.Keys(h.events))
 }
 
 func (h *hook) event(id string) map[string]any {

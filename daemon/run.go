@@ -141,7 +141,7 @@ func run(ctx context.Context, cfg *config.Config, log *slog.Logger, level *slog.
 		}
 	}
 
-	timeout := cfg.Shutdown.Timeout.Duration
+	timeout := cfg.Shutdown.Timeout
 	log.Info("stopping: finishing the batches in hand", "timeout", timeout.String())
 	deadline := time.After(timeout)
 	if front != nil {
@@ -176,7 +176,7 @@ func reloadConfig(ctx context.Context, cur *config.Config, dests *fleet.Fleet, r
 	for _, s := range config.RestartOnly(cur, next) {
 		log.Warn("this change takes effect at the next restart, not on reload", "section", s)
 	}
-	if err := dests.Reload(ctx, next, rt.SetRoutes, next.Shutdown.Timeout.Duration); err != nil {
+	if err := dests.Reload(ctx, next, rt.SetRoutes, next.Shutdown.Timeout); err != nil {
 		log.Error("configuration reload refused; the running configuration stays", "err", err)
 		return cur
 	}

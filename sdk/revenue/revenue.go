@@ -10,8 +10,9 @@ import (
 	"bytes"
 	"encoding/json"
 	"fmt"
+	"maps"
 	"math"
-	"sort"
+	"slices"
 	"strconv"
 	"strings"
 
@@ -115,12 +116,7 @@ func (c Conversion) Check() error {
 	if !IsCode(c.ConvertTo) {
 		return fmt.Errorf("convert_to %q is not an upper-case three-letter ISO 4217 code such as \"USD\"", c.ConvertTo)
 	}
-	codes := make([]string, 0, len(c.Rates))
-	for code := range c.Rates {
-		codes = append(codes, code)
-	}
-	sort.Strings(codes) // report the same key first on every run
-	for _, code := range codes {
+	for _, code := range slices.Sorted(maps.Keys(c.Rates)) { // the same key reported first on every run
 		if !IsCode(code) {
 			return fmt.Errorf("rates: %q is not an upper-case three-letter ISO 4217 code such as \"EUR\"", code)
 		}

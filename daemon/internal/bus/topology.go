@@ -67,7 +67,7 @@ func (b *Bus) Setup(ctx context.Context, cfg *config.Config) (*Topology, error) 
 		Replicas:    replicas,
 		// A flood of invalid events must not fill the disk: the oldest
 		// letters go first.
-		MaxAge:   cfg.DLQ.MaxAge.Duration,
+		MaxAge:   cfg.DLQ.MaxAge,
 		MaxBytes: int64(cfg.DLQ.MaxBytes),
 		Discard:  jetstream.DiscardOld,
 	})

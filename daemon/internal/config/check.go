@@ -5,6 +5,7 @@ import (
 	"crypto/tls"
 	"encoding/hex"
 	"fmt"
+	"maps"
 	"net"
 	"net/url"
 	"os"
@@ -12,9 +13,7 @@ import (
 	"path/filepath"
 	"regexp"
 	"slices"
-	"sort"
 	"strings"
-	"time"
 
 	"github.com/nats-io/nats-server/v2/server"
 
@@ -78,13 +77,13 @@ func (c *Config) check(name string, lookupEnv func(string) (string, bool)) error
 			return bad(b.key, "is %s; a stream needs at least 1 MiB, such as \"8GiB\"", b.size)
 		}
 	}
-	if c.DLQ.MaxAge.Duration <= 0 {
+	if c.DLQ.MaxAge <= 0 {
 		return bad("dlq.max_age", "is %s; dead letters must be kept for some time, such as \"336h\"", c.DLQ.MaxAge)
 	}
 	if !streamName.MatchString(c.Dedupe.Bucket) {
 		return bad("dedupe.bucket", "%q is not a valid bucket name; use letters, digits, - and _", c.Dedupe.Bucket)
 	}
-	if c.Dedupe.Window.Duration <= 0 {
+	if c.Dedupe.Window <= 0 {
 		return bad("dedupe.window", "must be a positive duration such as \"12h\"")
 	}
 	if c.Dedupe.Shards < 1 || c.Dedupe.Shards > 64 {
@@ -104,7 +103,7 @@ func (c *Config) check(name string, lookupEnv func(string) (string, bool)) error
 	default:
 		return bad("log.level", "is %q; use debug, info, warn or error", c.Log.Level)
 	}
-	if c.Shutdown.Timeout.Duration <= 0 {
+	if c.Shutdown.Timeout <= 0 {
 		return bad("shutdown.timeout", "must be a positive duration such as \"30s\"")
 	}
 	return c.checkDestinations(bad, lookupEnv)
@@ -144,7 +143,7 @@ func (c *Config) checkHTTP(bad func(key, format string, args ...any) error, look
 		}
 	}
 	sources := map[string]string{} // write key → the source that has it
-	for _, source := range sortedKeys(h.WriteKeys) {
+	for _, source := range slices.Sorted(maps.Keys(h.WriteKeys)) {
 		key := "http.write_keys." + source
 		if !idPattern.MatchString(source) {
 			return bad(key, "is not a source name of letters, digits, - and _ (it becomes the subject token after %s.)", h.SubjectPrefix)
@@ -180,13 +179,13 @@ func (c *Config) ingests(subject string) bool {
 
 func checkRetry(key string, r Retry, bad func(key, format string, args ...any) error) error {
 	switch {
-	case r.Initial.Duration <= 0:
+	case r.Initial <= 0:
 		return bad(key+".initial", "must be a positive duration such as \"1s\"")
-	case r.Max.Duration < r.Initial.Duration:
+	case r.Max < r.Initial:
 		return bad(key+".max", "(%s) is shorter than %s.initial (%s)", r.Max, key, r.Initial)
 	case r.MaxAttempts < 1:
 		return bad(key+".max_attempts", "is %d; it must be at least 1", r.MaxAttempts)
-	case r.MaxAge.Duration <= 0:
+	case r.MaxAge <= 0:
 		return bad(key+".max_age", "must be a positive duration such as \"24h\"")
 	}
 	return nil
@@ -194,15 +193,11 @@ func checkRetry(key string, r Retry, bad func(key, format string, args ...any) e
 
 func (c *Config) checkDestinations(bad func(key, format string, args ...any) error, lookupEnv func(string) (string, bool)) error {
 	owners := map[string]string{} // lower-cased name or alias → the key that claimed it
-	for _, id := range sortedKeys(c.Destinations) {
+	for _, id := range slices.Sorted(maps.Keys(c.Destinations)) {
 		d := c.Destinations[id]
-		d.ID = id
 		key := "destinations." + id
 		if !idPattern.MatchString(id) {
 			return bad(key, "has an id that is not letters, digits, - and _")
-		}
-		if d.Name == "" {
-			d.Name = id
 		}
 		for i, n := range append([]string{d.Name}, d.Aliases...) {
 			k := key + ".name"
@@ -218,20 +213,11 @@ func (c *Config) checkDestinations(bad func(key, format string, args ...any) err
 			}
 			owners[low] = k
 		}
-		if d.BatchSize == 0 {
-			d.BatchSize = 100
-		}
 		if d.BatchSize < 0 || d.BatchSize > 10000 {
 			return bad(key+".batch_size", "is %d; it must be between 1 and 10000", d.BatchSize)
 		}
-		if d.MaxInFlight == 0 {
-			d.MaxInFlight = 4
-		}
 		if d.MaxInFlight < 0 || d.MaxInFlight > 64 {
 			return bad(key+".max_in_flight", "is %d; it must be between 1 and 64", d.MaxInFlight)
-		}
-		if d.DirectTimeout.Duration == 0 {
-			d.DirectTimeout.Duration = 2 * time.Second
 		}
 		if d.SHA256 != "" {
 			sum, err := hex.DecodeString(d.SHA256)
@@ -359,13 +345,4 @@ func expand(s string, lookupEnv func(string) (string, bool)) (string, error) {
 		b.WriteString(val)
 		s = s[i+end+1:]
 	}
-}
-
-func sortedKeys[V any](m map[string]V) []string {
-	keys := make([]string, 0, len(m))
-	for k := range m {
-		keys = append(keys, k)
-	}
-	sort.Strings(keys)
-	return keys
 }

@@ -9,6 +9,7 @@ import (
 	"os"
 	"path/filepath"
 	"reflect"
+	"slices"
 	"sort"
 	"strings"
 	"time"
@@ -73,16 +74,16 @@ type Ingest struct {
 
 // DLQ bounds the dead-letter stream; past either bound its oldest letters go.
 type DLQ struct {
-	MaxAge   Duration `toml:"max_age"`
-	MaxBytes Bytes    `toml:"max_bytes"`
+	MaxAge   time.Duration `toml:"max_age"`
+	MaxBytes Bytes         `toml:"max_bytes"`
 }
 
 // Dedupe is the messageId repeat window.
 type Dedupe struct {
-	Bucket  string   `toml:"bucket"`
-	Window  Duration `toml:"window"`
-	Shards  int      `toml:"shards"`
-	MaxKeys int64    `toml:"max_keys"`
+	Bucket  string        `toml:"bucket"`
+	Window  time.Duration `toml:"window"`
+	Shards  int           `toml:"shards"`
+	MaxKeys int64         `toml:"max_keys"`
 }
 
 // Buckets are the names of the dedupe buckets: Bucket itself with one shard,
@@ -124,10 +125,10 @@ type HTTPTLS struct {
 // Retry is the backoff policy for events a destination asks to retry.
 // In a destination's own retry table a zero field means "as in [retry]".
 type Retry struct {
-	Initial     Duration `toml:"initial"`
-	Max         Duration `toml:"max"`
-	MaxAttempts int      `toml:"max_attempts"`
-	MaxAge      Duration `toml:"max_age"`
+	Initial     time.Duration `toml:"initial"`
+	Max         time.Duration `toml:"max"`
+	MaxAttempts int           `toml:"max_attempts"`
+	MaxAge      time.Duration `toml:"max_age"`
 }
 
 // Admin is the HTTP listener for /metrics, /healthz and /readyz; "" turns it off.
@@ -150,7 +151,7 @@ type Log struct {
 
 // Shutdown bounds how long a stopping daemon waits for in-flight batches.
 type Shutdown struct {
-	Timeout Duration `toml:"timeout"`
+	Timeout time.Duration `toml:"timeout"`
 }
 
 // Destination is one [destinations.<id>] table.
@@ -166,7 +167,7 @@ type Destination struct {
 	ExcludeEvents []string       `toml:"exclude_events"`
 	BatchSize     int            `toml:"batch_size"`
 	MaxInFlight   int            `toml:"max_in_flight"`
-	DirectTimeout Duration       `toml:"direct_timeout"`
+	DirectTimeout time.Duration  `toml:"direct_timeout"`
 	Retry         Retry          `toml:"retry"`
 	Settings      map[string]any `toml:"settings"`
 
@@ -178,25 +179,6 @@ type Destination struct {
 
 // IsEnabled reports whether the destination receives events; absent means yes.
 func (d *Destination) IsEnabled() bool { return d.Enabled == nil || *d.Enabled }
-
-// Duration is a time.Duration written as a string such as "12h" or "500ms".
-type Duration struct{ time.Duration }
-
-// UnmarshalText parses a duration string.
-func (d *Duration) UnmarshalText(b []byte) error {
-	v, err := time.ParseDuration(string(b))
-	if err != nil {
-		return err
-	}
-	if v < 0 {
-		return fmt.Errorf("duration %q is negative", b)
-	}
-	d.Duration = v
-	return nil
-}
-
-// MarshalText writes the duration back as a string.
-func (d Duration) MarshalText() ([]byte, error) { return []byte(d.String()), nil }
 
 // Bytes is a size, written as a number of bytes or a string such as "8GiB"
 // or "500MB".
@@ -222,7 +204,8 @@ func (b *Bytes) UnmarshalTOML(v any) error {
 // String writes the size for people: "8.0 GiB".
 func (b Bytes) String() string { return humanize.IBytes(uint64(max(b, 0))) }
 
-// Defaults returns the configuration an empty file means.
+// Defaults returns the configuration an empty file means. What a
+// [destinations.<id>] table leaves out is in DestinationDefaults.
 func Defaults() Config {
 	return Config{
 		NATS: NATS{Replicas: 1, Embedded: Embedded{Listen: "127.0.0.1:4222", StoreDir: "data/nats"}},
@@ -232,19 +215,45 @@ func Defaults() Config {
 			MaxEventBytes: 32768,
 			MaxBytes:      8 << 30,
 		},
-		DLQ:    DLQ{MaxAge: Duration{14 * 24 * time.Hour}, MaxBytes: 1 << 30},
-		Dedupe: Dedupe{Bucket: "TRACK_DEDUPE", Window: Duration{12 * time.Hour}, Shards: 1},
+		DLQ:    DLQ{MaxAge: 14 * 24 * time.Hour, MaxBytes: 1 << 30},
+		Dedupe: Dedupe{Bucket: "TRACK_DEDUPE", Window: 12 * time.Hour, Shards: 1},
 		HTTP:   HTTP{SubjectPrefix: "track"},
 		Retry: Retry{
-			Initial:     Duration{time.Second},
-			Max:         Duration{5 * time.Minute},
+			Initial:     time.Second,
+			Max:         5 * time.Minute,
 			MaxAttempts: 10,
-			MaxAge:      Duration{24 * time.Hour},
+			MaxAge:      24 * time.Hour,
 		},
 		Admin:    Admin{Listen: "127.0.0.1:9090"},
 		Plugins:  Plugins{Dir: "bin/plugins"},
 		Log:      Log{Level: "info"},
-		Shutdown: Shutdown{Timeout: Duration{30 * time.Second}},
+		Shutdown: Shutdown{Timeout: 30 * time.Second},
+	}
+}
+
+// DestinationDefaults returns what a [destinations.<id>] table means by a key
+// it leaves out or sets to zero. Besides these, the name is the table's id;
+// enabled, left out, means true (IsEnabled); and a zero field of the table's
+// retry is [retry]'s (RetryFor).
+func DestinationDefaults() Destination {
+	return Destination{BatchSize: 100, MaxInFlight: 4, DirectTimeout: 2 * time.Second}
+}
+
+// setDefaults fills what the [destinations.<id>] table left out or zero.
+func (d *Destination) setDefaults(id string) {
+	def := DestinationDefaults()
+	d.ID = id
+	if d.Name == "" {
+		d.Name = id
+	}
+	if d.BatchSize == 0 {
+		d.BatchSize = def.BatchSize
+	}
+	if d.MaxInFlight == 0 {
+		d.MaxInFlight = def.MaxInFlight
+	}
+	if d.DirectTimeout == 0 {
+		d.DirectTimeout = def.DirectTimeout
 	}
 }
 
@@ -266,6 +275,10 @@ func Parse(path string, data []byte, lookupEnv func(string) (string, bool)) (*Co
 	name := filepath.Base(path)
 	cfg := Defaults()
 	md, err := toml.Decode(string(data), &cfg)
+	// Before the decoding error: a duration written as a number may be its cause.
+	if derr := checkDurations(name, md, &cfg); derr != nil {
+		return nil, derr
+	}
 	if err != nil {
 		var pe toml.ParseError
 		if errors.As(err, &pe) {
@@ -278,6 +291,9 @@ func Parse(path string, data []byte, lookupEnv func(string) (string, bool)) (*Co
 	}
 	if err := unknownKeys(name, md); err != nil {
 		return nil, err
+	}
+	for id, d := range cfg.Destinations {
+		d.setDefaults(id)
 	}
 	cfg.Path = path
 	if err := cfg.check(name, lookupEnv); err != nil {
@@ -300,6 +316,62 @@ func unknownKeys(name string, md toml.MetaData) error {
 	}
 	sort.Strings(unknown)
 	return fmt.Errorf("%s: unknown key %s; check its spelling against the documented keys in config.toml", name, strings.Join(unknown, ", "))
+}
+
+// checkDurations refuses what decoding a time.Duration lets through or words
+// badly: a number, which TOML takes as nanoseconds when it is an integer
+// (window = 12 would silently be 12ns) and otherwise refuses as "incompatible
+// types"; and a negative duration. It reads md from a decode that may have
+// failed, so that a number is reported as such.
+func checkDurations(name string, md toml.MetaData, cfg *Config) error {
+	for _, key := range md.Keys() {
+		v, ok := field(reflect.ValueOf(cfg).Elem(), key)
+		if !ok || v.Type() != reflect.TypeFor[time.Duration]() {
+			continue
+		}
+		if md.Type(key...) != "String" {
+			return fmt.Errorf("%s: %s is not a string; write a duration as a string with its unit, such as \"12h\" or \"500ms\"", name, key)
+		}
+		if d := time.Duration(v.Int()); d < 0 {
+			return fmt.Errorf("%s: %s is %s; a duration cannot be negative", name, key, d)
+		}
+	}
+	return nil
+}
+
+// field returns the value key names in v, a struct decoded from TOML, or a
+// zero one in a table that was not decoded; ok is false for a key that names
+// no field, or one inside a table of any values.
+func field(v reflect.Value, key toml.Key) (reflect.Value, bool) {
+	for _, k := range key {
+		if v.Kind() == reflect.Pointer {
+			if v.IsNil() {
+				v = reflect.New(v.Type().Elem())
+			}
+			v = v.Elem()
+		}
+		switch v.Kind() {
+		case reflect.Struct:
+			fields := reflect.VisibleFields(v.Type())
+			i := slices.IndexFunc(fields, func(f reflect.StructField) bool {
+				tag, _, _ := strings.Cut(f.Tag.Get("toml"), ",")
+				return tag == k
+			})
+			if i < 0 {
+				return reflect.Value{}, false
+			}
+			v = v.FieldByIndex(fields[i].Index)
+		case reflect.Map:
+			e := v.MapIndex(reflect.ValueOf(k))
+			if !e.IsValid() {
+				e = reflect.Zero(v.Type().Elem())
+			}
+			v = e
+		default:
+			return reflect.Value{}, false
+		}
+	}
+	return v, true
 }
 
 // Dir is the directory relative paths in the configuration are resolved against.
@@ -328,16 +400,16 @@ func (c *Config) Enabled() []*Destination {
 // RetryFor returns the destination's retry policy with [retry] filling the gaps.
 func (c *Config) RetryFor(d *Destination) Retry {
 	r := c.Retry
-	if d.Retry.Initial.Duration != 0 {
+	if d.Retry.Initial != 0 {
 		r.Initial = d.Retry.Initial
 	}
-	if d.Retry.Max.Duration != 0 {
+	if d.Retry.Max != 0 {
 		r.Max = d.Retry.Max
 	}
 	if d.Retry.MaxAttempts != 0 {
 		r.MaxAttempts = d.Retry.MaxAttempts
 	}
-	if d.Retry.MaxAge.Duration != 0 {
+	if d.Retry.MaxAge != 0 {
 		r.MaxAge = d.Retry.MaxAge
 	}
 	return r

@@ -47,7 +47,7 @@ func TestDefaults(t *testing.T) {
 		{"ingest.subjects", strings.Join(cfg.Ingest.Subjects, ","), "track,track.>"},
 		{"ingest.max_event_bytes", cfg.Ingest.MaxEventBytes, 32768},
 		{"dedupe.bucket", cfg.Dedupe.Bucket, "TRACK_DEDUPE"},
-		{"dedupe.window", cfg.Dedupe.Window.Duration, 12 * time.Hour},
+		{"dedupe.window", cfg.Dedupe.Window, 12 * time.Hour},
 		{"nats.replicas", cfg.NATS.Replicas, 1},
 		{"dedupe.shards", cfg.Dedupe.Shards, 1},
 		{"dedupe.max_keys", cfg.Dedupe.MaxKeys, int64(0)},
@@ -55,14 +55,14 @@ func TestDefaults(t *testing.T) {
 		{"http.listen", cfg.HTTP.Listen, ""},
 		{"http.subject_prefix", cfg.HTTP.SubjectPrefix, "track"},
 		{"http.public_url", cfg.HTTP.PublicURL, ""},
-		{"retry.initial", cfg.Retry.Initial.Duration, time.Second},
-		{"retry.max", cfg.Retry.Max.Duration, 5 * time.Minute},
+		{"retry.initial", cfg.Retry.Initial, time.Second},
+		{"retry.max", cfg.Retry.Max, 5 * time.Minute},
 		{"retry.max_attempts", cfg.Retry.MaxAttempts, 10},
-		{"retry.max_age", cfg.Retry.MaxAge.Duration, 24 * time.Hour},
+		{"retry.max_age", cfg.Retry.MaxAge, 24 * time.Hour},
 		{"admin.listen", cfg.Admin.Listen, "127.0.0.1:9090"},
 		{"admin.pprof", cfg.Admin.Pprof, false},
 		{"plugins.dir", cfg.Plugins.Dir, "bin/plugins"},
-		{"shutdown.timeout", cfg.Shutdown.Timeout.Duration, 30 * time.Second},
+		{"shutdown.timeout", cfg.Shutdown.Timeout, 30 * time.Second},
 	}
 	for _, c := range checks {
 		if c.got != c.want {
@@ -111,11 +111,38 @@ enabled = false
 		t.Errorf("settings.price = %q", got)
 	}
 	r := cfg.RetryFor(d)
-	if r.Initial.Duration != 2*time.Second || r.MaxAttempts != 4 || r.Max.Duration != 5*time.Minute {
+	if r.Initial != 2*time.Second || r.MaxAttempts != 4 || r.Max != 5*time.Minute {
 		t.Errorf("RetryFor = %+v", r)
 	}
 	if got := cfg.Enabled(); len(got) != 1 || got[0].ID != "file" {
 		t.Errorf("Enabled() = %v", got)
+	}
+}
+
+// A destination's table starts from DestinationDefaults, a zero counting as
+// left out; its settings are the plugin's, numbers included.
+func TestDestinationDefaults(t *testing.T) {
+	cfg, err := parse(t, fixture(t), `
+[destinations.a]
+plugin = "file"
+[destinations.a.settings]
+timeout = 5
+[destinations.b]
+plugin = "file"
+batch_size = 0
+direct_timeout = "0s"
+`, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	def := DestinationDefaults()
+	for _, d := range cfg.Destinations {
+		if d.BatchSize != def.BatchSize || d.MaxInFlight != def.MaxInFlight || d.DirectTimeout != def.DirectTimeout || d.Name != d.ID || !d.IsEnabled() {
+			t.Errorf("%s: %+v, want the defaults %+v", d.ID, d, def)
+		}
+	}
+	if got := cfg.Destinations["a"].Settings["timeout"]; got != int64(5) {
+		t.Errorf("settings.timeout = %v, want 5", got)
 	}
 }
 
@@ -127,6 +154,10 @@ func TestErrorsNameTheKey(t *testing.T) {
 		{"unknown destination key", "[destinations.file]\nplugin = \"file\"\nbatchsize = 5\n", "destinations.file.batchsize"},
 		{"bad duration", "[dedupe]\nwindow = \"12 hours\"\n", "dedupe.window"},
 		{"duration as a number", "[retry]\nmax = 5\n", "retry.max"},
+		{"duration as an integer, which TOML would take as nanoseconds", "[dedupe]\nwindow = 12\n", `dedupe.window is not a string; write a duration as a string with its unit, such as "12h"`},
+		{"duration as a float", "[destinations.a]\nplugin = \"file\"\ndirect_timeout = 1.5\n", "destinations.a.direct_timeout is not a string"},
+		{"negative duration", "[dedupe]\nwindow = \"-1s\"\n", "dedupe.window is -1s; a duration cannot be negative"},
+		{"negative destination duration", "[destinations.a]\nplugin = \"file\"\n[destinations.a.retry]\nmax = \"-1m\"\n", "destinations.a.retry.max is -1m0s; a duration cannot be negative"},
 		{"wrong type", "[ingest]\nmax_event_bytes = \"big\"\n", "ingest.max_event_bytes"},
 		{"zero window", "[dedupe]\nwindow = \"0s\"\n", "dedupe.window"},
 		{"max below initial", "[retry]\ninitial = \"10s\"\nmax = \"1s\"\n", "retry.max"},
@@ -282,7 +313,7 @@ func TestShippedConfigDocumentsEveryKey(t *testing.T) {
 				}
 				continue
 			}
-			if ft.Kind() == reflect.Struct && ft != reflect.TypeOf(Duration{}) {
+			if ft.Kind() == reflect.Struct {
 				if !strings.Contains(doc, "["+prefix+tag+"]") && !strings.Contains(doc, "."+tag+"]") {
 					t.Errorf("config.toml has no [%s%s] table", prefix, tag)
 				}

@@ -37,7 +37,7 @@ func createBucket(ctx context.Context, js jetstream.JetStream, name string, cfg 
 	if maxMsgs == 0 {
 		maxMsgs = -1
 	}
-	window := cfg.Window.Duration
+	window := cfg.Window
 	_, err := js.CreateOrUpdateStream(ctx, jetstream.StreamConfig{
 		// What jetstream's KeyValueConfig{History: 1, TTL: window} makes, but
 		// for MaxMsgs and Discard.

@@ -23,7 +23,7 @@ const bytesPerKey = 400
 // bucket would pass maxKeysIndexed.
 func Capacity(d config.Dedupe, replicas int, rate float64) string {
 	perBucket := rate * d.Window.Seconds() / float64(d.Shards)
-	window := d.Window.Duration
+	window := d.Window
 	held := perBucket
 	if d.MaxKeys > 0 && perBucket > float64(d.MaxKeys) {
 		held = float64(d.MaxKeys)

@@ -142,7 +142,7 @@ func BenchmarkDeliverer(b *testing.B) {
 	}
 	d := &Deliverer{
 		ID: "noop", JS: bs.JS, Consumer: cons, Host: host, BatchSize: 100, MaxInFlight: 4, DirectTimeout: 2 * time.Second, Metrics: m, Log: log,
-		Retry: config.Retry{Initial: config.Duration{Duration: time.Second}, Max: config.Duration{Duration: time.Second}, MaxAttempts: 3, MaxAge: config.Duration{Duration: time.Hour}},
+		Retry: config.Retry{Initial: time.Second, Max: time.Second, MaxAttempts: 3, MaxAge: time.Hour},
 	}
 	b.ReportAllocs()
 	cpu0 := bustest.CPUTime()

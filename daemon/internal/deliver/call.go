@@ -159,7 +159,7 @@ func (d *Deliverer) awaitLetters(ctx context.Context, letters []pendingLetter) {
 		case err := <-l.fut.Err():
 			d.Log.Error("cannot write a dead letter; the event will be retried", "destination", d.ID, "err", err)
 			if l.msg != nil {
-				_ = l.msg.NakWithDelay(d.Retry.Initial.Duration)
+				_ = l.msg.NakWithDelay(d.Retry.Initial)
 			}
 		case <-ctx.Done():
 			if l.msg != nil {

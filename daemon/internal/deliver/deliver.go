@@ -197,7 +197,7 @@ func (b *batch) sendLetter(m jetstream.Msg, callType, reason string) {
 	}
 	fut := b.d.publishLetter(m.Data(), attempts, reason)
 	if fut == nil {
-		_ = m.NakWithDelay(b.d.Retry.Initial.Duration)
+		_ = m.NakWithDelay(b.d.Retry.Initial)
 		return
 	}
 	b.letters = append(b.letters, pendingLetter{fut: fut, callType: callType, msg: m})
@@ -207,10 +207,10 @@ func (b *batch) sendLetter(m jetstream.Msg, callType, reason string) {
 // jitter so that a burst of failures does not come back as one burst, and
 // never more than max.
 func backoff(r config.Retry, attempt int) time.Duration {
-	d := r.Initial.Duration
-	for i := 1; i < attempt && d < r.Max.Duration; i++ {
+	d := r.Initial
+	for i := 1; i < attempt && d < r.Max; i++ {
 		d *= 2
 	}
 	jitter := 0.8 + 0.4*rand.Float64()
-	return min(time.Duration(float64(d)*jitter), r.Max.Duration)
+	return min(time.Duration(float64(d)*jitter), r.Max)
 }

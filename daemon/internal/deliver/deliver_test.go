@@ -33,7 +33,7 @@ import (
 func TestMain(m *testing.M) { destinationtest.Main(m) }
 
 func TestBackoff(t *testing.T) {
-	r := config.Retry{Initial: config.Duration{Duration: time.Second}, Max: config.Duration{Duration: 10 * time.Second}}
+	r := config.Retry{Initial: time.Second, Max: 10 * time.Second}
 	tests := []struct {
 		attempt  int
 		min, max time.Duration
@@ -106,8 +106,8 @@ func TestRetriesAndDeadLetters(t *testing.T) {
 		t.Fatal(err)
 	}
 	d := hookDeliverer(t, b.JS, cons, srv.URL, 10, config.Retry{
-		Initial: config.Duration{Duration: 20 * time.Millisecond}, Max: config.Duration{Duration: 100 * time.Millisecond},
-		MaxAttempts: 3, MaxAge: config.Duration{Duration: time.Hour},
+		Initial: 20 * time.Millisecond, Max: 100 * time.Millisecond,
+		MaxAttempts: 3, MaxAge: time.Hour,
 	})
 
 	for _, ev := range []struct{ id, dests string }{
@@ -214,8 +214,8 @@ func TestDirectPath(t *testing.T) {
 	srv := httptest.NewServer(ep)
 	defer srv.Close()
 	d := runHook(t, b, topo, srv.URL, 2, config.Retry{
-		Initial: config.Duration{Duration: 300 * time.Millisecond}, Max: config.Duration{Duration: time.Second},
-		MaxAttempts: 2, MaxAge: config.Duration{Duration: time.Hour},
+		Initial: 300 * time.Millisecond, Max: time.Second,
+		MaxAttempts: 2, MaxAge: time.Hour,
 	})
 	events := directEvents("ok-1", "bad-1", "down-1")
 	out := d.Await(offerWhenDirect(t, d, events))
@@ -438,8 +438,8 @@ func rendezvous(t *testing.T) (url string, most func() int) {
 
 // defaultRetry is a retry policy for tests that do not look at retries.
 var defaultRetry = config.Retry{
-	Initial: config.Duration{Duration: time.Second}, Max: config.Duration{Duration: time.Second},
-	MaxAttempts: 3, MaxAge: config.Duration{Duration: time.Hour},
+	Initial: time.Second, Max: time.Second,
+	MaxAttempts: 3, MaxAge: time.Hour,
 }
 
 // runHook runs destination "hook" (the webhook plugin posting to url) until

@@ -46,7 +46,7 @@ func (d *Deliverer) judge(res sdk.Result, callErr error, attempt func() (n int, 
 		return verdict{fate: fateDeadLetter, reason: fmt.Sprintf("gave up after %d attempts: %s", attempts, reason)}
 	}
 	delay := max(backoff(d.Retry, attempts), res.RetryAfter)
-	if age+delay > d.Retry.MaxAge.Duration {
+	if age+delay > d.Retry.MaxAge {
 		return verdict{fate: fateDeadLetter, reason: fmt.Sprintf("gave up after %s and %d attempts: %s", age.Round(time.Second), attempts, reason)}
 	}
 	return verdict{fate: fateRetry, after: delay}

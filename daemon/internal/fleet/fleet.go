@@ -9,9 +9,9 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"maps"
 	"reflect"
 	"slices"
-	"sort"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -100,7 +100,7 @@ func (f *Fleet) apply(ctx context.Context, cfg *config.Config, setRoutes func(*r
 		next []*member
 		errs []error
 	)
-	for _, id := range sortedIDs(want) {
+	for _, id := range slices.Sorted(maps.Keys(want)) {
 		d, retry := want[id], cfg.RetryFor(want[id])
 		if old := f.members[id]; old != nil && samePlugin(old, d, retry) {
 			continue
@@ -135,7 +135,7 @@ func (f *Fleet) apply(ctx context.Context, cfg *config.Config, setRoutes func(*r
 		}
 	}
 	setRoutes(route.NewTable(routes))
-	for _, id := range sortedIDs(f.members) {
+	for _, id := range slices.Sorted(maps.Keys(f.members)) {
 		if _, ok := want[id]; ok {
 			continue
 		}
@@ -166,7 +166,7 @@ func (f *Fleet) prepare(ctx context.Context, cfg *config.Config, d *config.Desti
 	}
 	dl := &deliver.Deliverer{
 		ID: d.ID, JS: f.bus.JS, Consumer: cons, Host: host, Retry: retry,
-		BatchSize: d.BatchSize, MaxInFlight: d.MaxInFlight, DirectTimeout: d.DirectTimeout.Duration,
+		BatchSize: d.BatchSize, MaxInFlight: d.MaxInFlight, DirectTimeout: d.DirectTimeout,
 		Metrics: f.metrics, Log: f.log,
 	}
 	return &member{dest: *d, retry: retry, host: host, deliverer: dl, done: make(chan struct{})}, nil
@@ -249,7 +249,7 @@ func (f *Fleet) Wait(timeout time.Duration) bool {
 func (f *Fleet) Ready() error {
 	f.mu.Lock()
 	defer f.mu.Unlock()
-	for _, id := range sortedIDs(f.members) {
+	for _, id := range slices.Sorted(maps.Keys(f.members)) {
 		if !f.members[id].host.Ready() {
 			return fmt.Errorf("the plugin of destination %s is not running", id)
 		}
@@ -264,13 +264,4 @@ func samePlugin(m *member, d *config.Destination, retry config.Retry) bool {
 	return m.dest.PluginPath == d.PluginPath && m.dest.BatchSize == d.BatchSize &&
 		m.retry == retry && reflect.DeepEqual(m.dest.Settings, d.Settings) && slices.Equal(m.dest.Types, d.Types) &&
 		m.dest.SHA256 == d.SHA256
-}
-
-func sortedIDs[V any](m map[string]V) []string {
-	ids := make([]string, 0, len(m))
-	for id := range m {
-		ids = append(ids, id)
-	}
-	sort.Strings(ids)
-	return ids
 }

@@ -6,6 +6,7 @@ import (
 	"compress/gzip"
 	"encoding/json"
 	"errors"
+	"maps"
 	"net/http"
 	"net/http/httptest"
 	"slices"
@@ -309,7 +310,7 @@ func checkCall(t *testing.T, i int, c call, raw json.RawMessage, env map[string]
 		}
 	}
 	if len(pub) != len(want) {
-		t.Fatalf("call %d has keys %q, want %q: %q", i, keysOf(pub), keysOf(want), c.body)
+		t.Fatalf("call %d has keys %q, want %q: %q", i, slices.Sorted(maps.Keys(pub)), slices.Sorted(maps.Keys(want)), c.body)
 	}
 	// A key the merge wrote is written once; the others as often as sent.
 	sentCount, pubCount := memberCounts(raw), memberCounts(c.body)
@@ -329,7 +330,7 @@ func checkCall(t *testing.T, i int, c call, raw json.RawMessage, env map[string]
 				t.Fatalf("call %d: %s is %s, not an object", i, k, got)
 			}
 			if len(g) != len(o) {
-				t.Fatalf("call %d: %s has keys %q, want %q", i, k, keysOf(g), keysOf(o))
+				t.Fatalf("call %d: %s has keys %q, want %q", i, k, slices.Sorted(maps.Keys(g)), slices.Sorted(maps.Keys(o)))
 			}
 			for ok, ov := range o {
 				if !bytes.Equal(g[ok], ov) {
@@ -361,12 +362,3 @@ func memberCounts(b []byte) map[string]int {
 }
 
 func nullOrAbsent(v json.RawMessage) bool { return v == nil || string(v) == "null" }
-
-func keysOf[V any](m map[string]V) []string {
-	keys := make([]string, 0, len(m))
-	for k := range m {
-		keys = append(keys, k)
-	}
-	slices.Sort(keys)
-	return keys
-}
