@@ -276,7 +276,7 @@ func Parse(path string, data []byte, lookupEnv func(string) (string, bool)) (*Co
 	cfg := Defaults()
 	md, err := toml.Decode(string(data), &cfg)
 	// Before the decoding error: a duration written as a number may be its cause.
-	if derr := checkDurations(name, md, &cfg); derr != nil {
+	if derr := checkTypes(name, md, &cfg); derr != nil {
 		return nil, derr
 	}
 	if err != nil {
@@ -318,22 +318,27 @@ func unknownKeys(name string, md toml.MetaData) error {
 	return fmt.Errorf("%s: unknown key %s; check its spelling against the documented keys in config.toml", name, strings.Join(unknown, ", "))
 }
 
-// checkDurations refuses what decoding a time.Duration lets through or words
-// badly: a number, which TOML takes as nanoseconds when it is an integer
-// (window = 12 would silently be 12ns) and otherwise refuses as "incompatible
-// types"; and a negative duration. It reads md from a decode that may have
-// failed, so that a number is reported as such.
-func checkDurations(name string, md toml.MetaData, cfg *Config) error {
+// checkTypes refuses what decoding lets through or words badly. For a
+// time.Duration: a number, which TOML takes as nanoseconds when it is an
+// integer (window = 12 would silently be 12ns) and otherwise refuses as
+// "incompatible types"; and a negative duration. For a table of names
+// (destinations, http.write_keys, a destination's settings): any other value,
+// which decoding drops without a word. It reads md from a decode that may
+// have failed, so that a number is reported as such.
+func checkTypes(name string, md toml.MetaData, cfg *Config) error {
 	for _, key := range md.Keys() {
 		v, ok := field(reflect.ValueOf(cfg).Elem(), key)
-		if !ok || v.Type() != reflect.TypeFor[time.Duration]() {
-			continue
-		}
-		if md.Type(key...) != "String" {
-			return fmt.Errorf("%s: %s is not a string; write a duration as a string with its unit, such as \"12h\" or \"500ms\"", name, key)
-		}
-		if d := time.Duration(v.Int()); d < 0 {
-			return fmt.Errorf("%s: %s is %s; a duration cannot be negative", name, key, d)
+		switch {
+		case !ok:
+		case v.Type() == reflect.TypeFor[time.Duration]():
+			if md.Type(key...) != "String" {
+				return fmt.Errorf("%s: %s is not a string; write a duration as a string with its unit, such as \"12h\" or \"500ms\"", name, key)
+			}
+			if d := time.Duration(v.Int()); d < 0 {
+				return fmt.Errorf("%s: %s is %s; a duration cannot be negative", name, key, d)
+			}
+		case v.Kind() == reflect.Map && md.Type(key...) != "Hash":
+			return fmt.Errorf("%s: %s is a TOML %s, not a table; write it as a [%s] table", name, key, strings.ToLower(md.Type(key...)), key)
 		}
 	}
 	return nil
