@@ -135,7 +135,7 @@ func dlqList(args []string, stdout, stderr io.Writer) error {
 		if dest == "" {
 			dest = dlq.Invalid
 		}
-		fmt.Fprintf(w, "%s\t%s\t%s\t%s\t%s\t%s\n", l.At.UTC().Format(time.RFC3339), dest, l.Type, l.MessageID, l.Name, l.Reason)
+		fmt.Fprintf(w, "%s\t%s\t%s\t%s\t%s\t%s\n", l.At.UTC().Format(time.RFC3339), dest, orDash(l.Type), orDash(l.MessageID), orDash(l.Name), l.Reason)
 	}
 	if err := w.Flush(); err != nil {
 		return err

@@ -74,7 +74,7 @@ func run(ctx context.Context, cfg *config.Config, log *slog.Logger, level *slog.
 		return err
 	}
 
-	m.Registry.MustRegister(metrics.Backlog(topo.Backlog), metrics.Streams(topo.Streams))
+	m.Registry.MustRegister(metrics.Backlog(ctx, topo.Backlog), metrics.Streams(ctx, topo.Streams))
 	claimer, err := dedupe.Open(ctx, b.JS, cfg.Dedupe, cfg.NATS.Replicas)
 	if err != nil {
 		return err

@@ -275,7 +275,8 @@ func Parse(path string, data []byte, lookupEnv func(string) (string, bool)) (*Co
 	name := filepath.Base(path)
 	cfg := Defaults()
 	md, err := toml.Decode(string(data), &cfg)
-	// Before the decoding error: a duration written as a number may be its cause.
+	// Before the decoding error: a duration written as a number, or a table
+	// as another value, may be its cause.
 	if derr := checkTypes(name, md, &cfg); derr != nil {
 		return nil, derr
 	}
@@ -338,15 +339,24 @@ func checkTypes(name string, md toml.MetaData, cfg *Config) error {
 				return fmt.Errorf("%s: %s is %s; a duration cannot be negative", name, key, d)
 			}
 		case v.Kind() == reflect.Map && md.Type(key...) != "Hash":
-			return fmt.Errorf("%s: %s is a TOML %s, not a table; write it as a [%s] table", name, key, strings.ToLower(md.Type(key...)), key)
+			return fmt.Errorf("%s: %s is %s, not a table; write it as a [%s] table", name, key, tomlType(md.Type(key...)), key)
 		}
 	}
 	return nil
 }
 
+// tomlType names a TOML type, as toml.MetaData.Type gives it, for a reason.
+func tomlType(t string) string {
+	if t == "ArrayHash" {
+		return "an array of tables"
+	}
+	return "a TOML " + strings.ToLower(t)
+}
+
 // field returns the value key names in v, a struct decoded from TOML, or a
 // zero one in a table that was not decoded; ok is false for a key that names
-// no field, or one inside a table of any values.
+// no field, and for a value in a table of any values (a destination's
+// settings), which is the plugin's to check.
 func field(v reflect.Value, key toml.Key) (reflect.Value, bool) {
 	for _, k := range key {
 		if v.Kind() == reflect.Pointer {
@@ -376,7 +386,7 @@ func field(v reflect.Value, key toml.Key) (reflect.Value, bool) {
 			return reflect.Value{}, false
 		}
 	}
-	return v, true
+	return v, v.Kind() != reflect.Interface
 }
 
 // Dir is the directory relative paths in the configuration are resolved against.

@@ -160,6 +160,7 @@ func TestErrorsNameTheKey(t *testing.T) {
 		{"negative destination duration", "[destinations.a]\nplugin = \"file\"\n[destinations.a.retry]\nmax = \"-1m\"\n", "destinations.a.retry.max is -1m0s; a duration cannot be negative"},
 		{"wrong type", "[ingest]\nmax_event_bytes = \"big\"\n", "ingest.max_event_bytes"},
 		{"destinations not a table", "destinations = 5\n", "destinations is a TOML integer, not a table"},
+		{"destinations as an array of tables", "[[destinations]]\nplugin = \"file\"\n", "destinations is an array of tables, not a table"},
 		{"write keys not a table", "[http]\nlisten = \"127.0.0.1:8088\"\nwrite_keys = [\"k\"]\n", "http.write_keys is a TOML array, not a table"},
 		{"settings not a table", "[destinations.a]\nplugin = \"file\"\nsettings = \"x\"\n", "destinations.a.settings is a TOML string, not a table"},
 		{"zero window", "[dedupe]\nwindow = \"0s\"\n", "dedupe.window"},

@@ -20,13 +20,16 @@ func Open(ctx context.Context, js jetstream.JetStream, cfg config.Dedupe, replic
 		if err != nil {
 			return nil, fmt.Errorf("cannot create key-value bucket %s (dedupe.bucket): %w", name, err)
 		}
-		c.buckets = append(c.buckets, bucket{kv: kv, prefix: "$KV." + name + "."})
+		c.buckets = append(c.buckets, bucket{kv: kv, prefix: subjectPrefix(name)})
 	}
 	return c, nil
 }
 
 // streamName is the name of a bucket's stream.
 func streamName(bucket string) string { return "KV_" + bucket }
+
+// subjectPrefix is what the subjects of a bucket's keys start with.
+func subjectPrefix(bucket string) string { return "$KV." + bucket + "." }
 
 // createBucket creates or updates the stream of a bucket and binds to it.
 // The stream is made here rather than by jetstream's CreateKeyValue, which
@@ -43,7 +46,7 @@ func createBucket(ctx context.Context, js jetstream.JetStream, name string, cfg 
 		// for MaxMsgs and Discard.
 		Name:              streamName(name),
 		Description:       "messageIds seen within the dedupe window",
-		Subjects:          []string{"$KV." + name + ".>"},
+		Subjects:          []string{subjectPrefix(name) + ">"},
 		MaxMsgsPerSubject: 1,
 		MaxMsgs:           maxMsgs,
 		Discard:           jetstream.DiscardOld,

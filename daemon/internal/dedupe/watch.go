@@ -10,7 +10,7 @@ import (
 
 // Watch reports the state of the buckets every interval until ctx is done:
 // the keys each holds and its effective window (the age of its oldest claim)
-// as gauges. With maxKeys set, a bucket that is full drops its oldest claim
+// as gauges. With dedupe.max_keys set, a bucket that is full drops its oldest claim
 // for every new one: Watch logs that once per episode and counts the claims
 // dropped (estimated from the claims made since its last look and the room
 // the bucket had then). Every daemon watches every bucket, so each reports

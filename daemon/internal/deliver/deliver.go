@@ -3,9 +3,10 @@
 // The router gives each batch it routed to a HandOff (handoff.go). Every
 // destination on the direct path is offered its share at once (direct.go): its
 // Deliverer calls the plugin straight away, and an event delivered there never
-// touches the routed stream. The rest (not offered, not tried, or asked to
-// retry) is queued for its destination on the routed stream (routed.go) before
-// the router acks the ingest message.
+// touches the routed stream. The rest (not offered, not tried, asked to
+// retry, or dropped but its dead letter not stored) is queued for its
+// destination on the routed stream (routed.go) before the router acks the
+// ingest message.
 //
 // Each destination's Deliverer also reads its own durable consumer on the
 // routed stream: the consumer path (deliver.go). Both paths make and settle a

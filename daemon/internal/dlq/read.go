@@ -17,9 +17,9 @@ type Stored struct {
 	Letter
 	At  time.Time // when it died
 	Seq uint64    // its sequence in the stream
-	// What the event says it is, each "-" when missing or empty (an invalid
-	// event may not be JSON at all): the call's type, its messageId, and its
-	// event name (or page or screen name).
+	// What the event says it is, each "" when missing (an invalid event may
+	// not be JSON at all): the call's type, its messageId, and its event name
+	// (or page or screen name).
 	Type, MessageID, Name string
 }
 
@@ -99,20 +99,16 @@ func read(m jetstream.Msg) (Stored, error) {
 	if ev.Event == nil {
 		ev.Event = ev.Name
 	}
-	s.Type, s.MessageID, s.Name = orDash(ev.Type), orDash(ev.MessageID), orDash(ev.Event)
+	s.Type, s.MessageID, s.Name = text(ev.Type), text(ev.MessageID), text(ev.Event)
 	return s, nil
 }
 
-// orDash shows a JSON value read from an event, "-" when it is missing or empty.
-func orDash(v any) string {
-	s, ok := v.(string)
-	if !ok && v != nil {
-		s = fmt.Sprint(v)
+// text is a JSON value read from an event as a string: "" when it is missing.
+func text(v any) string {
+	if s, ok := v.(string); ok || v == nil {
+		return s
 	}
-	if s == "" {
-		return "-"
-	}
-	return s
+	return fmt.Sprint(v)
 }
 
 // Replay queues every letter of the walk again, as the message queue makes
@@ -129,10 +125,10 @@ func (w *Walk) Replay(ctx context.Context, queue func(body []byte, msgID string)
 		}
 		out := queue(l.Body, "dlq-"+strconv.FormatUint(l.Seq, 10))
 		if _, err := w.js.PublishMsg(ctx, out); err != nil {
-			return replayed, fmt.Errorf("after %d replayed, cannot queue messageId %s again: %w", replayed, l.MessageID, err)
+			return replayed, fmt.Errorf("after %d replayed, cannot queue messageId %q again: %w", replayed, l.MessageID, err)
 		}
 		if err := w.stream.DeleteMsg(ctx, l.Seq); err != nil {
-			return replayed, fmt.Errorf("after %d replayed, messageId %s is queued again but still in %s: %w", replayed, l.MessageID, Stream, err)
+			return replayed, fmt.Errorf("after %d replayed, messageId %q is queued again but still in %s: %w", replayed, l.MessageID, Stream, err)
 		}
 		replayed++
 	}

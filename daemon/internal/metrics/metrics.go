@@ -150,14 +150,22 @@ func (c *ByType) AddTo(v *prometheus.CounterVec, labels ...string) {
 }
 
 // Backlog reports, at each scrape, how many messages wait in each consumer
-// (pending plus delivered but not yet acked), as trackd_consumer_backlog.
-type Backlog func(context.Context) map[string]float64
+// (pending plus delivered but not yet acked), as trackd_consumer_backlog,
+// from what read returns; each read is bounded by ctx and scrapeTimeout.
+func Backlog(ctx context.Context, read func(context.Context) map[string]float64) prometheus.Collector {
+	return backlog{ctx, read}
+}
+
+type backlog struct {
+	ctx  context.Context
+	read func(context.Context) map[string]float64
+}
 
 // scrapeTimeout bounds what Backlog and Streams ask NATS at a scrape.
 const scrapeTimeout = 5 * time.Second
 
-func scrape[T any](read func(context.Context) T) T {
-	ctx, cancel := context.WithTimeout(context.Background(), scrapeTimeout)
+func scrape[T any](ctx context.Context, read func(context.Context) T) T {
+	ctx, cancel := context.WithTimeout(ctx, scrapeTimeout)
 	defer cancel()
 	return read(ctx)
 }
@@ -166,11 +174,11 @@ var backlogDesc = prometheus.NewDesc("trackd_consumer_backlog",
 	"Messages waiting in a consumer: not yet delivered plus delivered and unacked.", []string{"consumer"}, nil)
 
 // Describe implements prometheus.Collector.
-func (b Backlog) Describe(ch chan<- *prometheus.Desc) { ch <- backlogDesc }
+func (b backlog) Describe(ch chan<- *prometheus.Desc) { ch <- backlogDesc }
 
 // Collect implements prometheus.Collector.
-func (b Backlog) Collect(ch chan<- prometheus.Metric) {
-	for name, v := range scrape(b) {
+func (b backlog) Collect(ch chan<- prometheus.Metric) {
+	for name, v := range scrape(b.ctx, b.read) {
 		ch <- prometheus.MustNewConstMetric(backlogDesc, prometheus.GaugeValue, v, name)
 	}
 }
@@ -184,8 +192,16 @@ type StreamState struct {
 }
 
 // Streams reports, at each scrape, each stream's size against its limit, as
-// trackd_stream_bytes, trackd_stream_messages and trackd_stream_max_bytes.
-type Streams func(context.Context) []StreamState
+// trackd_stream_bytes, trackd_stream_messages and trackd_stream_max_bytes,
+// from what read returns; each read is bounded by ctx and scrapeTimeout.
+func Streams(ctx context.Context, read func(context.Context) []StreamState) prometheus.Collector {
+	return streams{ctx, read}
+}
+
+type streams struct {
+	ctx  context.Context
+	read func(context.Context) []StreamState
+}
 
 var (
 	streamBytesDesc = prometheus.NewDesc("trackd_stream_bytes",
@@ -197,15 +213,15 @@ var (
 )
 
 // Describe implements prometheus.Collector.
-func (s Streams) Describe(ch chan<- *prometheus.Desc) {
+func (s streams) Describe(ch chan<- *prometheus.Desc) {
 	ch <- streamBytesDesc
 	ch <- streamMessagesDesc
 	ch <- streamMaxBytesDesc
 }
 
 // Collect implements prometheus.Collector.
-func (s Streams) Collect(ch chan<- prometheus.Metric) {
-	for _, st := range scrape(s) {
+func (s streams) Collect(ch chan<- prometheus.Metric) {
+	for _, st := range scrape(s.ctx, s.read) {
 		ch <- prometheus.MustNewConstMetric(streamBytesDesc, prometheus.GaugeValue, float64(st.Bytes), st.Name)
 		ch <- prometheus.MustNewConstMetric(streamMessagesDesc, prometheus.GaugeValue, float64(st.Messages), st.Name)
 		ch <- prometheus.MustNewConstMetric(streamMaxBytesDesc, prometheus.GaugeValue, float64(st.MaxBytes), st.Name)
