@@ -41,9 +41,11 @@ func (w Watch) options() []nats.Option {
 		}
 	}
 	return []nats.Option{
-		nats.DisconnectErrHandler(func(_ *nats.Conn, err error) {
+		nats.DisconnectErrHandler(func(nc *nats.Conn, err error) {
 			set(0)
-			if w.Log != nil {
+			// Closing the connection (a stop) disconnects it too; only the
+			// closed handler speaks then.
+			if w.Log != nil && !nc.IsClosed() {
 				w.Log.Warn("lost the connection to NATS; reconnecting", "err", err)
 			}
 		}),
