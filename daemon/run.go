@@ -91,7 +91,7 @@ func run(ctx context.Context, cfg *config.Config, log *slog.Logger, level *slog.
 	defer taps.Close()
 	dests := fleet.New(b, topo, m, log)
 	rt := router.New(b.JS, routerCons, claimer,
-		&deliver.HandOff{JS: b.JS, Destination: dests.Deliverer, Metrics: m, Log: log},
+		deliver.NewHandOff(b.JS, dests.Deliverer, m, log),
 		router.WithMetrics(m), router.WithLogger(log), router.WithTap(taps),
 		router.WithNormalize(normalize.Options{MaxEventBytes: cfg.Ingest.MaxEventBytes}))
 	if cfg.Admin.Listen != "" {

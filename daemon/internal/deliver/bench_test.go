@@ -140,10 +140,8 @@ func BenchmarkDeliverer(b *testing.B) {
 	if err := host.Start(ctx); err != nil {
 		b.Fatal(err)
 	}
-	d := &Deliverer{
-		ID: "noop", JS: bs.JS, Consumer: cons, Host: host, BatchSize: 100, MaxInFlight: 4, DirectTimeout: 2 * time.Second, Metrics: m, Log: log,
-		Retry: config.Retry{Initial: time.Second, Max: time.Second, MaxAttempts: 3, MaxAge: time.Hour},
-	}
+	d := New("noop", bs.JS, cons, host, WithBatchSize(100), WithMaxInFlight(4), WithDirectTimeout(2*time.Second),
+		WithMetrics(m), WithLogger(log), WithRetry(config.Retry{Initial: time.Second, Max: time.Second, MaxAttempts: 3, MaxAge: time.Hour}))
 	b.ReportAllocs()
 	cpu0 := bustest.CPUTime()
 	b.ResetTimer()

@@ -59,17 +59,17 @@ var errCut = errors.New("the plugin call was cut short at a stop")
 // settle retries with err as the reason.
 func (d *Deliverer) call(ctx context.Context, events []sdk.Event) (results []sdk.Result, took time.Duration, err error) {
 	start := time.Now()
-	results, err = d.Host.Deliver(ctx, events)
+	results, err = d.host.Deliver(ctx, events)
 	took = time.Since(start)
-	d.Metrics.BatchSeconds.WithLabelValues(d.ID).Observe(took.Seconds())
+	d.metrics.BatchSeconds.WithLabelValues(d.id).Observe(took.Seconds())
 	switch {
 	case err == nil:
 		return results, took, nil
 	case errors.Is(ctx.Err(), context.Canceled):
-		d.Log.Warn("stopping: handing back the events of a plugin call still under way", "destination", d.ID, "events", len(events))
+		d.log.Warn("stopping: handing back the events of a plugin call still under way", "destination", d.id, "events", len(events))
 		return nil, took, errCut
 	default:
-		d.Log.Error("batch not delivered", "destination", d.ID, "events", len(events), "err", err)
+		d.log.Error("batch not delivered", "destination", d.id, "events", len(events), "err", err)
 		return make([]sdk.Result, len(events)), took, err
 	}
 }
@@ -93,7 +93,7 @@ type path interface {
 // whether the call went through whole: it did not fail, and the destination
 // asked to retry none of its events.
 func (d *Deliverer) settle(p path, events []sdk.Event, received []time.Time, results []sdk.Result, err error) (whole bool) {
-	delay := d.Metrics.DelaySeconds.WithLabelValues(d.ID)
+	delay := d.metrics.DelaySeconds.WithLabelValues(d.id)
 	now := time.Now()
 	var delivered metrics.ByType
 	var retried float64
@@ -113,8 +113,8 @@ func (d *Deliverer) settle(p path, events []sdk.Event, received []time.Time, res
 		}
 		whole = whole && res.Status != sdk.StatusRetry
 	}
-	delivered.AddTo(d.Metrics.Delivered, d.ID)
-	d.Metrics.Retried.WithLabelValues(d.ID).Add(retried)
+	delivered.AddTo(d.metrics.Delivered, d.id)
+	d.metrics.Retried.WithLabelValues(d.id).Add(retried)
 	return whole
 }
 
@@ -132,11 +132,11 @@ type pendingLetter struct {
 // dead-letter stream; nil when it could not be sent, and the event must be
 // retried.
 func (d *Deliverer) publishLetter(body []byte, attempts int, reason string) jetstream.PubAckFuture {
-	fut, err := dlq.PublishAsync(d.JS, dlq.Letter{
-		Body: body, Destination: d.ID, Stage: dlq.StageDeliver, Attempts: attempts, Reason: reason,
+	fut, err := dlq.PublishAsync(d.js, dlq.Letter{
+		Body: body, Destination: d.id, Stage: dlq.StageDeliver, Attempts: attempts, Reason: reason,
 	})
 	if err != nil {
-		d.Log.Error("cannot write a dead letter; the event will be retried", "destination", d.ID, "err", err)
+		d.log.Error("cannot write a dead letter; the event will be retried", "destination", d.id, "err", err)
 		return nil
 	}
 	return fut
@@ -157,9 +157,9 @@ func (d *Deliverer) awaitLetters(ctx context.Context, letters []pendingLetter) {
 			}
 			dead.Add(l.callType)
 		case err := <-l.fut.Err():
-			d.Log.Error("cannot write a dead letter; the event will be retried", "destination", d.ID, "err", err)
+			d.log.Error("cannot write a dead letter; the event will be retried", "destination", d.id, "err", err)
 			if l.msg != nil {
-				_ = l.msg.NakWithDelay(d.Retry.Initial)
+				_ = l.msg.NakWithDelay(d.retry.Initial)
 			}
 		case <-ctx.Done():
 			if l.msg != nil {
@@ -167,5 +167,5 @@ func (d *Deliverer) awaitLetters(ctx context.Context, letters []pendingLetter) {
 			}
 		}
 	}
-	dead.AddTo(d.Metrics.DeadLettered, d.ID)
+	dead.AddTo(d.metrics.DeadLettered, d.id)
 }

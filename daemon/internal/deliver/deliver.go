@@ -37,22 +37,22 @@ import (
 
 // Deliverer runs one destination.
 type Deliverer struct {
-	ID        string
-	JS        jetstream.JetStream
-	Consumer  jetstream.Consumer
-	Host      *pluginhost.Host
-	Retry     config.Retry
-	BatchSize int
-	// MaxInFlight is how many plugin calls may be under way at once, from
+	id        string
+	js        jetstream.JetStream
+	consumer  jetstream.Consumer
+	host      *pluginhost.Host
+	retry     config.Retry
+	batchSize int
+	// maxInFlight is how many plugin calls may be under way at once, from
 	// the consumer and the direct path together (max_in_flight).
-	MaxInFlight int
-	// DirectTimeout is how long the destination may take to answer an offer
+	maxInFlight int
+	// directTimeout is how long the destination may take to answer an offer
 	// on the direct path before it leaves it (direct_timeout).
-	DirectTimeout time.Duration
-	Metrics       *metrics.Metrics
-	Log           *slog.Logger
+	directTimeout time.Duration
+	metrics       *metrics.Metrics
+	log           *slog.Logger
 
-	calls    chan struct{} // one element for each plugin call under way (MaxInFlight)
+	calls    chan struct{} // one element for each plugin call under way (maxInFlight)
 	direct   atomic.Bool   // the router may Offer events to the plugin
 	offers   chan *Offered
 	offering atomic.Int32  // offers started and not yet answered
@@ -61,25 +61,65 @@ type Deliverer struct {
 	wake     chan struct{} // tells watchDirect that a batch from the consumer was delivered whole
 }
 
+// New returns the deliverer of destination id: it reads the destination's
+// consumer on the routed stream, takes offers from the router, and calls the
+// plugin through host. What opts leave out is as an empty [destinations.<id>]
+// table and [retry] say (config.DestinationDefaults, config.Defaults).
+func New(id string, js jetstream.JetStream, consumer jetstream.Consumer, host *pluginhost.Host, opts ...Option) *Deliverer {
+	def := config.DestinationDefaults()
+	d := &Deliverer{
+		id: id, js: js, consumer: consumer, host: host, retry: config.Defaults().Retry,
+		batchSize: def.BatchSize, maxInFlight: def.MaxInFlight, directTimeout: def.DirectTimeout,
+		metrics: metrics.New(), log: slog.New(slog.DiscardHandler),
+	}
+	for _, o := range opts {
+		o(d)
+	}
+	d.calls = make(chan struct{}, d.maxInFlight)
+	d.offers = make(chan *Offered, directQueue)
+	d.wake = make(chan struct{}, 1)
+	return d
+}
+
+// Option changes a default of New.
+type Option func(*Deliverer)
+
+// WithRetry retries and gives up as r says (the destination's retry table
+// over [retry]).
+func WithRetry(r config.Retry) Option { return func(d *Deliverer) { d.retry = r } }
+
+// WithBatchSize makes plugin calls of at most n events (batch_size).
+func WithBatchSize(n int) Option { return func(d *Deliverer) { d.batchSize = n } }
+
+// WithMaxInFlight lets n plugin calls be under way at once (max_in_flight).
+func WithMaxInFlight(n int) Option { return func(d *Deliverer) { d.maxInFlight = n } }
+
+// WithDirectTimeout takes the destination off the direct path when an offer
+// waits longer than t for its answer (direct_timeout).
+func WithDirectTimeout(t time.Duration) Option { return func(d *Deliverer) { d.directTimeout = t } }
+
+// WithMetrics counts into m instead of a registry of the deliverer's own.
+func WithMetrics(m *metrics.Metrics) Option { return func(d *Deliverer) { d.metrics = m } }
+
+// WithLogger logs to log instead of nowhere.
+func WithLogger(log *slog.Logger) Option { return func(d *Deliverer) { d.log = log } }
+
 // Run delivers until ctx is done. A plugin that cannot start holds up only
 // this destination: its events wait in the stream while starts are retried.
 func (d *Deliverer) Run(ctx context.Context) error {
 	for attempt := 1; ; attempt++ {
-		err := d.Host.Start(ctx)
+		err := d.host.Start(ctx)
 		if err == nil {
 			break
 		}
-		wait := backoff(d.Retry, attempt)
-		d.Log.Error("destination is stopped until its plugin starts", "destination", d.ID, "err", err, "retry_in", wait)
+		wait := backoff(d.retry, attempt)
+		d.log.Error("destination is stopped until its plugin starts", "destination", d.id, "err", err, "retry_in", wait)
 		select {
 		case <-ctx.Done():
 			return nil
 		case <-time.After(wait):
 		}
 	}
-	d.calls = make(chan struct{}, d.MaxInFlight)
-	d.offers = make(chan *Offered, directQueue) // before the direct path opens
-	d.wake = make(chan struct{}, 1)
 	go d.serveOffers(ctx)
 	go d.watchDirect(ctx)
 	// A batch from the consumer is gathered only when a plugin call may
@@ -87,7 +127,7 @@ func (d *Deliverer) Run(ctx context.Context) error {
 	// consumer, so batches grow with load.
 	var handling sync.WaitGroup
 	defer handling.Wait()
-	return bus.ConsumeBatches(ctx, d.Consumer, d.BatchSize, 0, d.takeCall, func(msgs []jetstream.Msg) {
+	return bus.ConsumeBatches(ctx, d.consumer, d.batchSize, 0, d.takeCall, func(msgs []jetstream.Msg) {
 		b := d.prepare(msgs)
 		handling.Go(func() {
 			defer func() { <-d.calls }()
@@ -120,7 +160,7 @@ type batch struct {
 func (d *Deliverer) prepare(msgs []jetstream.Msg) *batch {
 	b := &batch{d: d, events: make([]sdk.Event, 0, len(msgs)), received: make([]time.Time, 0, len(msgs))}
 	for _, m := range msgs {
-		if !addressedTo(m, d.ID) {
+		if !addressedTo(m, d.id) {
 			_ = m.Ack()
 			continue
 		}
@@ -198,7 +238,7 @@ func (b *batch) sendLetter(m jetstream.Msg, callType, reason string) {
 	}
 	fut := b.d.publishLetter(m.Data(), attempts, reason)
 	if fut == nil {
-		_ = m.NakWithDelay(b.d.Retry.Initial)
+		_ = m.NakWithDelay(b.d.retry.Initial)
 		return
 	}
 	b.letters = append(b.letters, pendingLetter{fut: fut, callType: callType, msg: m})

@@ -171,10 +171,8 @@ func hookDeliverer(t *testing.T, js jetstream.JetStream, cons jetstream.Consumer
 		// A long timeout: the tests' endpoints that hold requests decide when they end.
 		Settings: map[string]any{"url": url, "timeout": "2m"}}, log, m.PluginRestarts.WithLabelValues("hook"))
 	t.Cleanup(host.Close)
-	return &Deliverer{
-		ID: "hook", JS: js, Consumer: cons, Host: host, BatchSize: batch, Metrics: m, Log: log, Retry: retry,
-		MaxInFlight: testMaxInFlight, DirectTimeout: 2 * time.Second,
-	}
+	return New("hook", js, cons, host, WithBatchSize(batch), WithMetrics(m), WithLogger(log), WithRetry(retry),
+		WithMaxInFlight(testMaxInFlight), WithDirectTimeout(2*time.Second))
 }
 
 // deadLetters reads n dead letters of a destination, by messageId.
@@ -373,7 +371,7 @@ func TestDirectPathOffersJoin(t *testing.T) {
 		}
 	}
 	var m dto.Metric
-	if err := d.Metrics.BatchSeconds.WithLabelValues("hook").(prometheus.Histogram).Write(&m); err != nil {
+	if err := d.metrics.BatchSeconds.WithLabelValues("hook").(prometheus.Histogram).Write(&m); err != nil {
 		t.Fatal(err)
 	}
 	if got, want := m.GetHistogram().GetSampleCount(), uint64(testMaxInFlight+1); got != want {

@@ -81,14 +81,14 @@ const (
 // already has is waited for, as long as a plugin call may take, so that no
 // event is both delivered and handed to the consumer.
 func (d *Deliverer) Await(o *Offered) []Outcome {
-	t := time.NewTimer(time.Until(o.at.Add(d.DirectTimeout)))
+	t := time.NewTimer(time.Until(o.at.Add(d.directTimeout)))
 	defer t.Stop()
 	select {
 	case out := <-o.answer:
 		return out
 	case <-t.C:
 	}
-	d.leaveDirect("no answer within " + d.DirectTimeout.String() + " (direct_timeout)")
+	d.leaveDirect("no answer within " + d.directTimeout.String() + " (direct_timeout)")
 	if o.state.CompareAndSwap(offerWaiting, offerWithdrawn) {
 		return nil
 	}
@@ -157,10 +157,10 @@ func (d *Deliverer) takeOffer(ctx context.Context, next *Offered) *Offered {
 // to start the next group.
 func (d *Deliverer) joinWaiting(o *Offered) (group []*Offered, next *Offered) {
 	group, n := []*Offered{o}, len(o.events)
-	for n < d.BatchSize {
+	for n < d.batchSize {
 		select {
 		case w := <-d.offers:
-			if n+len(w.events) > d.BatchSize {
+			if n+len(w.events) > d.batchSize {
 				return group, w
 			}
 			if w.state.CompareAndSwap(offerWaiting, offerStarted) {
@@ -182,12 +182,12 @@ func (d *Deliverer) startCalls(ctx context.Context, group []*Offered) (out []Out
 	out = make([]Outcome, len(events))
 	calls = new(sync.WaitGroup)
 	held := true // the slot takeOffer took, for the first call
-	for start := 0; start < len(events); start += d.BatchSize {
+	for start := 0; start < len(events); start += d.batchSize {
 		if !held {
 			d.calls <- struct{}{}
 		}
 		held = false
-		end := min(start+d.BatchSize, len(events))
+		end := min(start+d.batchSize, len(events))
 		calls.Go(func() {
 			defer func() { <-d.calls }()
 			// Each call gets the whole timeout from when it begins.
@@ -291,7 +291,7 @@ func (c *directCall) deadLetter(i int, reason string) {
 
 func (d *Deliverer) leaveDirect(reason string) {
 	if d.direct.Swap(false) {
-		d.Log.Info("destination left the direct path; its events wait in its consumer", "destination", d.ID, "reason", reason)
+		d.log.Info("destination left the direct path; its events wait in its consumer", "destination", d.id, "reason", reason)
 	}
 }
 
@@ -306,7 +306,7 @@ func (d *Deliverer) watchDirect(ctx context.Context) {
 	for {
 		if !d.direct.Load() && d.canGoDirect(ctx) {
 			d.direct.Store(true)
-			d.Log.Debug("destination is on the direct path", "destination", d.ID)
+			d.log.Debug("destination is on the direct path", "destination", d.id)
 		}
 		select {
 		case <-ctx.Done():
@@ -333,12 +333,12 @@ func (d *Deliverer) watchDirect(ctx context.Context) {
 func (d *Deliverer) canGoDirect(ctx context.Context) bool {
 	return ctx.Err() == nil &&
 		d.offering.Load() == 0 && len(d.offers) == 0 &&
-		len(d.calls) < d.MaxInFlight &&
-		d.Host.Ready() &&
+		len(d.calls) < d.maxInFlight &&
+		d.host.Ready() &&
 		(d.healthy.Load() || d.caughtUp(ctx))
 }
 
 func (d *Deliverer) caughtUp(ctx context.Context) bool {
-	info, err := d.Consumer.Info(ctx)
+	info, err := d.consumer.Info(ctx)
 	return err == nil && info.NumPending+uint64(info.NumAckPending) == 0
 }

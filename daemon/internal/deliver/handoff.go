@@ -29,12 +29,17 @@ type Routed struct {
 // direct path is offered its share at once; what a destination did not take
 // is queued for it on the routed stream, where its consumer retries it.
 type HandOff struct {
-	JS jetstream.JetStream
-	// Destination returns a destination's running deliverer, or nil (then its
-	// events are queued).
-	Destination func(id string) *Deliverer
-	Metrics     *metrics.Metrics
-	Log         *slog.Logger
+	js          jetstream.JetStream
+	destination func(id string) *Deliverer
+	metrics     *metrics.Metrics
+	log         *slog.Logger
+}
+
+// NewHandOff returns a hand-off that queues on the routed stream through js.
+// destination returns a destination's running deliverer, or nil, and then
+// its events are queued; a nil destination queues every event.
+func NewHandOff(js jetstream.JetStream, destination func(id string) *Deliverer, m *metrics.Metrics, log *slog.Logger) *HandOff {
+	return &HandOff{js: js, destination: destination, metrics: m, log: log}
 }
 
 // Batch is a batch of routed events being handed off.
@@ -59,7 +64,7 @@ type offer struct {
 // Settle takes the answers.
 func (h *HandOff) Start(events []Routed) *Batch {
 	b := &Batch{h: h, events: events, outcomes: make([][]Outcome, len(events))}
-	if h.Destination == nil || len(events) == 0 {
+	if h.destination == nil || len(events) == 0 {
 		return b
 	}
 	type share struct {
@@ -96,7 +101,7 @@ func (h *HandOff) Start(events []Routed) *Batch {
 	}
 	for _, d := range order {
 		s := shares[d]
-		if s.deliverer = h.Destination(d); s.deliverer == nil {
+		if s.deliverer = h.destination(d); s.deliverer == nil {
 			continue
 		}
 		if s.offered = s.deliverer.Offer(s.events, s.received); s.offered == nil {
@@ -147,10 +152,10 @@ func (b *Batch) Settle(ctx context.Context, safe func(i int, ok bool)) {
 		}
 	}
 	for d, n := range routed {
-		n.AddTo(b.h.Metrics.Routed, d)
+		n.AddTo(b.h.metrics.Routed, d)
 	}
 	for d, n := range queued {
-		b.h.Metrics.Queued.WithLabelValues(d).Add(float64(n))
+		b.h.metrics.Queued.WithLabelValues(d).Add(float64(n))
 	}
 }
 
@@ -167,9 +172,9 @@ func (b *Batch) queue(i int) ([]jetstream.PubAckFuture, bool) {
 		if o.Done {
 			continue
 		}
-		fut, err := b.h.JS.PublishMsgAsync(routedMsg(d, ev.Event.JSON, handOffID(ev, d), o.RetryAt))
+		fut, err := b.h.js.PublishMsgAsync(routedMsg(d, ev.Event.JSON, handOffID(ev, d), o.RetryAt))
 		if err != nil {
-			b.h.Log.Error("cannot publish to the routed stream", "err", err)
+			b.h.log.Error("cannot publish to the routed stream", "err", err)
 			return nil, false
 		}
 		futs = append(futs, fut)
@@ -183,7 +188,7 @@ func (b *Batch) confirmed(ctx context.Context, ev Routed, futs []jetstream.PubAc
 		select {
 		case <-fut.Ok():
 		case err := <-fut.Err():
-			b.h.Log.Error("hand-off failed; the event will be retried", "messageId", ev.Event.MessageID, "err", err)
+			b.h.log.Error("hand-off failed; the event will be retried", "messageId", ev.Event.MessageID, "err", err)
 			return false
 		case <-ctx.Done():
 			return false

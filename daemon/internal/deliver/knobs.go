@@ -8,8 +8,8 @@ import (
 
 // The fixed settings of the hand-off and the deliverers, each with the reason
 // for its value. The two an operator would turn are per destination in the
-// configuration instead: max_in_flight (Deliverer.MaxInFlight) and
-// direct_timeout (Deliverer.DirectTimeout).
+// configuration instead: max_in_flight (WithMaxInFlight) and
+// direct_timeout (WithDirectTimeout).
 const (
 	// deliverTimeout bounds one plugin call; plugins have their own, shorter,
 	// request timeouts, so this only catches a plugin that hangs.

@@ -42,11 +42,11 @@ func (d *Deliverer) judge(res sdk.Result, callErr error, attempt func() (n int, 
 		return verdict{fate: fateDeadLetter, reason: "dropped by the destination: " + res.Reason}
 	}
 	attempts, age := attempt()
-	if attempts >= d.Retry.MaxAttempts {
+	if attempts >= d.retry.MaxAttempts {
 		return verdict{fate: fateDeadLetter, reason: fmt.Sprintf("gave up after %d attempts: %s", attempts, reason)}
 	}
-	delay := max(backoff(d.Retry, attempts), res.RetryAfter)
-	if age+delay > d.Retry.MaxAge {
+	delay := max(backoff(d.retry, attempts), res.RetryAfter)
+	if age+delay > d.retry.MaxAge {
 		return verdict{fate: fateDeadLetter, reason: fmt.Sprintf("gave up after %s and %d attempts: %s", age.Round(time.Second), attempts, reason)}
 	}
 	return verdict{fate: fateRetry, after: delay}

@@ -164,11 +164,9 @@ func (f *Fleet) prepare(ctx context.Context, cfg *config.Config, d *config.Desti
 			return nil, err
 		}
 	}
-	dl := &deliver.Deliverer{
-		ID: d.ID, JS: f.bus.JS, Consumer: cons, Host: host, Retry: retry,
-		BatchSize: d.BatchSize, MaxInFlight: d.MaxInFlight, DirectTimeout: d.DirectTimeout,
-		Metrics: f.metrics, Log: f.log,
-	}
+	dl := deliver.New(d.ID, f.bus.JS, cons, host,
+		deliver.WithRetry(retry), deliver.WithBatchSize(d.BatchSize), deliver.WithMaxInFlight(d.MaxInFlight),
+		deliver.WithDirectTimeout(d.DirectTimeout), deliver.WithMetrics(f.metrics), deliver.WithLogger(f.log))
 	return &member{dest: *d, retry: retry, host: host, deliverer: dl, done: make(chan struct{})}, nil
 }
 

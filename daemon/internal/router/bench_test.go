@@ -52,7 +52,7 @@ func BenchmarkRouter(b *testing.B) {
 	if err != nil {
 		b.Fatal(err)
 	}
-	r := New(bs.JS, cons, claimer, &deliver.HandOff{JS: bs.JS, Metrics: m, Log: log},
+	r := New(bs.JS, cons, claimer, deliver.NewHandOff(bs.JS, nil, m, log),
 		WithMetrics(m), WithLogger(log), WithBatch(batch, 0))
 	r.SetRoutes(route.NewTable([]route.Destination{{ID: "d1", Name: "D1"}, {ID: "d2", Name: "D2"}, {ID: "d3", Name: "D3"}}))
 	b.ReportAllocs()

@@ -55,7 +55,7 @@ func TestRedeliveryAfterClaimIsDelivered(t *testing.T) {
 	}
 	m := metrics.New()
 	log := slog.New(slog.NewTextHandler(io.Discard, nil))
-	r := New(b.JS, cons, claimer, &deliver.HandOff{JS: b.JS, Metrics: m, Log: log},
+	r := New(b.JS, cons, claimer, deliver.NewHandOff(b.JS, nil, m, log),
 		WithMetrics(m), WithLogger(log), WithBatch(10, 0))
 	r.SetRoutes(route.NewTable([]route.Destination{{ID: "d1", Name: "D1"}}))
 	runCtx, cancel := context.WithCancel(ctx)
