@@ -44,7 +44,6 @@ type Spec struct {
 // Host owns one destination's plugin process.
 type Host struct {
 	Spec
-	id       string
 	log      *slog.Logger
 	restarts prometheus.Counter
 	// redact masks secret settings; it holds nil when there are none. It
@@ -64,7 +63,7 @@ func (h *Host) Ready() bool { return h.ready.Load() }
 // New prepares a host; nothing runs until Start or Deliver. restarts, when
 // not nil, counts the times a failed plugin is replaced.
 func New(spec Spec, log *slog.Logger, restarts prometheus.Counter) *Host {
-	h := &Host{Spec: spec, id: spec.ID, log: log.With("destination", spec.ID), restarts: restarts}
+	h := &Host{Spec: spec, log: log.With("destination", spec.ID), restarts: restarts}
 	h.redact.Store(secretsReplacer(spec.Settings, nil))
 	return h
 }
@@ -184,7 +183,7 @@ func (h *Host) deliver(ctx context.Context, c *host.Client, batch []sdk.Event) (
 			h.countRestart()
 		}
 		h.mu.Unlock()
-		return nil, fmt.Errorf("destination %s: plugin failed: %s", h.id, h.mask(err.Error()))
+		return nil, fmt.Errorf("destination %s: plugin failed: %s", h.ID, h.mask(err.Error()))
 	}
 	// Reasons end up in logs and dead-letter headers.
 	for i := range results {
@@ -196,7 +195,7 @@ func (h *Host) deliver(ctx context.Context, c *host.Client, batch []sdk.Event) (
 // running returns a live client, starting one when needed; h.mu is held.
 func (h *Host) running(ctx context.Context) (*host.Client, error) {
 	if h.closed {
-		return nil, fmt.Errorf("destination %s is stopping", h.id)
+		return nil, fmt.Errorf("destination %s is stopping", h.ID)
 	}
 	if h.client != nil && !h.client.Exited() {
 		return h.client, nil
@@ -230,16 +229,16 @@ func (h *Host) running(ctx context.Context) (*host.Client, error) {
 	c, err := host.Start(cmd, lineLogger{log: h.log, mask: h.mask}, opts...)
 	if errors.Is(err, host.ErrChecksum) {
 		return nil, fmt.Errorf("destinations.%s.sha256: the plugin %s has SHA-256 %s, not the one pinned; check where the binary came from, then pin its checksum (trackd validate prints it)",
-			h.id, h.Path, FileSHA256(h.Path))
+			h.ID, h.Path, FileSHA256(h.Path))
 	}
 	if err != nil {
-		return nil, fmt.Errorf("destinations.%s.plugin: %s", h.id, h.mask(err.Error()))
+		return nil, fmt.Errorf("destinations.%s.plugin: %s", h.ID, h.mask(err.Error()))
 	}
 	h.redact.Store(secretsReplacer(h.Settings, c.Secrets()))
 	types, err := c.Configure(ctx, h.Settings)
 	if err != nil {
 		c.Kill()
-		return nil, fmt.Errorf("destinations.%s.settings: %s", h.id, h.mask(err.Error()))
+		return nil, fmt.Errorf("destinations.%s.settings: %s", h.ID, h.mask(err.Error()))
 	}
 	var bits uint32
 	for _, t := range types {
@@ -251,7 +250,7 @@ func (h *Host) running(ctx context.Context) (*host.Client, error) {
 		if !slices.Contains(types, t) {
 			c.Kill()
 			return nil, fmt.Errorf("destinations.%s.types: the plugin %s does not take %q calls; it takes %s",
-				h.id, h.Path, t, strings.Join(types, ", "))
+				h.ID, h.Path, t, strings.Join(types, ", "))
 		}
 	}
 	h.takes.Store(bits)
