@@ -102,13 +102,14 @@ func (c *settings) validate() error {
 // is the result of each of its calls.
 func (w *Webhook) Deliver(ctx context.Context, batch []sdk.Event) []sdk.Result {
 	results := make([]sdk.Result, len(batch))
-	groups := [][2]int{}
+	var groups [][2]int
 	if w.cfg.Batch {
 		// Each call's JSON and a comma; a call over batch_bytes goes alone.
 		groups = httpdest.Split(len(batch), len(batch), w.cfg.BatchBytes-1, func(i int) int { return len(batch[i].JSON) + 1 })
 	} else {
+		groups = make([][2]int, len(batch))
 		for i := range batch {
-			groups = append(groups, [2]int{i, i + 1})
+			groups[i] = [2]int{i, i + 1}
 		}
 	}
 	sem := make(chan struct{}, w.cfg.Concurrency)
