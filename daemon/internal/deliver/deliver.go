@@ -142,9 +142,9 @@ func (d *Deliverer) Run(ctx context.Context) error {
 
 // The consumer path: the destination's consumer is read in batches of up to
 // BatchSize, each as soon as a plugin call may start. A message for other
-// destinations only (on the shared subject of earlier versions) is acked, one
-// the direct path tried waits for its Trackd-Retry-At, and an unreadable one
-// is dead-lettered.
+// destinations only (on the shared subject of earlier versions) is acked, the
+// first delivery of one the direct path tried is nak'ed until its
+// Trackd-Retry-At, and an unreadable one is dead-lettered.
 
 // batch is what prepare read of a batch of routed messages, on its way to
 // the plugin.
@@ -164,9 +164,7 @@ func (d *Deliverer) prepare(msgs []jetstream.Msg) *batch {
 			_ = m.Ack()
 			continue
 		}
-		if wait := firstTryWait(m); wait > 0 {
-			// The direct path tried it already; that was attempt 1, and this
-			// delivery stands for it.
+		if wait, ok := standsForDirectTry(m); ok {
 			_ = m.NakWithDelay(wait)
 			continue
 		}

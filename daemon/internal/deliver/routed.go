@@ -61,20 +61,23 @@ func addressedTo(m jetstream.Msg, id string) bool {
 	return false
 }
 
-// firstTryWait is how long to wait before trying a message that the direct
-// path tried and was asked to retry; 0 to try it now.
-func firstTryWait(m jetstream.Msg) time.Duration {
+// standsForDirectTry says whether delivery m stands for the attempt the
+// direct path made: the first delivery of a message it tried and was asked to
+// retry. Such a delivery is nak'ed until retry time, wait (0 once that has
+// passed), so that JetStream's count of deliveries counts the direct attempt
+// whether or not its retry time has come when the consumer reads it.
+func standsForDirectTry(m jetstream.Msg) (wait time.Duration, ok bool) {
 	h := m.Headers().Get(HeaderRetryAt)
 	if h == "" {
-		return 0
+		return 0, false
 	}
 	md, err := m.Metadata()
 	if err != nil || md.NumDelivered > 1 {
-		return 0
+		return 0, false
 	}
 	at, err := time.Parse(time.RFC3339Nano, h)
 	if err != nil {
-		return 0
+		return 0, true
 	}
-	return time.Until(at)
+	return max(time.Until(at), 0), true
 }
