@@ -6,6 +6,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 )
 
@@ -138,6 +139,10 @@ func fetchLoop(ctx context.Context, cons jetstream.Consumer, max int, msgs chan<
 		case err == nil || errors.Is(err, context.DeadlineExceeded) || errors.Is(err, context.Canceled):
 		case errors.Is(err, jetstream.ErrConsumerDeleted) || errors.Is(err, jetstream.ErrConsumerNotFound):
 			return err
+		case errors.Is(err, nats.ErrNoResponders) && consumerGone(ctx, cons):
+			// A pull request sent after the consumer was deleted finds no
+			// one to answer it, rather than the deletion.
+			return jetstream.ErrConsumerDeleted
 		default:
 			select {
 			case <-time.After(fetchRetry):
@@ -146,6 +151,12 @@ func fetchLoop(ctx context.Context, cons jetstream.Consumer, max int, msgs chan<
 		}
 	}
 	return nil
+}
+
+// consumerGone reports whether the server no longer has cons.
+func consumerGone(ctx context.Context, cons jetstream.Consumer) bool {
+	_, err := cons.Info(ctx)
+	return errors.Is(err, jetstream.ErrConsumerNotFound)
 }
 
 // HandBack returns messages this process will not handle to their stream, to

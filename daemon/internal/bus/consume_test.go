@@ -15,8 +15,8 @@ import (
 
 // Every message comes once, in stream order (the router's dedupe lets the
 // first of two messages with one messageId through), in batches of at most
-// max, and ConsumeBatches returns the consumer's error once it is deleted rather than waiting for
-// messages that cannot come.
+// max, and ConsumeBatches returns the consumer's error once it is deleted
+// rather than waiting for messages that cannot come.
 func TestConsumeBatches(t *testing.T) {
 	b, topo := bustest.Open(t)
 	ctx := t.Context()
@@ -143,5 +143,31 @@ func TestConsumeBatchesLinger(t *testing.T) {
 	publish()
 	if n := next(sizes); n != 1 {
 		t.Errorf("a batch of %d messages, want 1", n)
+	}
+}
+
+// A consumer deleted between two pull requests is noticed too: the next
+// request finds no one to answer it rather than the deletion.
+func TestConsumeBatchesDeletedBetweenPulls(t *testing.T) {
+	_, topo := bustest.Open(t)
+	ctx := t.Context()
+	cons, err := topo.Router(ctx, 64)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := topo.Ingest.DeleteConsumer(ctx, bus.RouterConsumer); err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan error, 1)
+	go func() {
+		done <- bus.ConsumeBatches(ctx, cons, 64, 0, nil, func([]jetstream.Msg) {})
+	}()
+	select {
+	case err := <-done:
+		if !errors.Is(err, jetstream.ErrConsumerDeleted) {
+			t.Errorf("ConsumeBatches returned %v, want the consumer's deletion", err)
+		}
+	case <-time.After(30 * time.Second):
+		t.Fatal("ConsumeBatches still waits for a deleted consumer")
 	}
 }
