@@ -178,14 +178,21 @@ func TestWatch(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
+	// Each wait covers every gauge, counter and line of one look, since a
+	// look sets them one after another.
+	window := func() float64 { return gauge(m.DedupeWindow.WithLabelValues("TRACK_DEDUPE")) }
 	claim(0, 3)
-	bustest.WaitFor(t, func() bool { return gauge(m.DedupeKeys.WithLabelValues("TRACK_DEDUPE")) == 3 })
-	if w := gauge(m.DedupeWindow.WithLabelValues("TRACK_DEDUPE")); w <= 0 || w > 3600 {
+	bustest.WaitFor(t, func() bool { return gauge(m.DedupeKeys.WithLabelValues("TRACK_DEDUPE")) == 3 && window() > 0 })
+	if w := window(); w > 3600 {
 		t.Errorf("effective window %v s, want the age of the oldest claim", w)
 	}
 	// The bucket fills, and drops 12 of the 17.
 	claim(3, 17)
-	bustest.WaitFor(t, func() bool { return counter(m.DedupeEvicted.WithLabelValues("TRACK_DEDUPE")) == 12 })
+	evicted := func() float64 { return counter(m.DedupeEvicted.WithLabelValues("TRACK_DEDUPE")) }
+	bustest.WaitFor(t, func() bool { return evicted() >= 12 && strings.Contains(logs.String(), "dedupe bucket is full") })
+	if n := evicted(); n != 12 {
+		t.Errorf("counted %v claims dropped, want 12", n)
+	}
 	if n := strings.Count(logs.String(), "dedupe bucket is full"); n != 1 {
 		t.Errorf("logged the full bucket %d times, want once:\n%s", n, logs.String())
 	}
