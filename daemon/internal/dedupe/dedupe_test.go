@@ -49,7 +49,7 @@ func TestClaimAll(t *testing.T) {
 
 // With a short window, a messageId is accepted again once its claim expires.
 func TestWindowExpires(t *testing.T) {
-	c := openClaimer(t, func(d *config.Dedupe) { d.Window = 2 * time.Second })
+	c := openClaimer(t, func(d *config.Dedupe) { d.Window = 5 * time.Second })
 	ctx := t.Context()
 
 	first, err := c.ClaimAll(ctx, []Claim{{"x", 1}})
