@@ -40,7 +40,7 @@ func runCommand(args []string, _, stderr io.Writer) error {
 			"A configuration that does not validate is refused and the running one kept.",
 		"trackd run --config config.toml --watch", stderr)
 	configPath := fs.String("config", "config.toml", "the configuration `file`")
-	watch := fs.Bool("watch", false, "reload the configuration when the file changes, as on SIGHUP")
+	watch := fs.Bool("watch", false, "reload the configuration when the file changes (once it has stayed unchanged for a second), as on SIGHUP")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
@@ -195,9 +195,12 @@ func reloadConfig(ctx context.Context, cur *config.Config, dests *fleet.Fleet, r
 	return next
 }
 
-// watchFile sends on reload whenever the file's modification time changes.
+// watchFile sends on reload once the file has changed and then stayed as it
+// is for a second, so that an editor's save is read whole rather than while it
+// is written.
 func watchFile(ctx context.Context, path string, reload chan<- os.Signal) {
-	last := modTime(path)
+	applied := stamp(path)
+	seen := applied
 	t := time.NewTicker(time.Second)
 	defer t.Stop()
 	for {
@@ -205,23 +208,30 @@ func watchFile(ctx context.Context, path string, reload chan<- os.Signal) {
 		case <-ctx.Done():
 			return
 		case <-t.C:
-			if mt := modTime(path); !mt.Equal(last) {
-				last = mt
+			now := stamp(path)
+			if now == seen && now != applied {
+				applied = now
 				select {
 				case reload <- syscall.SIGHUP:
 				default:
 				}
 			}
+			seen = now
 		}
 	}
 }
 
-func modTime(path string) time.Time {
+// fileStamp is what watchFile compares: a file's modification time and size.
+type fileStamp struct {
+	mod, size int64
+}
+
+func stamp(path string) fileStamp {
 	st, err := os.Stat(path)
 	if err != nil {
-		return time.Time{}
+		return fileStamp{}
 	}
-	return st.ModTime()
+	return fileStamp{st.ModTime().UnixNano(), st.Size()}
 }
 
 // tlsFiles is what [http.tls] says: nil for plain http.
