@@ -267,9 +267,7 @@ func TestAnswers(t *testing.T) {
 }
 
 func TestUnreachableRetries(t *testing.T) {
-	srv := destinationtest.NewServer(t, nil)
-	srv.Close() // nothing listens at its address now
-	c := destinationtest.Start(t, destinationtest.Build(t, pkg), map[string]any{"api_key": apiKey, "endpoint": srv.URL})
+	c := destinationtest.Start(t, destinationtest.Build(t, pkg), map[string]any{"api_key": apiKey, "endpoint": destinationtest.HangUpURL(t)})
 	results := destinationtest.Deliver(t, c, everyType(t)[:2])
 	for i, r := range results {
 		if r.Status != sdk.StatusRetry {
@@ -430,7 +428,12 @@ func TestConcurrencyIsBounded(t *testing.T) {
 	const limit = 3
 	inFlight := destinationtest.NewInFlight(limit)
 	srv := destinationtest.NewServer(t, inFlight.Answer)
-	c := destinationtest.Start(t, destinationtest.Build(t, pkg), map[string]any{"api_key": apiKey, "endpoint": srv.URL, "concurrency": int64(limit)})
+	c := destinationtest.Start(t, destinationtest.Build(t, pkg), map[string]any{
+		"api_key": apiKey, "endpoint": srv.URL, "concurrency": int64(limit),
+		// Above the time InFlight may hold a request, so that the plugin
+		// does not give up on one while the others are still on their way.
+		"timeout": (2 * destinationtest.InFlightWait).String(),
+	})
 
 	batch := make([]sdk.Event, 7*16) // 7 requests of 16 calls of 30,000 bytes
 	for i := range batch {

@@ -726,9 +726,7 @@ func TestResults(t *testing.T) {
 }
 
 func TestUnreachableRetries(t *testing.T) {
-	srv := destinationtest.NewServer(t, nil)
-	srv.Close() // nothing listens at its address now
-	c := start(t, srv.URL, nil)
+	c := start(t, destinationtest.HangUpURL(t), nil)
 	results := deliver(t, c, batch(t, destinationtest.Track{Name: "Signed Up", UserID: "u-1"}))
 	if results[0].Status != sdk.StatusRetry {
 		t.Errorf("unreachable endpoint: %v (%q), want retry", results[0].Status, results[0].Reason)

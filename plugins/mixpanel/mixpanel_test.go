@@ -559,9 +559,7 @@ func TestAPISecretAndNoGzip(t *testing.T) {
 }
 
 func TestUnreachableRetries(t *testing.T) {
-	srv := destinationtest.NewServer(t, nil)
-	srv.Close() // nothing listens at its address now
-	c := destinationtest.Start(t, destinationtest.Build(t, pkg), config(srv.URL))
+	c := destinationtest.Start(t, destinationtest.Build(t, pkg), config(destinationtest.HangUpURL(t)))
 	if r := destinationtest.Deliver(t, c, []sdk.Event{simple(t, 0, `{}`)})[0]; r.Status != sdk.StatusRetry {
 		t.Errorf("unreachable Mixpanel: %v (%q), want retry", r.Status, r.Reason)
 	}

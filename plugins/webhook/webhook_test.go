@@ -183,9 +183,7 @@ func TestMethodAndNoSignature(t *testing.T) {
 }
 
 func TestUnreachableRetries(t *testing.T) {
-	srv := destinationtest.NewServer(t, nil)
-	srv.Close() // nothing listens at its address now
-	c := destinationtest.Start(t, destinationtest.Build(t, pkg), map[string]any{"url": srv.URL})
+	c := destinationtest.Start(t, destinationtest.Build(t, pkg), map[string]any{"url": destinationtest.HangUpURL(t)})
 	results := destinationtest.Deliver(t, c, []sdk.Event{event(t, "ok")})
 	if results[0].Status != sdk.StatusRetry {
 		t.Errorf("unreachable receiver: %v (%q), want retry", results[0].Status, results[0].Reason)
@@ -197,7 +195,12 @@ func TestConcurrencyIsBounded(t *testing.T) {
 	inFlight := destinationtest.NewInFlight(limit)
 	srv := destinationtest.NewServer(t, inFlight.Answer)
 
-	c := destinationtest.Start(t, destinationtest.Build(t, pkg), map[string]any{"url": srv.URL, "concurrency": int64(limit)})
+	c := destinationtest.Start(t, destinationtest.Build(t, pkg), map[string]any{
+		"url": srv.URL, "concurrency": int64(limit),
+		// Above the time InFlight may hold a request, so that the plugin
+		// does not give up on one while the others are still on their way.
+		"timeout": (2 * destinationtest.InFlightWait).String(),
+	})
 	batch := make([]sdk.Event, events)
 	for i := range batch {
 		batch[i] = event(t, "ok")

@@ -3,6 +3,7 @@ package destinationtest
 import (
 	"compress/gzip"
 	"io"
+	"net"
 	"net/http"
 	"net/http/httptest"
 	"net/url"
@@ -90,13 +91,24 @@ func (s *Server) Requests() []Request {
 	return slices.Clone(s.requests)
 }
 
+// InFlightWait is how long [InFlight] holds a request for the others to
+// arrive before answering it anyway. A plugin sending fewer requests at a
+// time than the limit fails the test only once it has passed, so it is
+// generous: on a slow, loaded machine (a CI runner under -race) the plugin
+// may need several seconds to send its requests, large bodies above all,
+// and a shorter wait would fail a plugin that is right. Configure the
+// plugin's request timeout above it, or the plugin gives up on a request
+// that is still being held.
+const InFlightWait = 30 * time.Second
+
 // InFlight is an API for [NewServer] that checks a plugin's concurrency: it
-// holds each request until limit of them are in flight together (or five
-// seconds pass, so that a plugin sending fewer at a time fails rather than
-// hangs), and records the most that were.
+// holds each request until limit of them are in flight together (or
+// [InFlightWait] passes, so that a plugin sending fewer at a time fails
+// rather than hangs), and records the most that were.
 //
 //	inFlight := destinationtest.NewInFlight(3)
 //	srv := destinationtest.NewServer(t, inFlight.Answer)
+//	... start the plugin with a request timeout above InFlightWait ...
 //	... deliver a batch that makes more than 3 requests ...
 //	if inFlight.Most() != 3 { ... }
 type InFlight struct {
@@ -124,7 +136,7 @@ func (f *InFlight) Answer(Request) Answer {
 	f.mu.Unlock()
 	select {
 	case <-f.full:
-	case <-time.After(5 * time.Second):
+	case <-time.After(InFlightWait):
 	}
 	f.mu.Lock()
 	f.now--
@@ -137,4 +149,38 @@ func (f *InFlight) Most() int {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	return f.most
+}
+
+// HangUpURL returns the http URL of a loopback listener that accepts each
+// connection and closes it at once, for a test of a destination that cannot
+// be reached: a request to it fails with a network error (the connection
+// reset or closed before any response), which httpdest reports as a retry.
+// The URL of a closed [Server] would not do: once its port is free, a test
+// running at the same time, in this package or another, may start a server
+// on it whose answer (a 404, say) the plugin would drop rather than retry.
+// The listener keeps the port until the test ends.
+func HangUpURL(t testing.TB) string {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatalf("listen for HangUpURL: %v", err)
+	}
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		for {
+			conn, err := ln.Accept()
+			if err != nil {
+				// Closed when the test ends. (Another error leaves later
+				// requests to time out: a network error all the same.)
+				return
+			}
+			_ = conn.Close()
+		}
+	}()
+	t.Cleanup(func() {
+		_ = ln.Close()
+		<-done
+	})
+	return "http://" + ln.Addr().String()
 }

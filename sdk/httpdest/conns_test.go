@@ -44,8 +44,16 @@ func TestConnectionsAreReused(t *testing.T) {
 		}
 		wg.Wait()
 	}
-	if n := conns.Load(); n > calls*perCall {
+	// A kept connection is still given up now and then: net/http closes it
+	// rather than reuse it when the goroutine that wrote the request has not
+	// reported back within 50 ms of a body-less response
+	// (maxWriteWaitBeforeConnReuse), which a slow, loaded machine (a CI runner
+	// under -race) can take, and the next request opens a new one. The slack
+	// allows for that; without idle connections kept, nearly every request of
+	// a round after the first opens one, hundreds in all.
+	const most = 2 * calls * perCall
+	if n := conns.Load(); n > most {
 		t.Errorf("the server accepted %d connections for %d requests, %d at most at once; want at most %d: idle connections are not kept",
-			n, rounds*calls*perCall, calls*perCall, calls*perCall)
+			n, rounds*calls*perCall, calls*perCall, most)
 	}
 }

@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"trackd.dev/trackd/sdk"
+	"trackd.dev/trackd/sdk/destinationtest"
 )
 
 func TestDo(t *testing.T) {
@@ -77,14 +78,11 @@ func TestDo(t *testing.T) {
 }
 
 func TestDoNetworkErrorRetries(t *testing.T) {
-	srv := httptest.NewServer(http.NotFoundHandler())
-	url := srv.URL + "/hook?token=secret"
-	srv.Close()
-
+	url := destinationtest.HangUpURL(t) + "/hook?token=secret"
 	req, _ := http.NewRequest("POST", url, strings.NewReader("{}"))
 	got := New(Options{}).Do(req)
 	if got.Status != sdk.StatusRetry {
-		t.Fatalf("Do to a closed server = %v (%q), want retry", got.Status, got.Reason)
+		t.Fatalf("Do to a server that hangs up = %v (%q), want retry", got.Status, got.Reason)
 	}
 	if !strings.Contains(got.Reason, "/hook") || strings.Contains(got.Reason, "secret") {
 		t.Errorf("reason %q: want the path without the query", got.Reason)

@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"trackd.dev/trackd/sdk"
+	"trackd.dev/trackd/sdk/destinationtest"
 )
 
 func TestDoResponse(t *testing.T) {
@@ -89,6 +90,7 @@ func TestDoResponseGzipAndNoResponse(t *testing.T) {
 		b, _ := io.ReadAll(zr)
 		got = string(b)
 	}))
+	defer srv.Close()
 	req, _ := http.NewRequest("POST", srv.URL, strings.NewReader("[1,2]"))
 	if r, resp := New(Options{Gzip: true}).DoResponse(req, 10); r.Status != sdk.StatusOK || resp == nil {
 		t.Fatalf("DoResponse = %+v, %v", r, resp)
@@ -97,11 +99,10 @@ func TestDoResponseGzipAndNoResponse(t *testing.T) {
 		t.Errorf("server read %q", got)
 	}
 
-	srv.Close()
-	req, _ = http.NewRequest("POST", srv.URL, strings.NewReader("[]"))
+	req, _ = http.NewRequest("POST", destinationtest.HangUpURL(t), strings.NewReader("[]"))
 	r, resp := New(Options{}).DoResponse(req, 10)
 	if r.Status != sdk.StatusRetry || resp != nil {
-		t.Errorf("closed server: %+v, %v; want retry and no response", r, resp)
+		t.Errorf("server that hangs up: %+v, %v; want retry and no response", r, resp)
 	}
 }
 

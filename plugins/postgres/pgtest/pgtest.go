@@ -72,16 +72,10 @@ func Start(tb testing.TB) *Server {
 	if out, err := s.run("initdb", "-D", s.data(), "-U", "postgres", "--auth=trust", "-E", "UTF8", "--no-locale", "--no-sync"); err != nil {
 		unavailable(tb, fmt.Sprintf("initdb failed: %v\n%s", err, out))
 	}
-	// A port found free may be taken before the server binds it: try a few.
-	for attempt := 0; ; attempt++ {
-		s.port = freePort(tb)
-		err = s.start()
-		if err == nil {
-			break
-		}
-		if attempt == 2 {
-			unavailable(tb, err.Error())
-		}
+	// A port found free may be taken before the server binds it: each try
+	// is on a port found free again.
+	if err := s.startRetrying(tb, func() { s.port = freePort(tb) }); err != nil {
+		unavailable(tb, err.Error())
 	}
 	tb.Cleanup(func() { _, _ = s.run("pg_ctl", "stop", "-D", s.data(), "-m", "immediate", "-w") })
 	s.DSN = fmt.Sprintf("postgres://postgres@127.0.0.1:%d/postgres?sslmode=disable", s.port)
@@ -100,7 +94,10 @@ func (s *Server) Stop(tb testing.TB) {
 // Restart starts a stopped server again, on the same port.
 func (s *Server) Restart(tb testing.TB) {
 	tb.Helper()
-	if err := s.start(); err != nil {
+	// While the server was down its port was free, and another process (a
+	// test's listener or connection) may hold it for a moment: try again on
+	// the same port, which clients such as the plugin under test connect to.
+	if err := s.startRetrying(tb, nil); err != nil {
 		tb.Fatal(err)
 	}
 }
@@ -192,6 +189,36 @@ func statFields(path string) []string {
 }
 
 func (s *Server) data() string { return filepath.Join(s.dir, "data") }
+
+// startAttempts is how many times startRetrying tries to start the server,
+// and startPause the wait after a failed try, long enough for a process that
+// took the port for a moment to let it go.
+const (
+	startAttempts = 5
+	startPause    = time.Second
+)
+
+// startRetrying starts the server, trying again after a pause when it fails
+// (a port is taken before the server binds it); before each try, choosePort,
+// when not nil, sets s.port. It returns the last try's error.
+func (s *Server) startRetrying(tb testing.TB, choosePort func()) error {
+	tb.Helper()
+	var err error
+	for attempt := 1; attempt <= startAttempts; attempt++ {
+		if choosePort != nil {
+			choosePort()
+		}
+		if err = s.start(); err == nil {
+			return nil
+		}
+		if attempt < startAttempts {
+			// The last error quotes the server's log, which has every try's.
+			tb.Logf("PostgreSQL did not start on port %d (try %d of %d); trying again", s.port, attempt, startAttempts)
+			time.Sleep(startPause)
+		}
+	}
+	return err
+}
 
 func (s *Server) start() error {
 	opts := strings.Join([]string{
