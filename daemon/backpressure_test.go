@@ -27,8 +27,9 @@ func TestFullIngestStreamPushesBack(t *testing.T) {
 		"[destinations.hook]\nplugin = %q\n[destinations.hook.settings]\nurl = %q\n",
 		destinationtest.Build(t, "trackd.dev/trackd/plugins/webhook"), h.URL))
 	d.header = strings.Replace(d.header, `max_bytes = "512MiB"`, fmt.Sprintf("max_bytes = %d", maxBytes), 1)
-	api := d.serveHTTP(t)
+	d.serveHTTP(t)
 	d.start(t, "/readyz")
+	api := d.apiURL
 	_, js := connectJS(t, d.natsURL)
 	if _, err := js.PauseConsumer(t.Context(), "TRACK", bus.RouterConsumer, time.Now().Add(time.Hour)); err != nil {
 		t.Fatal(err)
@@ -99,7 +100,9 @@ func TestFullIngestStreamPushesBack(t *testing.T) {
 	if _, err := js.ResumeConsumer(t.Context(), "TRACK", bus.RouterConsumer); err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, "every accepted call delivered", func() bool {
+	// Thousands of calls of 1 KB, each a webhook request of its own, under
+	// the race detector on a slow machine.
+	waitForLong(t, "every accepted call delivered", func() bool {
 		for _, id := range accepted {
 			if h.event(id) == nil {
 				return false

@@ -273,8 +273,9 @@ name = "Webhook"
 [destinations.hook.settings]
 url = %q
 `, destinationtest.Build(t, "trackd.dev/trackd/plugins/webhook"), hook.URL))
-	apiURL := d.serveHTTP(t)
+	d.serveHTTP(t)
 	d.start(t, "/readyz")
+	apiURL := d.apiURL
 
 	cases := []browserCase{
 		{name: "analytics-next", sdk: analyticsNext},

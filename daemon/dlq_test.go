@@ -83,7 +83,13 @@ url = %q
 	waitFor(t, "the invalid event to die again", func() bool {
 		return d.metric(t, `trackd_events_invalid_total{field="userId"}`) == 2
 	})
-	if _, stderr, _ := dlq("list"); !strings.Contains(stderr, "1 dead letters") {
+	// The metric is counted before the dead letter is stored, so the list
+	// is waited for until it has one; then it must have exactly one.
+	waitFor(t, "the invalid event's dead letter to be listed again", func() bool {
+		_, stderr, _ = dlq("list")
+		return !strings.HasPrefix(stderr, "0 dead letters")
+	})
+	if stderr != "1 dead letters\n" {
 		t.Errorf("after the replays: %s", stderr)
 	}
 	if _, stderr, code := dlq("replay", "--destination", "nope"); code == 0 || !strings.Contains(stderr, `destination "nope" has no consumer`) {

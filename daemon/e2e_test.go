@@ -13,6 +13,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"slices"
 	"strconv"
 	"strings"
@@ -75,6 +76,7 @@ type daemon struct {
 	args     []string // more flags for trackd run
 	natsURL  string
 	adminURL string
+	apiURL   string // the tracking API's, set by serveHTTP; read it after start, which may move it
 	cmd      *exec.Cmd
 	exited   chan struct{}
 	logs     *lockedBuffer
@@ -126,20 +128,34 @@ level = "debug"
 const testWriteKey = "test-write-key"
 
 // serveHTTP turns on the tracking API on a free port, with source "web" whose
-// key is testWriteKey, and returns its base URL. Call it before start.
-func (d *daemon) serveHTTP(t *testing.T) string {
+// key is testWriteKey; its base URL is d.apiURL. Call it before start.
+func (d *daemon) serveHTTP(t *testing.T) {
 	t.Helper()
 	addr := freePort(t)
 	d.header += fmt.Sprintf("[http]\nlisten = %q\n[http.write_keys]\nweb = %q\n", addr, testWriteKey)
+	d.apiURL = "http://" + addr
 	d.writeConfig(t, d.dests)
-	return "http://" + addr
 }
 
-// writeConfig replaces the config's destination tables.
+// writeConfig replaces the config's destination tables. The file is written
+// beside the config and renamed over it, so that a daemon reading it (run
+// --watch polls it) sees the old file or the new one, never a half-written one.
 func (d *daemon) writeConfig(t *testing.T, destinations string) {
 	t.Helper()
 	d.dests = destinations
-	if err := os.WriteFile(d.config, []byte(d.header+destinations), 0o644); err != nil {
+	f, err := os.CreateTemp(filepath.Dir(d.config), "config-*.toml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, err = f.WriteString(d.header + destinations)
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	if err == nil {
+		err = os.Rename(f.Name(), d.config)
+	}
+	if err != nil {
+		_ = os.Remove(f.Name())
 		t.Fatal(err)
 	}
 }
@@ -152,9 +168,32 @@ func startDaemon(t *testing.T, destinations string) *daemon {
 	return d
 }
 
+// startAttempts bounds how many times start moves the daemon to fresh ports.
+const startAttempts = 3
+
 // start runs the daemon with extra environment variables and waits until
-// the admin endpoint path answers 200.
+// the admin endpoint path answers 200. A daemon that exits first fails the
+// test at once with what it wrote to stderr; except that a port from
+// freePort may have been taken by another process (another package's test)
+// before the daemon could listen on it, and then start moves that listener
+// to a fresh port and runs the daemon again.
 func (d *daemon) start(t *testing.T, path string, env ...string) {
+	t.Helper()
+	for attempt := 1; ; attempt++ {
+		from := len(d.logs.String())
+		if d.run(t, path, env) {
+			return
+		}
+		stderr := d.logs.String()[from:]
+		if attempt == startAttempts || !d.movePortsInUse(t, stderr) {
+			t.Fatalf("the daemon exited (%v) before %s answered 200; its stderr:\n%s", d.cmd.ProcessState, path, stderr)
+		}
+	}
+}
+
+// run starts the daemon and waits until path answers 200 (true) or the
+// daemon exits (false).
+func (d *daemon) run(t *testing.T, path string, env []string) bool {
 	t.Helper()
 	d.cmd = exec.Command(d.bin, append([]string{"run", "--config", d.config}, d.args...)...)
 	d.cmd.Env = append(os.Environ(), env...)
@@ -164,14 +203,61 @@ func (d *daemon) start(t *testing.T, path string, env ...string) {
 	}
 	d.exited = make(chan struct{})
 	go func(cmd *exec.Cmd, exited chan struct{}) { _ = cmd.Wait(); close(exited) }(d.cmd, d.exited)
+	// Each poll has a limit, so that another process holding the admin port
+	// and never answering does not keep start from seeing the daemon exit.
+	client := &http.Client{Timeout: 10 * time.Second}
+	ready := false
 	waitFor(t, "the daemon to answer "+path, func() bool {
-		resp, err := http.Get(d.adminURL + path)
+		select {
+		case <-d.exited:
+			return true
+		default:
+		}
+		resp, err := client.Get(d.adminURL + path)
 		if err != nil {
 			return false
 		}
 		resp.Body.Close()
-		return resp.StatusCode == http.StatusOK
+		ready = resp.StatusCode == http.StatusOK
+		return ready
 	})
+	return ready
+}
+
+// localAddr matches the addresses freePort returns.
+var localAddr = regexp.MustCompile(`127\.0\.0\.1:\d+`)
+
+// movePortsInUse gives a fresh port to each listener of the config that the
+// daemon's stderr says was in use, and says whether there was any. (The
+// embedded NATS server logs nothing; the daemon says it did not start and
+// asks whether the port is in use.)
+func (d *daemon) movePortsInUse(t *testing.T, stderr string) bool {
+	t.Helper()
+	moved := false
+	for line := range strings.Lines(stderr) {
+		if !strings.Contains(line, "address already in use") && !strings.Contains(line, "is the port in use?") {
+			continue
+		}
+		for _, addr := range localAddr.FindAllString(line, -1) {
+			quoted := strconv.Quote(addr)
+			if !strings.Contains(d.header, "listen = "+quoted) {
+				continue // not one of ours, or moved already
+			}
+			fresh := freePort(t)
+			d.header = strings.ReplaceAll(d.header, quoted, strconv.Quote(fresh))
+			for _, u := range []*string{&d.natsURL, &d.adminURL, &d.apiURL} {
+				if strings.HasSuffix(*u, "://"+addr) {
+					*u = strings.TrimSuffix(*u, addr) + fresh
+				}
+			}
+			t.Logf("%s was in use; running the daemon again with %s instead", addr, fresh)
+			moved = true
+		}
+	}
+	if moved {
+		d.writeConfig(t, d.dests)
+	}
+	return moved
 }
 
 // kill9 kills the daemon with SIGKILL and waits for it to be gone.
@@ -427,6 +513,10 @@ url = %q
 	if got := d.metric(t, `trackd_events_invalid_total{field="userId"}`); got != 1 {
 		t.Errorf("trackd_events_invalid_total{field=\"userId\"} = %v, want 1", got)
 	}
+	// Each is counted a little after the delivery the test saw: the router's
+	// once its hand-offs are done, a destination's once its plugin has
+	// answered (the file plugin's after its fsync), and the backlog gauge
+	// once it is first sampled.
 	for _, name := range []string{
 		`trackd_events_received_total`,
 		`trackd_events_routed_total{destination="hook"}`,
@@ -434,15 +524,17 @@ url = %q
 		`trackd_delivery_delay_seconds_count{destination="file"}`,
 		`trackd_batch_duration_seconds_count{destination="file"}`,
 	} {
-		if d.metric(t, name) == 0 {
-			t.Errorf("/metrics has no %s", name)
-		}
+		waitFor(t, name+" in /metrics", func() bool { return d.metric(t, name) > 0 })
 	}
-	if _, ok := d.metricOK(t, `trackd_consumer_backlog{consumer="dest_hook"}`); !ok {
-		t.Errorf("/metrics has no backlog gauge for dest_hook")
-	}
+	waitFor(t, "a backlog gauge for dest_hook in /metrics", func() bool {
+		_, ok := d.metricOK(t, `trackd_consumer_backlog{consumer="dest_hook"}`)
+		return ok
+	})
 }
 
+// fileLines reads the JSON Lines a plugin has written to path so far. The
+// last line may be partly written (the plugin is still at it): the lines
+// before it are returned, and a caller waiting for more polls again.
 func fileLines(t *testing.T, path string) []map[string]any {
 	t.Helper()
 	f, err := os.Open(path)
@@ -454,7 +546,7 @@ func fileLines(t *testing.T, path string) []map[string]any {
 	dec := json.NewDecoder(f)
 	for {
 		var m map[string]any
-		if err := dec.Decode(&m); err == io.EOF {
+		if err := dec.Decode(&m); err == io.EOF || err == io.ErrUnexpectedEOF {
 			return out
 		} else if err != nil {
 			t.Fatalf("%s is not JSON Lines: %v", path, err)

@@ -12,6 +12,7 @@ import (
 	"testing"
 	"time"
 
+	"trackd.dev/trackd/daemon/internal/bus"
 	"trackd.dev/trackd/sdk/destinationtest"
 	"trackd.dev/trackd/sdk/publish"
 )
@@ -182,11 +183,21 @@ plugin = %q
 url = %q
 `, destinationtest.Build(t, "trackd.dev/trackd/plugins/webhook"), hook.URL))
 	d.start(t, "/readyz", "TRACKD_CRASH_AFTER_CLAIM=1")
+	// The crash takes the embedded server down with the daemon, so every
+	// event must be stored before the router claims the first: its consumer
+	// is paused while they are published and acked.
+	_, js := connectJS(t, d.natsURL)
+	if _, err := js.PauseConsumer(t.Context(), "TRACK", bus.RouterConsumer, time.Now().Add(time.Hour)); err != nil {
+		t.Fatal(err)
+	}
 	ids := publishEvents(t, d.natsURL, "trap", 10)
+	// The daemon may die before the resume's answer reaches the test; the
+	// crash shows the router was resumed all the same.
+	_, resumeErr := js.ResumeConsumer(t.Context(), "TRACK", bus.RouterConsumer)
 	select {
 	case <-d.exited:
 	case <-time.After(time.Minute):
-		t.Fatal("the crash hook did not fire")
+		t.Fatalf("the crash hook did not fire (resuming the router's consumer: %v)", resumeErr)
 	}
 	if u, _ := hook.counts(); u != 0 {
 		t.Fatalf("%d events were delivered before the crash; the hook fired too late", u)

@@ -2,13 +2,13 @@ package main
 
 import (
 	"bytes"
+	"context"
 	"fmt"
 	"strings"
 	"testing"
 	"time"
 
-	"github.com/nats-io/nats.go/jetstream"
-
+	"trackd.dev/trackd/daemon/internal/dlq"
 	"trackd.dev/trackd/sdk/destinationtest"
 )
 
@@ -47,23 +47,43 @@ url = %q
 	}
 	waitFor(t, "the event published after the hostile ones", func() bool { return hook.missing([]string{"after"}) == nil })
 
-	// Every hostile event is accounted for: delivered, or a dead letter with a reason.
-	dlq, err := js.OrderedConsumer(t.Context(), "TRACK_DLQ", jetstream.OrderedConsumerConfig{FilterSubjects: []string{"trackd.dlq.invalid"}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	letters := map[string]string{}
-	for {
-		msg, err := dlq.Next(jetstream.FetchMaxWait(2 * time.Second))
+	// deadLetters reads every invalid event's dead letter stored so far and
+	// returns the reasons of the hostile events', by name.
+	deadLetters := func() map[string]string {
+		t.Helper()
+		ctx, cancel := context.WithTimeout(t.Context(), time.Minute)
+		defer cancel()
+		walk, err := dlq.Open(ctx, js, dlq.Invalid, 0)
 		if err != nil {
-			break
+			t.Fatal(err)
 		}
-		for name, body := range hostile {
-			if bytes.Equal(msg.Data(), []byte(body)) {
-				letters[name] = msg.Headers().Get("Trackd-Error")
+		letters := map[string]string{}
+		for range walk.Count {
+			l, err := walk.Next(ctx)
+			if err != nil {
+				t.Fatalf("reading the dead letters: %v", err)
+			}
+			for name, body := range hostile {
+				if bytes.Equal(l.Body, []byte(body)) {
+					letters[name] = l.Reason
+				}
 			}
 		}
+		return letters
 	}
+	// Every hostile event is accounted for: delivered, or a dead letter with
+	// a reason. "after" says nothing of the others: a destination makes
+	// several plugin calls at once, so the valid ones may arrive after it.
+	var letters map[string]string
+	waitFor(t, "every hostile event delivered or dead-lettered", func() bool {
+		letters = deadLetters()
+		for name := range hostile {
+			if _, dead := letters[name]; !dead && hook.missing([]string{name}) != nil {
+				return false
+			}
+		}
+		return true
+	})
 	for name := range hostile {
 		reason, dead := letters[name]
 		delivered := hook.missing([]string{name}) == nil
@@ -72,8 +92,6 @@ url = %q
 			t.Errorf("%s: both delivered and dead-lettered", name)
 		case dead && reason == "":
 			t.Errorf("%s: dead-lettered without a reason", name)
-		case !dead && !delivered:
-			t.Errorf("%s: neither delivered nor dead-lettered", name)
 		}
 		t.Logf("%-9s delivered=%v reason=%q", name, delivered, reason)
 	}

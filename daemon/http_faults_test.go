@@ -27,8 +27,9 @@ const (
 )
 
 // httpDaemon is a daemon serving the tracking API whose one destination is a
-// webhook posting to a counter; nothing runs yet.
-func httpDaemon(t *testing.T) (d *daemon, api string, hook *counter) {
+// webhook posting to a counter; nothing runs yet. The API's URL is d.apiURL
+// once it has started.
+func httpDaemon(t *testing.T) (d *daemon, hook *counter) {
 	t.Helper()
 	hook = newCounter(t, false)
 	d = newDaemon(t, destinationtest.Build(t, "trackd.dev/trackd/daemon"), fmt.Sprintf(`
@@ -37,7 +38,8 @@ plugin = %q
 [destinations.hook.settings]
 url = %q
 `, destinationtest.Build(t, "trackd.dev/trackd/plugins/webhook"), hook.URL))
-	return d, d.serveHTTP(t), hook
+	d.serveHTTP(t)
+	return d, hook
 }
 
 // batchRequest is a /v1/batch body of one valid track call per messageId.
@@ -245,9 +247,9 @@ func waitAllDelivered(t *testing.T, hook *counter, ids []string) {
 // A 200 is a promise: kill -9 while SDKs post batches, restart, and every
 // call that was answered 200 is delivered.
 func TestHTTPKillNine(t *testing.T) {
-	d, api, hook := httpDaemon(t)
+	d, hook := httpDaemon(t)
 	d.start(t, "/readyz")
-	s := startSenders(t, api, "k9")
+	s := startSenders(t, d.apiURL, "k9")
 
 	// Killed with thousands of calls stored, many of them not yet delivered,
 	// and with batches in flight.
@@ -315,8 +317,9 @@ func refused(t *testing.T, api string) bool {
 // already in hand are answered, the daemon exits 0, and every call answered
 // 200, before or during the shutdown, is delivered.
 func TestHTTPGracefulShutdown(t *testing.T) {
-	d, api, hook := httpDaemon(t)
+	d, hook := httpDaemon(t)
 	d.start(t, "/readyz")
+	api := d.apiURL
 	s := startSenders(t, api, "term")
 	waitForLong(t, "1,000 calls answered 200", func() bool { return s.ackedCount() >= 1000 })
 

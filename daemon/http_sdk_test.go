@@ -328,8 +328,9 @@ api_secret = "test-secret"
 endpoint = %q
 gzip = false
 `, webhook, s.hook.URL, webhook, s.other.URL, mixpanel, s.mixpanel.URL))
-	s.baseURL = s.serveHTTP(t)
+	s.serveHTTP(t)
 	s.start(t, "/readyz")
+	s.baseURL = s.apiURL
 	return s
 }
 

@@ -71,17 +71,20 @@ func TestTrackingAPIOverTLS(t *testing.T) {
 	d := newDaemon(t, destinationtest.Build(t, "trackd.dev/trackd/daemon"), fmt.Sprintf(
 		"[destinations.hook]\nplugin = %q\n[destinations.hook.settings]\nurl = %q\n",
 		destinationtest.Build(t, "trackd.dev/trackd/plugins/webhook"), h.URL))
-	api := strings.Replace(d.serveHTTP(t), "http://", "https://", 1)
+	d.serveHTTP(t)
 	d.header += fmt.Sprintf("[http.tls]\ncert_file = %q\nkey_file = %q\n", certFile, keyFile)
 	d.writeConfig(t, d.dests)
 	d.start(t, "/readyz")
+	api := strings.Replace(d.apiURL, "http://", "https://", 1)
 
 	// send posts one track call trusting only cert, and returns the
 	// certificate the API presented.
 	send := func(cert *x509.Certificate, id string) (*x509.Certificate, error) {
 		pool := x509.NewCertPool()
 		pool.AddCert(cert)
-		client := &http.Client{Timeout: 10 * time.Second, Transport: &http.Transport{TLSClientConfig: &tls.Config{RootCAs: pool}}}
+		// The limit covers the TLS handshake and the JetStream ack behind
+		// the answer, on a slow machine under the race detector.
+		client := &http.Client{Timeout: time.Minute, Transport: &http.Transport{TLSClientConfig: &tls.Config{RootCAs: pool}}}
 		defer client.CloseIdleConnections()
 		req, err := http.NewRequest(http.MethodPost, api+"/v1/track",
 			bytes.NewReader(fmt.Appendf(nil, `{"event":"E","userId":"u","messageId":%q}`, id)))
