@@ -109,3 +109,38 @@ func TestWatchReloads(t *testing.T) {
 	publishBody(t, d.natsURL, `{"event":"E","userId":"u","messageId":"w1"}`)
 	waitFor(t, "the event in after.jsonl", func() bool { return len(fileLines(t, filepath.Join(dir, "after.jsonl"))) == 1 })
 }
+
+// A destination removed from the file while the daemon was stopped keeps its
+// consumer, since another daemon may still deliver from it; the daemon says
+// so at start, naming the command that deletes it.
+func TestLeftOverConsumerWarned(t *testing.T) {
+	fileBin := destinationtest.Build(t, "trackd.dev/trackd/plugins/file")
+	dir := t.TempDir()
+	dest := func(id string) string {
+		return fmt.Sprintf("[destinations.%s]\nplugin = %q\n[destinations.%s.settings]\npath = %q\n", id, fileBin, id, filepath.Join(dir, id+".jsonl"))
+	}
+	d := startDaemon(t, dest("kept")+dest("gone"))
+	const warning = "a destination's consumer is left on TRACK_ROUTED"
+	if strings.Contains(d.logs.String(), warning) {
+		t.Fatalf("warned of a left-over consumer with every destination enabled:\n%s", d.logs.String())
+	}
+	if code := d.stop(t); code != 0 {
+		t.Fatalf("stopped with exit code %d", code)
+	}
+	d.writeConfig(t, dest("kept"))
+	from := len(d.logs.String())
+	d.start(t, "/readyz")
+	var warned []string
+	for line := range strings.Lines(d.logs.String()[from:]) {
+		if strings.Contains(line, warning) {
+			warned = append(warned, line)
+		}
+	}
+	if len(warned) != 1 || !strings.Contains(warned[0], `"destination":"gone"`) || !strings.Contains(warned[0], "nats consumer rm TRACK_ROUTED dest_gone") {
+		t.Errorf("warnings %q; want one, naming dest_gone and how to delete it", warned)
+	}
+	_, js := connectJS(t, d.natsURL)
+	if _, err := js.Consumer(t.Context(), "TRACK_ROUTED", "dest_gone"); err != nil {
+		t.Errorf("the left-over consumer: %v, want it kept", err)
+	}
+}

@@ -1,6 +1,9 @@
 package bus
 
-import "time"
+import (
+	"strings"
+	"time"
+)
 
 // Names of the daemon's own streams and subjects.
 const (
@@ -11,7 +14,15 @@ const (
 )
 
 // ConsumerName is the durable consumer of a destination on the routed stream.
-func ConsumerName(destinationID string) string { return "dest_" + destinationID }
+func ConsumerName(destinationID string) string { return destinationPrefix + destinationID }
+
+// DestinationOf is the destination whose consumer is named consumer, if it is
+// a destination's.
+func DestinationOf(consumer string) (id string, ok bool) {
+	return strings.CutPrefix(consumer, destinationPrefix)
+}
+
+const destinationPrefix = "dest_"
 
 // RoutedSubjectFor is the routed stream's subject for one destination's events.
 // (Messages on RoutedSubject itself, from earlier versions, name their

@@ -73,7 +73,30 @@ func New(b *bus.Bus, topo *bus.Topology, m *metrics.Metrics, log *slog.Logger) *
 // holds up only its own destination, which keeps trying; setRoutes is called
 // once every consumer exists.
 func (f *Fleet) Start(ctx context.Context, cfg *config.Config, setRoutes func(*route.Table)) error {
-	return f.apply(ctx, cfg, setRoutes, false, 0)
+	if err := f.apply(ctx, cfg, setRoutes, false, 0); err != nil {
+		return err
+	}
+	f.warnLeftOver(ctx, cfg)
+	return nil
+}
+
+// warnLeftOver logs each destination consumer on the routed stream whose
+// destination cfg does not enable: one removed from the file while no daemon
+// ran (a reload deletes it), whose events wait there for nothing. It is only
+// reported, since another daemon on the same NATS, with another file, may
+// still deliver from it.
+func (f *Fleet) warnLeftOver(ctx context.Context, cfg *config.Config) {
+	enabled := map[string]bool{}
+	for _, d := range cfg.Enabled() {
+		enabled[d.ID] = true
+	}
+	for ci := range f.topo.Routed.ListConsumers(ctx).Info() {
+		if id, ok := bus.DestinationOf(ci.Name); ok && !enabled[id] {
+			f.log.Warn("a destination's consumer is left on "+bus.RoutedStream+" with no such destination enabled here; "+
+				"its events wait there until the destination is back or the consumer is deleted (nats consumer rm "+bus.RoutedStream+" "+ci.Name+")",
+				"destination", id, "waiting", ci.NumPending+uint64(ci.NumAckPending))
+		}
+	}
 }
 
 // Reload makes the running destinations those enabled in cfg: added ones
