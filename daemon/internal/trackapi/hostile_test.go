@@ -239,6 +239,25 @@ func bombBody() (body io.Reader, stop func()) {
 	return pr, func() { _ = pr.Close() }
 }
 
+// sendWhileReading sends hr on a connection of its own and reads the answer
+// as it comes, however much of the body is still unsent. (net/http's client
+// reports the reset of a connection the server hangs up on before it reports
+// an answer that came first, if its reader is slow to read the answer.)
+func sendWhileReading(t *testing.T, hr *http.Request) *http.Response {
+	t.Helper()
+	conn, err := net.Dial("tcp", hr.URL.Host)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = conn.Close() })
+	go func() { _ = hr.Write(conn) }()
+	resp, err := http.ReadResponse(bufio.NewReader(conn), hr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return resp
+}
+
 func TestGzipBomb(t *testing.T) {
 	s := newAPIServer(t)
 	for _, tt := range []struct {
@@ -258,10 +277,7 @@ func TestGzipBomb(t *testing.T) {
 		hr.Header.Set("Content-Encoding", "gzip")
 		hr.SetBasicAuth(webKey, "")
 		before := lastSeq(t, s.topo.Ingest)
-		resp, err := http.DefaultClient.Do(hr)
-		if err != nil {
-			t.Fatal(err)
-		}
+		resp := sendWhileReading(t, hr)
 		var answer map[string]any
 		_ = json.NewDecoder(resp.Body).Decode(&answer)
 		_ = resp.Body.Close()
