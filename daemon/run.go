@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"os"
 	"os/signal"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -90,12 +91,15 @@ func run(ctx context.Context, cfg *config.Config, log *slog.Logger, level *slog.
 	}
 	defer taps.Close()
 	dests := fleet.New(b, topo, m, log)
+	// serving is true from when everything below runs until the stop begins;
+	// /readyz answers 503 outside it.
+	var serving atomic.Bool
 	rt := router.New(b.JS, routerCons, claimer,
 		deliver.NewHandOff(b.JS, dests.Deliverer, m, log),
 		router.WithMetrics(m), router.WithLogger(log), router.WithTap(taps),
 		router.WithNormalize(normalize.Options{MaxEventBytes: cfg.Ingest.MaxEventBytes}))
 	if cfg.Admin.Listen != "" {
-		srv, err := admin.Start(cfg.Admin, m.Registry, func() error { return readiness(b, dests) })
+		srv, err := admin.Start(cfg.Admin, m.Registry, func() error { return readiness(&serving, b, dests) })
 		if err != nil {
 			return err
 		}
@@ -129,6 +133,7 @@ func run(ctx context.Context, cfg *config.Config, log *slog.Logger, level *slog.
 		}
 	}()
 
+	serving.Store(true)
 	log.Info("trackd running", "nats", natsWhere(cfg), "stream", cfg.Ingest.Stream,
 		"subjects", cfg.Ingest.Subjects, "destinations", len(cfg.Enabled()))
 
@@ -141,6 +146,7 @@ func run(ctx context.Context, cfg *config.Config, log *slog.Logger, level *slog.
 		}
 	}
 
+	serving.Store(false)
 	timeout := cfg.Shutdown.Timeout
 	log.Info("stopping: finishing the batches in hand", "timeout", timeout.String())
 	deadline := time.After(timeout)
@@ -242,7 +248,10 @@ func tlsFiles(t config.HTTPTLS) *trackapi.TLS {
 	return &trackapi.TLS{CertFile: t.CertFile, KeyFile: t.KeyFile}
 }
 
-func readiness(b *bus.Bus, dests *fleet.Fleet) error {
+func readiness(serving *atomic.Bool, b *bus.Bus, dests *fleet.Fleet) error {
+	if !serving.Load() {
+		return errors.New("starting or stopping")
+	}
 	if !b.Conn.IsConnected() {
 		return errors.New("not connected to NATS")
 	}
