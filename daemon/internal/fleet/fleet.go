@@ -76,22 +76,18 @@ func (f *Fleet) Start(ctx context.Context, cfg *config.Config, setRoutes func(*r
 	if err := f.apply(ctx, cfg, setRoutes, false, 0); err != nil {
 		return err
 	}
-	f.warnLeftOver(ctx, cfg)
+	f.warnLeftOver(ctx)
 	return nil
 }
 
 // warnLeftOver logs each destination consumer on the routed stream whose
-// destination cfg does not enable: one removed from the file while no daemon
-// ran (a reload deletes it), whose events wait there for nothing. It is only
-// reported, since another daemon on the same NATS, with another file, may
-// still deliver from it.
-func (f *Fleet) warnLeftOver(ctx context.Context, cfg *config.Config) {
-	enabled := map[string]bool{}
-	for _, d := range cfg.Enabled() {
-		enabled[d.ID] = true
-	}
+// destination this daemon does not run: one removed from the file while no
+// daemon ran (a reload deletes it), whose events wait there for nothing. It
+// is only reported, since another daemon on the same NATS, with another
+// file, may still deliver from it.
+func (f *Fleet) warnLeftOver(ctx context.Context) {
 	for ci := range f.topo.Routed.ListConsumers(ctx).Info() {
-		if id, ok := bus.DestinationOf(ci.Name); ok && !enabled[id] {
+		if id, ok := bus.DestinationOf(ci.Name); ok && f.Deliverer(id) == nil {
 			f.log.Warn("a destination's consumer is left on "+bus.RoutedStream+" with no such destination enabled here; "+
 				"its events wait there until the destination is back or the consumer is deleted (nats consumer rm "+bus.RoutedStream+" "+ci.Name+")",
 				"destination", id, "waiting", ci.NumPending+uint64(ci.NumAckPending))
